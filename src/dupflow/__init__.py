@@ -1,0 +1,22 @@
+"""dupflow: exact and near-duplicate image detection for large datasets."""
+
+from importlib.metadata import PackageNotFoundError, version
+
+from dupflow.config import DatasetSource, EncodeSettings
+from dupflow.errors import ConfigError, DupflowError, ErrorKind, StorageError, StoreError
+
+try:
+    __version__ = version("dupflow")
+except PackageNotFoundError:  # running from a source tree without installation
+    __version__ = "0.0.0"
+
+__all__ = [
+    "ConfigError",
+    "DatasetSource",
+    "DupflowError",
+    "EncodeSettings",
+    "ErrorKind",
+    "StorageError",
+    "StoreError",
+    "__version__",
+]

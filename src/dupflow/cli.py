@@ -1,0 +1,263 @@
+"""The `dupflow` command line: a thin layer over the library and its validated settings."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from dupflow import __version__
+from dupflow.config import DEFAULT_ENCODERS, DEFAULT_MAX_PIXELS, EncodeSettings, parse_datasets, parse_storage_options
+from dupflow.errors import DupflowError
+from dupflow.hashing import ENCODERS
+from dupflow.pipeline import EncodeReport, run_encode
+from dupflow.store import EncodingsStore
+
+__all__ = ["main"]
+
+
+def _encoders(value: str | None) -> tuple[str, ...]:
+    if not value:
+        return DEFAULT_ENCODERS
+    names = [v.strip().lower() for v in value.split(",") if v.strip()]
+    if names == ["all"]:
+        return tuple(n for n in ENCODERS if n != "crop_resistant")
+    return tuple(n for n in names if n != "exact")  # exact (SHA-256) is always computed
+
+
+def _run(fn: Callable[[], None]) -> None:
+    try:
+        fn()
+    except DupflowError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+storage_option = click.option(
+    "--storage-option",
+    "-o",
+    "storage_options",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="fsspec option for remote stores, e.g. endpoint_url=http://127.0.0.1:9000 (repeatable). "
+    "The environment (AWS_*, FSSPEC_S3_*) is read too.",
+)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="dupflow")
+def main() -> None:
+    """Find exact and near-duplicate images within and across datasets."""
+
+
+@main.command()
+@click.option(
+    "--dataset",
+    "-d",
+    "datasets",
+    multiple=True,
+    metavar="NAME=URL",
+    help="A dataset: local folder, s3://bucket/prefix or fsspec URL (repeatable).",
+)
+@click.option("--root", "-r", metavar="DIR", help="A root folder; with --dirs, each sub-folder is a dataset.")
+@click.option("--dirs", multiple=True, metavar="DIR", help="Sub-folders of --root (each becomes a dataset).")
+@click.option("--store", "-s", required=True, metavar="STORE", help="Encodings store: a local folder or S3 prefix.")
+@click.option(
+    "--encoders",
+    "-e",
+    metavar="LIST",
+    help=f"Comma-separated encoders from {', '.join(ENCODERS)} or 'all' "
+    f"(default: {','.join(DEFAULT_ENCODERS)}; exact SHA-256 always).",
+)
+@click.option(
+    "--hash-size",
+    type=click.Choice(["8", "16"]),
+    default="8",
+    show_default=True,
+    help="8 -> 64-bit hashes, 16 -> 256-bit hashes.",
+)
+@click.option(
+    "--max-pixels",
+    type=click.IntRange(min=1),
+    default=DEFAULT_MAX_PIXELS,
+    show_default=True,
+    help="Images declaring more pixels are recorded as decompression_bomb errors.",
+)
+@click.option(
+    "--workers",
+    "-j",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Parallel encoding processes [default: CPU count].",
+)
+@click.option("--shard-size", type=click.IntRange(min=1), default=None, help="Files per task [default: auto].")
+@storage_option
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+@click.argument("more_dirs", nargs=-1, metavar="[DIR]...")
+def encode(
+    more_dirs: tuple[str, ...],
+    datasets: tuple[str, ...],
+    root: str | None,
+    dirs: tuple[str, ...],
+    store: str,
+    encoders: str | None,
+    hash_size: str,
+    max_pixels: int,
+    workers: int | None,
+    shard_size: int | None,
+    storage_options: tuple[str, ...],
+    quiet: bool,
+) -> None:
+    """Encode images into a Parquet encodings store, incrementally.
+
+    \b
+    dupflow encode --dataset train=./data/train --dataset val=s3://bucket/val --store ./dupflow-store
+    dupflow encode --root ~/dataset --dirs dir_1 dir_2 --store ./dupflow-store --encoders phash,dhash
+    """
+
+    def go() -> None:
+        if more_dirs and not dirs:
+            raise click.UsageError(f"unexpected argument(s) {' '.join(more_dirs)}: datasets go in --dataset NAME=URL")
+        sources = parse_datasets(list(datasets), root, [*dirs, *more_dirs])
+        settings = EncodeSettings(
+            encoders=_encoders(encoders),
+            hash_size=int(hash_size),
+            max_pixels=max_pixels,
+            storage_options=parse_storage_options(list(storage_options)),
+        )
+        bar: Any = None
+
+        def listed(total: int, todo: int) -> None:
+            nonlocal bar
+            click.echo(
+                f"listed {total:,} images in {len(sources)} dataset(s); {todo:,} to decode, {total - todo:,} unchanged",
+                err=True,
+            )
+            if not quiet and todo:
+                bar = click.progressbar(length=todo, label="encoding", file=sys.stderr, show_pos=True, show_eta=True)
+                bar.__enter__()
+
+        try:
+            report = run_encode(
+                sources,
+                store,
+                settings,
+                workers=workers or os.cpu_count() or 1,
+                shard_size=shard_size,
+                on_listed=listed,
+                on_progress=(lambda n: bar.update(n)) if not quiet else None,
+            )
+        finally:
+            if bar is not None:
+                bar.__exit__(None, None, None)
+        _print_report(report)
+
+    _run(go)
+
+
+def _print_report(r: EncodeReport) -> None:
+    rate = r.decoded / r.wall_seconds if r.wall_seconds else 0.0
+    cpu = r.decoded / r.cpu_seconds if r.cpu_seconds else 0.0
+    click.echo(f"store      {r.store}  (encodings: {r.store.rstrip('/')}/encodings)")
+    click.echo(
+        f"files      {r.listed:,} listed: {r.encoded:,} encoded, {r.reused:,} reused, "
+        f"{r.new_errors:,} failed now, {r.dropped:,} dropped (gone)"
+    )
+    for name, n in sorted(r.per_dataset.items()):
+        click.echo(f"dataset    {name}: {n:,} files")
+    if r.errors:
+        kinds = ", ".join(f"{k}={v}" for k, v in sorted(r.errors.items()))
+        click.echo(f"errors     {sum(r.errors.values()):,} files without encodings ({kinds})")
+    skipped = r.listing
+    if skipped.skipped_extension or skipped.skipped_hidden or skipped.skipped_links:
+        click.echo(
+            f"skipped    {skipped.skipped_extension} non-image, {skipped.skipped_hidden} hidden, "
+            f"{skipped.skipped_links} links leaving the root"
+        )
+    for d in skipped.unreadable_dirs or []:
+        click.echo(f"warning    folder not listed: {d}", err=True)
+    click.echo(f"speed      {r.wall_seconds:.2f} s wall, {rate:,.0f} images/s, {cpu:,.0f} images per CPU-second")
+
+
+@main.command()
+@click.option("--store", "-s", required=True, help="Encodings store to describe.")
+@storage_option
+def info(store: str, storage_options: tuple[str, ...]) -> None:
+    """Describe an encodings store: state, settings, datasets, rows and errors."""
+
+    def go() -> None:
+        s = EncodingsStore(store, parse_storage_options(list(storage_options)))
+        rec = s.record()
+        if rec is None:
+            raise click.ClickException(f"{store} is not an encodings store (no _dupflow/store.json)")
+        click.echo(f"store      {store}\nstate      {rec.state} (run {rec.run_id}, {rec.updated_at})")
+        click.echo(f"settings   {rec.settings}\nencoders   exact,{','.join(rec.encoders)}")
+        click.echo(f"encodings  {s.encodings_uri}")
+        for name, d in sorted(rec.datasets.items()):
+            origin = f", imported: {d['origin']}" if d.get("origin") else ""
+            click.echo(f"dataset    {name}: {d['rows']:,} rows, {d['errors']:,} errors, from {d.get('url')}{origin}")
+
+    _run(go)
+
+
+@main.command()
+@click.option(
+    "--encodings-in",
+    "-i",
+    "inputs",
+    multiple=True,
+    required=True,
+    metavar="STORE",
+    help="A store to merge (repeatable); later ones win for the same file.",
+)
+@click.option(
+    "--encodings", "-o", "out", required=True, metavar="STORE", help="The merged store (created or extended)."
+)
+@storage_option
+def merge(inputs: tuple[str, ...], out: str, storage_options: tuple[str, ...]) -> None:
+    """Merge encodings stores: dupflow merge -i a -i b -o merged."""
+    from dupflow.merging import merge_stores
+
+    def go() -> None:
+        counts = merge_stores(list(inputs), out, parse_storage_options(list(storage_options)))
+        for name, n in sorted(counts.items()):
+            click.echo(f"dataset    {name}: {n:,} rows")
+        click.echo(f"merged {len(inputs)} store(s) into {out}")
+
+    _run(go)
+
+
+@main.command("import-imagededup")
+@click.argument("json_file")
+@click.option(
+    "--method",
+    required=True,
+    type=click.Choice(["phash", "dhash", "ahash", "whash"]),
+    help="The imagededup hash class that wrote the file.",
+)
+@click.option(
+    "--dataset",
+    "-d",
+    "dataset",
+    required=True,
+    metavar="NAME=DIR",
+    help="Dataset name and the image folder the file names are relative to.",
+)
+@click.option("--store", "-s", required=True)
+@storage_option
+def import_imagededup_cmd(
+    json_file: str, method: str, dataset: str, store: str, storage_options: tuple[str, ...]
+) -> None:
+    """Import an imagededup encodings JSON file ({file: hex hash}) into a store."""
+    from dupflow.config import DatasetSource
+    from dupflow.merging import import_imagededup
+
+    def go() -> None:
+        n = import_imagededup(
+            json_file, method, DatasetSource.parse(dataset), store, parse_storage_options(list(storage_options))
+        )
+        click.echo(f"imported {n:,} {method} encodings into {store}")
+
+    _run(go)

@@ -1,0 +1,154 @@
+"""The encoder registry: every encoding a file can get, as pure functions of one decoded picture.
+
+Perceptual hashes are imagehash's own algorithms, packed MSB-first into unsigned integers so that
+`int(str(imagehash_value), 16)` equals the stored value. Hashes of up to 64 bits are `uint64`;
+longer ones are big-endian fixed-size binary.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import imagehash
+import numpy as np
+import pyarrow as pa
+from PIL import Image
+
+from dupflow.decoding import DecodedImage
+
+__all__ = ["ENCODERS", "Encoder", "bits_to_value", "hash_bits", "pixel_digest", "sha256_digest"]
+
+EncodeFn = Callable[[DecodedImage, Image.Image, int], Any]
+
+
+@dataclass(frozen=True)
+class Encoder:
+    """One named encoding: its column type, whether it needs colour, and the function."""
+
+    name: str
+    description: str
+    needs_color: bool
+    bits: Callable[[int], int]  # hash_size -> bits (0: not a Hamming hash)
+    arrow_type: Callable[[int], pa.DataType]
+    fn: EncodeFn
+
+
+def hash_bits(bits: list[bool] | np.ndarray) -> int:
+    """Bits (first = most significant) as one integer."""
+    flat = np.asarray(bits, dtype=bool).ravel()
+    value = 0
+    for byte in np.packbits(flat).tobytes():
+        value = (value << 8) | byte
+    return value >> ((-flat.size) % 8)
+
+
+def bits_to_value(value: int, n_bits: int) -> int | bytes:
+    """The stored form: an int for <= 64 bits, big-endian bytes beyond."""
+    return value if n_bits <= 64 else value.to_bytes(n_bits // 8, "big")
+
+
+def _hash_type(n_bits: int) -> pa.DataType:
+    return pa.uint64() if n_bits <= 64 else pa.binary(n_bits // 8)
+
+
+def _square(hash_size: int) -> int:
+    return hash_size * hash_size
+
+
+def _imagehash(fn: Callable[..., imagehash.ImageHash], **kwargs: Any) -> EncodeFn:
+    def encode(decoded: DecodedImage, gray: Image.Image, hash_size: int) -> int | bytes:
+        h = fn(gray, hash_size=hash_size, **kwargs)
+        return bits_to_value(hash_bits(h.hash), hash_size * hash_size)
+
+    return encode
+
+
+def _whash(decoded: DecodedImage, gray: Image.Image, hash_size: int) -> int | bytes:
+    # A fixed image_scale: imagehash otherwise derives it from the input size, and reduced-scale
+    # decoding would then change the hash.
+    h = imagehash.whash(gray, hash_size=hash_size, image_scale=8 * hash_size)
+    return bits_to_value(hash_bits(h.hash), hash_size * hash_size)
+
+
+COLORHASH_BINBITS = 3
+
+
+def _colorhash(decoded: DecodedImage, gray: Image.Image, hash_size: int) -> int:
+    return hash_bits(imagehash.colorhash(decoded.image, binbits=COLORHASH_BINBITS).hash)
+
+
+def _crop_resistant(decoded: DecodedImage, gray: Image.Image, hash_size: int) -> list[int]:
+    multi = imagehash.crop_resistant_hash(decoded.image)
+    return [hash_bits(seg.hash) for seg in multi.segment_hashes]
+
+
+def pixel_digest(decoded: DecodedImage) -> bytes:
+    """SHA-256 over size, mode and the decoded RGB pixels: equal for lossless re-encodes."""
+    rgb = decoded.image if decoded.image.mode == "RGB" else decoded.image.convert("RGB")
+    h = hashlib.sha256(f"{rgb.size[0]}x{rgb.size[1]}:{decoded.width}x{decoded.height}".encode())
+    h.update(rgb.tobytes())
+    return h.digest()
+
+
+def sha256_digest(data: bytes) -> bytes:
+    """SHA-256 of the file's bytes (compare with `sha256sum`)."""
+    return hashlib.sha256(data).digest()
+
+
+ENCODERS: dict[str, Encoder] = {
+    e.name: e
+    for e in (
+        Encoder(
+            "phash",
+            "perceptual hash (DCT), robust to resizing and re-encoding",
+            False,
+            _square,
+            lambda s: _hash_type(_square(s)),
+            _imagehash(imagehash.phash),
+        ),
+        Encoder(
+            "dhash",
+            "difference hash (gradients), fast and robust to small edits",
+            False,
+            _square,
+            lambda s: _hash_type(_square(s)),
+            _imagehash(imagehash.dhash),
+        ),
+        Encoder(
+            "ahash",
+            "average hash, fastest, weakest",
+            False,
+            _square,
+            lambda s: _hash_type(_square(s)),
+            _imagehash(imagehash.average_hash),
+        ),
+        Encoder("whash", "wavelet hash (Haar)", False, _square, lambda s: _hash_type(_square(s)), _whash),
+        Encoder(
+            "colorhash",
+            "colour distribution hash (42 bits), not a structure hash",
+            True,
+            lambda s: 14 * COLORHASH_BINBITS,
+            lambda s: pa.uint64(),
+            _colorhash,
+        ),
+        Encoder(
+            "crop_resistant",
+            "crop-resistant segment hashes (slow, ~0.2 s/image)",
+            True,
+            lambda s: 0,
+            lambda s: pa.list_(pa.uint64()),
+            _crop_resistant,
+        ),
+        Encoder(
+            "pixel",
+            "SHA-256 of the decoded pixels: lossless re-encodes and metadata edits",
+            True,
+            lambda s: 0,
+            lambda s: pa.binary(32),
+            lambda d, g, s: pixel_digest(d),
+        ),
+    )
+}

@@ -1,0 +1,136 @@
+"""List the images of a dataset on any fsspec store, streaming, with one code path for all stores."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import fsspec
+
+from dupflow.config import DatasetSource
+from dupflow.errors import ConfigError
+from dupflow.fs import is_local, open_fs, storage_error, to_uri
+
+__all__ = ["IMAGE_EXTENSIONS", "ImageRef", "ListingStats", "list_dataset"]
+
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"})
+
+
+@dataclass(frozen=True)
+class ImageRef:
+    """One listed file: what identifies it and the version token used for incremental runs."""
+
+    uri: str
+    dataset: str
+    rel_path: str
+    size: int
+    mtime_ns: int | None
+    etag: str | None
+
+
+@dataclass
+class ListingStats:
+    """What listing skipped, so a summary can say it."""
+
+    listed: int = 0
+    skipped_extension: int = 0
+    skipped_hidden: int = 0
+    skipped_links: int = 0
+    unreadable_dirs: list[str] | None = None
+
+
+def list_dataset(
+    source: DatasetSource,
+    storage_options: dict[str, Any] | None = None,
+    stats: ListingStats | None = None,
+) -> Iterator[ImageRef]:
+    """Yield the images under `source.url`, recursively, in a stable order per folder.
+
+    Hidden files and folders (name starting with '.') are skipped, extensions are matched
+    case-insensitively, and symbolic links are followed only when they stay inside the root.
+    """
+    stats = stats if stats is not None else ListingStats()
+    stats.unreadable_dirs = stats.unreadable_dirs or []
+    fs, root = open_fs(source.url, storage_options)
+    root = root.rstrip("/")
+    _check_root(fs, root, source)
+    local = is_local(fs)
+    real_root = os.path.realpath(root) if local else root
+    unreadable = stats.unreadable_dirs
+
+    def on_error(exc: BaseException) -> None:
+        unreadable.append(f"{getattr(exc, 'filename', '')}: {exc}")
+
+    walker = fs.walk(root, detail=True, topdown=True, on_error=on_error)
+    try:
+        for _dirpath, dirs, files in walker:
+            hidden = [d for d in dirs if d.startswith(".")]
+            for d in hidden:
+                del dirs[d]
+            stats.skipped_hidden += len(hidden)
+            for name in sorted(files):
+                info = files[name]
+                if name.startswith("."):
+                    stats.skipped_hidden += 1
+                    continue
+                if os.path.splitext(name)[1].lower() not in IMAGE_EXTENSIONS:
+                    stats.skipped_extension += 1
+                    continue
+                path = info["name"].rstrip("/")
+                if local and not _regular_inside(path, info, real_root):
+                    stats.skipped_links += 1
+                    continue
+                stats.listed += 1
+                yield ImageRef(
+                    uri=to_uri(fs, path),
+                    dataset=source.name,
+                    rel_path=path[len(root) + 1 :],
+                    size=int(info.get("size") or 0),
+                    mtime_ns=_mtime_ns(info),
+                    etag=_etag(info),
+                )
+    except (ConfigError, GeneratorExit):
+        raise
+    except Exception as exc:
+        raise storage_error(exc, source.url, "list") from exc
+
+
+def _check_root(fs: fsspec.AbstractFileSystem, root: str, source: DatasetSource) -> None:
+    try:
+        ok = fs.isdir(root)
+    except Exception as exc:
+        raise storage_error(exc, source.url, "list") from exc
+    if not ok:
+        raise ConfigError(
+            f"dataset {source.name!r}: {source.url} is not a folder or prefix that exists; "
+            "check the path (for S3: bucket, prefix, endpoint and credentials)"
+        )
+
+
+def _regular_inside(path: str, info: dict[str, Any], real_root: str) -> bool:
+    """Local only: plain files pass; a link passes when it resolves to a file inside the root."""
+    if info.get("type") == "file" and not info.get("islink"):
+        return True
+    if not info.get("islink"):
+        return False  # sockets, FIFOs, devices
+    target = os.path.realpath(path)
+    return os.path.isfile(target) and (target + os.sep).startswith(real_root + os.sep)
+
+
+def _mtime_ns(info: dict[str, Any]) -> int | None:
+    value = info.get("mtime", info.get("LastModified"))
+    if value is None:
+        return None
+    if isinstance(value, datetime):
+        return int(value.timestamp() * 1_000_000) * 1000
+    if isinstance(value, str):
+        return int(datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp() * 1_000_000) * 1000
+    return round(float(value) * 1_000_000) * 1000
+
+
+def _etag(info: dict[str, Any]) -> str | None:
+    value = info.get("ETag") or info.get("etag")
+    return str(value).strip('"') if value else None

@@ -1,0 +1,115 @@
+"""Combine encodings: merge stores (the `--encodings_in a b --encodings out` habit) and import
+imagededup's JSON encodings files."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from dupflow.config import DatasetSource, EncodeSettings
+from dupflow.errors import ConfigError, StoreError
+from dupflow.fs import join, open_fs
+from dupflow.hashing import ENCODERS
+from dupflow.schemas import encodings_schema
+from dupflow.store import EncodingsStore, conform_table
+
+__all__ = ["IMAGEDEDUP_METHODS", "import_imagededup", "merge_stores"]
+
+# imagededup's hashing classes -> dupflow columns. Its algorithms differ from imagehash's in small
+# ways (median taken without the DC term, >= vs >), so imported values are recorded with their origin.
+IMAGEDEDUP_METHODS = {"phash": "phash", "dhash": "dhash", "ahash": "ahash", "whash": "whash"}
+
+
+def merge_stores(inputs: Sequence[str], out: str, storage_options: dict[str, Any] | None = None) -> dict[str, int]:
+    """Merge complete stores into `out` (kept as the first input if it exists); later inputs win
+    for a uri present in several. Returns rows per merged dataset."""
+    out_store = EncodingsStore(out, storage_options)
+    sources = ([out_store] if out_store.record() is not None else []) + [
+        EncodingsStore(u, storage_options) for u in inputs
+    ]
+    records = [s.complete_record() for s in sources]
+    settings = {json.dumps(r.settings, sort_keys=True) for r in records}
+    if len(settings) > 1:
+        raise StoreError(f"cannot merge stores built with different settings: {sorted(settings)}")
+    encoders = [e for e in ENCODERS if any(e in r.encoders for r in records)]
+    rec = out_store.begin(EncodeSettings(encoders=tuple(encoders), hash_size=records[0].settings["hash_size"]))
+    merged: dict[str, list[pa.Table]] = {}
+    urls: dict[str, str] = {}
+    for store, src_rec in zip(sources, records, strict=True):
+        for name, info in src_rec.datasets.items():
+            merged.setdefault(name, []).append(store.read(datasets=[name]).drop_columns(["dataset"]))
+            urls[name] = info.get("url", "")
+            rec.datasets.setdefault(name, {}).setdefault("origin", {}).update(info.get("origin", {}))
+    schema = encodings_schema(rec.encoders, rec.settings["hash_size"])
+    tables = {name: _last_wins([conform_table(p, schema) for p in parts]) for name, parts in merged.items()}
+    out_store.write_tables(rec, tables, urls)
+    return {name: t.num_rows for name, t in tables.items()}
+
+
+def _last_wins(parts: list[pa.Table]) -> pa.Table:
+    """Concatenate, keeping the last row per uri."""
+    table = pa.concat_tables(parts)
+    idx = pa.array(range(table.num_rows), pa.int64())
+    last = table.append_column("_i", idx).group_by("uri", use_threads=False).aggregate([("_i", "max")])["_i_max"]
+    return table.take(pc.sort_indices(last))
+
+
+def import_imagededup(
+    json_path: str,
+    method: str,
+    dataset: DatasetSource,
+    store_url: str,
+    storage_options: dict[str, Any] | None = None,
+) -> int:
+    """Import an imagededup `encode_images(..., outfile=)` JSON ({file: hex hash}) as a dataset.
+
+    `dataset.url` is the image folder the file names are relative to; files found there get their
+    size and modification time so a later `dupflow encode` can tell whether they changed.
+    """
+    if method not in IMAGEDEDUP_METHODS:
+        raise ConfigError(f"--method must be one of {', '.join(IMAGEDEDUP_METHODS)} (imagededup's hash methods)")
+    path = json_path if os.path.exists(json_path) or json_path.endswith(".json") else f"{json_path}.json"
+    fs_json, p = open_fs(path, storage_options)
+    try:
+        mapping = json.loads(fs_json.cat_file(p))
+    except FileNotFoundError as exc:
+        raise ConfigError(f"encodings file {path} does not exist") from exc
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{path} is not valid JSON: {exc}") from exc
+    if not isinstance(mapping, dict):
+        raise ConfigError(f"{path} is not an imagededup encodings file ({{file name: hash}})")
+    fs, root = open_fs(dataset.url, storage_options)
+    rows: dict[str, list[Any]] = {k: [] for k in ("uri", "rel_path", "size", "mtime", method)}
+    for name, value in sorted(mapping.items()):
+        if not isinstance(value, str) or not value:
+            raise ConfigError(f"{path}: {name!r} has no hex hash (CNN encodings are imported in the embeddings step)")
+        full = join(root, name)
+        try:
+            info = fs.info(full)
+            size, mtime = int(info["size"]), int(float(info["mtime"]) * 1e6) * 1000 if "mtime" in info else None
+        except (FileNotFoundError, KeyError):
+            size, mtime = None, None
+        rows["uri"].append(full if "://" in dataset.url or os.path.isabs(full) else os.path.abspath(full))
+        rows["rel_path"].append(name)
+        rows["size"].append(size)
+        rows["mtime"].append(mtime)
+        rows[method].append(int(value, 16))
+    table = pa.table(
+        {
+            "uri": pa.array(rows["uri"], pa.string()),
+            "rel_path": pa.array(rows["rel_path"], pa.string()),
+            "size": pa.array(rows["size"], pa.int64()),
+            "mtime": pa.array(rows["mtime"], pa.timestamp("ns", tz="UTC")),
+            method: pa.array(rows[method], pa.uint64()),
+        }
+    )
+    store = EncodingsStore(store_url, storage_options)
+    rec = store.begin(EncodeSettings(encoders=(method,)))
+    rec.datasets.setdefault(dataset.name, {}).setdefault("origin", {})[method] = "imagededup"
+    store.write_tables(rec, {dataset.name: table}, {dataset.name: dataset.url})
+    return int(table.num_rows)
