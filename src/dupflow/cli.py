@@ -261,3 +261,16 @@ def import_imagededup_cmd(
         click.echo(f"imported {n:,} {method} encodings into {store}")
 
     _run(go)
+
+
+@main.command("sample-data")
+@click.argument("out", type=click.Path(file_okay=False))
+@click.option("--images", default=40, show_default=True, type=click.IntRange(min=4), help="Base images to cut.")
+def sample_data(out: str, images: int) -> None:
+    """Write a small train/val sample set with planted duplicates, leaks and a corrupt file."""
+    from dupflow.samples import SOURCES, write_sample_set
+
+    counts = write_sample_set(out, images)
+    click.echo(f"wrote {sum(counts.values())} files to {out}/train and {out}/val: "
+               + ", ".join(f"{v} {k}" for k, v in counts.items()))
+    click.echo(f"source: {SOURCES}")

@@ -82,12 +82,12 @@ def decode_image(data: bytes, *, mode: Mode, decode_size: int, max_pixels: int, 
             "raise --max-pixels if the image is genuine",
         )
     fmt, original_mode = im.format or "unknown", im.mode
-    orientation = _orientation(im)
     factor = reduction_factor(width, height, decode_size) if draft else 1
     try:
         if factor > 1 and fmt == "JPEG":
             im.draft(mode, (width // factor, height // factor))
         im.load()
+        orientation = _orientation(im)  # after load: PNG reads EXIF by loading, which must fail loudly
         picture = _normalise(im)
         left = factor // max(1, width // picture.size[0])  # what draft did not reduce
         if left > 1:

@@ -64,6 +64,7 @@ def list_dataset(
     def on_error(exc: BaseException) -> None:
         unreadable.append(f"{getattr(exc, 'filename', '')}: {exc}")
 
+    fs.invalidate_cache()  # long-lived processes must not list from a stale cache
     walker = fs.walk(root, detail=True, topdown=True, on_error=on_error)
     try:
         for _dirpath, dirs, files in walker:

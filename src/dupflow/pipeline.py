@@ -6,6 +6,7 @@ module also runs them locally with a process pool, for the CLI.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import multiprocessing
 import time
@@ -118,6 +119,7 @@ def run_encode(
     refs, report.listing = list_sources(sources, settings.storage_options)
     report.listed = len(refs)
     rec = store.begin(settings)
+    settings = dataclasses.replace(settings, encoders=tuple(rec.encoders))  # the store keeps every encoder
     todo = plan_encode(store, rec, refs)
     report.reused = report.listed - len(todo)
     if on_listed:

@@ -137,8 +137,8 @@ class EncodingsStore:
 
     def cache_keys(self, encoders: list[str], datasets: list[str]) -> pa.Array:
         """Keys of rows (committed or staged) that can be reused: all encoders present, no transient error."""
-        committed, staged = self._reusable(encoders, datasets, list(KEY_COLUMNS))
-        keys = [row_keys(t) for t in committed + staged]
+        committed, staged = self._rows(encoders, datasets, list(KEY_COLUMNS))
+        keys = [row_keys(_valid(t, encoders)) for t in committed + staged]
         return pa.chunked_array(keys, pa.string()).combine_chunks() if keys else pa.array([], pa.string())
 
     def stage(self, key: str, table: pa.Table) -> str:
@@ -155,9 +155,10 @@ class EncodingsStore:
         dataset (files that disappeared since the last run).
         """
         datasets = sorted(set(listed["dataset"].to_pylist()))
-        committed, staged = self._reusable(rec.encoders, datasets, None)
+        committed, staged = self._rows(rec.encoders, datasets, None)
+        committed = [_valid(t, rec.encoders) for t in committed]  # staged rows are fresh: all kept, and first
         schema = encodings_schema(rec.encoders, rec.settings["hash_size"], staged=True)
-        table = pa.concat_tables([conform_table(t, schema) for t in committed + staged] or [schema.empty_table()])
+        table = pa.concat_tables([conform_table(t, schema) for t in staged + committed] or [schema.empty_table()])
         table = _dedupe(table.append_column("_key", row_keys(table)), "_key")
         table = table.filter(pc.is_in(table["_key"], value_set=row_keys(listed)))
         if table.num_rows < listed.num_rows:
@@ -232,10 +233,10 @@ class EncodingsStore:
         old = self._read_dataset(rec, name, ["uri"])["uri"]
         return int(pc.sum(pc.invert(pc.is_in(part["uri"], value_set=old))).as_py() or 0)
 
-    def _reusable(
+    def _rows(
         self, encoders: list[str], datasets: list[str], columns: list[str] | None
     ) -> tuple[list[pa.Table], list[pa.Table]]:
-        """Committed and staged rows of these datasets that a run may reuse as they are."""
+        """Committed and staged rows of these datasets (callers decide which are reusable)."""
         rec = self.record()
         cols = None if columns is None else list(dict.fromkeys([*columns, "error", "exact", *encoders, "dataset"]))
         committed = [
@@ -250,7 +251,7 @@ class EncodingsStore:
             t = t.filter(pc.is_in(t["dataset"], value_set=pa.array(datasets, pa.string())))
             schema = encodings_schema(encoders, hash_size or 8, staged=True)
             staged.append(conform_table(t, schema) if cols is None else conform_table(t, schema).select(cols))
-        return [_valid(t, encoders) for t in committed], [_valid(t, encoders) for t in staged]
+        return committed, staged
 
     def _staged_files(self) -> list[str]:
         try:
@@ -305,7 +306,7 @@ def conform_table(table: pa.Table, schema: pa.Schema) -> pa.Table:
 
 
 def _dedupe(table: pa.Table, key: str) -> pa.Table:
-    """First row per key (staged rows come after committed ones, both are valid)."""
+    """First row per key."""
     if table.num_rows == 0:
         return table
     idx = table.append_column("_i", pa.array(range(table.num_rows), pa.int64()))

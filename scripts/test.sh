@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# One command: set everything up, then run the whole test suite (lint and types included).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/bootstrap.sh test
+export PATH="$PWD/.venv/bin:$PATH"
+ruff check src tests
+mypy
+pytest -p no:cacheprovider "$@"

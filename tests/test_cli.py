@@ -1,0 +1,77 @@
+"""The `dupflow` command line as users type it: encode, info, merge, import-imagededup, errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import imagehash
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
+from PIL import Image
+
+from conftest import run_cli
+from dupflow.store import EncodingsStore
+from imagegen import dataset, natural, write
+
+
+def test_encode_contract_prints_summary_and_writes_store(tmp_path: Path) -> None:
+    dataset(tmp_path / "train", 5, seed=1)
+    dataset(tmp_path / "val", 3, seed=2)
+    (tmp_path / "val" / "broken.jpg").write_bytes(b"")
+    out = run_cli("encode", "--dataset", f"train={tmp_path / 'train'}", "--dataset", f"val={tmp_path / 'val'}",
+                  "--store", str(tmp_path / "store"), "--encoders", "phash,dhash,ahash")
+    assert "9 listed: 8 encoded, 0 reused" in out.stdout
+    assert "empty=1" in out.stdout and "images per CPU-second" in out.stdout
+    table = ds.dataset(str(tmp_path / "store" / "encodings"), format="parquet", partitioning="hive").to_table()
+    assert table.num_rows == 9 and {"phash", "dhash", "ahash"} <= set(table.column_names)
+
+    again = run_cli("encode", "-d", f"train={tmp_path / 'train'}", "-d", f"val={tmp_path / 'val'}",
+                    "-s", str(tmp_path / "store"))
+    assert "0 encoded, 9 reused" in again.stdout
+
+
+def test_root_and_dirs_habit(tmp_path: Path) -> None:
+    dataset(tmp_path / "root" / "dir_1", 2, seed=1)
+    dataset(tmp_path / "root" / "dir_2", 2, seed=2)
+    run_cli("encode", "--root", str(tmp_path / "root"), "--dirs", "dir_1", "dir_2", "--store", str(tmp_path / "s"))
+    info = run_cli("info", "--store", str(tmp_path / "s")).stdout
+    assert "dir_1: 2 rows" in info and "dir_2: 2 rows" in info and "state      complete" in info
+
+
+def test_bad_arguments_get_helpful_errors(tmp_path: Path) -> None:
+    bad_encoder = run_cli("encode", "-d", f"x={tmp_path}", "-s", str(tmp_path / "s"), "-e", "phash,nope", check=False)
+    assert bad_encoder.returncode != 0 and "unknown encoder(s) nope; choose from" in bad_encoder.stderr
+    no_dataset = run_cli("encode", "-s", str(tmp_path / "s"), check=False)
+    assert no_dataset.returncode != 0 and "--dataset NAME=URL" in no_dataset.stderr
+    missing = run_cli("encode", "-d", f"x={tmp_path / 'nope'}", "-s", str(tmp_path / "s"), check=False)
+    assert missing.returncode != 0 and "not a folder or prefix that exists" in missing.stderr
+    assert "Traceback" not in bad_encoder.stderr + no_dataset.stderr + missing.stderr
+
+
+def test_merge_stores_later_input_wins(tmp_path: Path) -> None:
+    dataset(tmp_path / "a", 3, seed=1)
+    dataset(tmp_path / "b", 2, seed=2)
+    run_cli("encode", "-d", f"a={tmp_path / 'a'}", "-s", str(tmp_path / "sa"), "-e", "phash")
+    run_cli("encode", "-d", f"b={tmp_path / 'b'}", "-s", str(tmp_path / "sb"), "-e", "phash,dhash")
+    run_cli("merge", "--encodings-in", str(tmp_path / "sa"), "--encodings-in", str(tmp_path / "sb"),
+            "--encodings", str(tmp_path / "merged"))
+    merged = EncodingsStore(str(tmp_path / "merged")).read()
+    assert sorted(set(merged["dataset"].to_pylist())) == ["a", "b"] and merged.num_rows == 5
+    # dhash exists only in the second store: the first store's rows carry nulls, not made-up values
+    assert merged.filter(pc.equal(merged["dataset"], "a"))["dhash"].null_count == 3
+
+
+def test_import_imagededup_json(tmp_path: Path) -> None:
+    imgs = tmp_path / "imgs"
+    paths = [write(imgs / f"{i}.png", natural(i, 64, 64)) for i in range(3)]
+    enc = {p.name: str(imagehash.phash(Image.open(p))) for p in paths}
+    (tmp_path / "enc.json").write_text(json.dumps(enc))
+    run_cli("import-imagededup", str(tmp_path / "enc"), "--method", "phash", "--dataset", f"old={imgs}",
+            "--store", str(tmp_path / "s"))
+    rows = {Path(r["uri"]).name: r for r in EncodingsStore(str(tmp_path / "s")).read().to_pylist()}
+    assert {n: f"{r['phash']:016x}" for n, r in rows.items()} == enc
+    assert "imported" in run_cli("info", "-s", str(tmp_path / "s")).stdout
+    # A real encode of the same folder replaces imported values with dupflow's own.
+    out = run_cli("encode", "-d", f"old={imgs}", "-s", str(tmp_path / "s")).stdout
+    assert "3 encoded" in out

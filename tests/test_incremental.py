@@ -1,0 +1,85 @@
+"""Incremental encoding: unchanged files are reused, changed ones re-decoded, gone ones dropped."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pyarrow.dataset as ds
+import pytest
+
+from dupflow.config import DatasetSource, EncodeSettings
+from dupflow.errors import StoreError
+from dupflow.pipeline import run_encode
+from dupflow.store import EncodingsStore
+from imagegen import dataset, natural, write
+
+
+def _encode(data: Path, store: Path, **kw):  # type: ignore[no-untyped-def]
+    return run_encode([DatasetSource("train", str(data))], str(store), EncodeSettings(**kw))
+
+
+def test_second_run_decodes_nothing_touch_redecodes_one_delete_drops_one(tmp_path: Path) -> None:
+    files = dataset(tmp_path / "data", 12)
+    store = tmp_path / "store"
+    first = _encode(tmp_path / "data", store)
+    assert (first.encoded, first.reused) == (12, 0)
+    assert _encode(tmp_path / "data", store).decoded == 0
+
+    st = files[3].stat()
+    os.utime(files[3], ns=(st.st_atime_ns, st.st_mtime_ns + 5_000_000_000))
+    files[5].unlink()
+    third = _encode(tmp_path / "data", store)
+    assert (third.decoded, third.reused, third.dropped) == (1, 10, 1)
+    uris = set(EncodingsStore(str(store)).read(["uri"])["uri"].to_pylist())
+    assert str(files[5]) not in uris and len(uris) == 11
+
+
+def test_store_reads_as_one_hive_table(tmp_path: Path) -> None:
+    dataset(tmp_path / "a", 3, seed=1)
+    dataset(tmp_path / "b", 2, seed=2)
+    run_encode([DatasetSource("train", str(tmp_path / "a")), DatasetSource("val", str(tmp_path / "b"))],
+               str(tmp_path / "store"), EncodeSettings())
+    table = ds.dataset(str(tmp_path / "store" / "encodings"), format="parquet", partitioning="hive").to_table()
+    assert {"uri", "dataset", "error", "phash", "dhash", "exact"} <= set(table.column_names)
+    assert sorted(table["dataset"].to_pylist()) == ["train"] * 3 + ["val"] * 2
+    assert str(table.schema.field("phash").type) == "uint64"
+
+
+def test_adding_an_encoder_reencodes_and_keeps_it(tmp_path: Path) -> None:
+    dataset(tmp_path / "data", 4)
+    _encode(tmp_path / "data", tmp_path / "store")
+    assert _encode(tmp_path / "data", tmp_path / "store", encoders=("phash", "whash")).decoded == 4
+    later = _encode(tmp_path / "data", tmp_path / "store")
+    assert later.decoded == 0
+    t = EncodingsStore(str(tmp_path / "store")).read()
+    assert t["whash"].null_count == 0 and t["dhash"].null_count == 0
+
+
+def test_permanent_errors_are_reused_and_transient_ones_retried(tmp_path: Path) -> None:
+    write(tmp_path / "data" / "ok.jpg", natural(1, 64, 64))
+    (tmp_path / "data" / "bad.jpg").write_bytes(b"garbage")
+    big = write(tmp_path / "data" / "big.png", natural(2, 200, 200))
+    _encode(tmp_path / "data", tmp_path / "store", max_pixels=100 * 100)
+    again = _encode(tmp_path / "data", tmp_path / "store", max_pixels=1000 * 1000)
+    assert again.decoded == 1  # the bomb is tried again under the raised limit; garbage is not
+    rows = {Path(r["uri"]).name: r for r in EncodingsStore(str(tmp_path / "store")).read().to_pylist()}
+    assert rows["big.png"]["error"] is None and rows["bad.jpg"]["error"] == "not_an_image"
+    assert big.exists()
+
+
+def test_store_refuses_other_hash_size(tmp_path: Path) -> None:
+    dataset(tmp_path / "data", 2)
+    _encode(tmp_path / "data", tmp_path / "store")
+    with pytest.raises(StoreError, match="hash-size"):
+        _encode(tmp_path / "data", tmp_path / "store", hash_size=16)
+
+
+def test_parallel_processes_give_the_same_rows_as_one(tmp_path: Path) -> None:
+    dataset(tmp_path / "data", 40)
+    run_encode([DatasetSource("t", str(tmp_path / "data"))], str(tmp_path / "s1"), EncodeSettings(), workers=1)
+    run_encode([DatasetSource("t", str(tmp_path / "data"))], str(tmp_path / "s2"), EncodeSettings(), workers=2,
+               shard_size=7)
+    one = EncodingsStore(str(tmp_path / "s1")).read().sort_by("uri")
+    two = EncodingsStore(str(tmp_path / "s2")).read().sort_by("uri")
+    assert one.equals(two)
