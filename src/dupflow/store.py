@@ -194,7 +194,7 @@ class EncodingsStore:
         live = {f for d in rec.datasets.values() for f in d["files"]}
         for rel in on_disk - live:
             self.fs.rm_file(self.path(rel))
-        for path in self._staged_files():
+        for path in self._staged_files(complete_only=False):
             self.fs.rm_file(path)
 
     # -- reading -------------------------------------------------------------------------------
@@ -253,11 +253,13 @@ class EncodingsStore:
             staged.append(conform_table(t, schema) if cols is None else conform_table(t, schema).select(cols))
         return committed, staged
 
-    def _staged_files(self) -> list[str]:
+    def _staged_files(self, complete_only: bool = True) -> list[str]:
+        """Staged shard files; with `complete_only=False`, also temporaries a killed write left."""
         try:
-            return sorted(p for p in self.fs.find(self.path(STAGING_DIR)) if p.endswith(".parquet"))
+            found = self.fs.find(self.path(STAGING_DIR))
         except FileNotFoundError:
             return []
+        return sorted(p for p in found if not complete_only or p.rsplit("/", 1)[-1].startswith("shard-"))
 
     def _part_files(self) -> set[str]:
         try:
@@ -265,7 +267,8 @@ class EncodingsStore:
         except FileNotFoundError:
             return set()
         rels = (p[len(self.root) + 1 :] for p in found)
-        return {r for r in rels if r.rsplit("/", 1)[-1].startswith("part-") and r.endswith(".parquet")}
+        ours = ("part-", ".tmp-")  # our part files, and temporaries of a write that was killed
+        return {r for r in rels if r.rsplit("/", 1)[-1].startswith(ours) and r.endswith(".parquet")}
 
     def _write_dataset(
         self, rec: StoreRecord, name: str, table: pa.Table, url: str, origin: dict[str, str] | None = None
