@@ -110,7 +110,8 @@ def main() -> None:
                "peak_rss_mb": max(r["rss_mb"] for r in rs)}
         for ref_label in ("imagededup PHash", "decode 1/8 (bare)"):
             if runs.get(ref_label) and label != ref_label:
-                pair = [r["files"] / r["cpu"] / (q["files"] / q["cpu"]) for r, q in zip(rs, runs[ref_label])]
+                ref = runs[ref_label]
+                pair = [r["files"] / r["cpu"] / (q["files"] / q["cpu"]) for r, q in zip(rs, ref, strict=True)]
                 row[f"x {ref_label}"] = statistics.median(pair)
         rows.append(row)
     result = {"date": datetime.now(UTC).isoformat(timespec="seconds"), "cpus": os.cpu_count(),

@@ -22,7 +22,8 @@ def source_photos() -> list[tuple[str, Image.Image]]:
     from sklearn.datasets import load_sample_images
 
     data = load_sample_images()
-    photos = [(f"scikit-learn:{Path(n).name}", Image.fromarray(a)) for n, a in zip(data.filenames, data.images)]
+    named = zip(data.filenames, data.images, strict=True)
+    photos = [(f"scikit-learn:{Path(n).name}", Image.fromarray(a)) for n, a in named]
     try:
         import skimage.data as sk
 
@@ -42,7 +43,7 @@ def make(out: Path, n: int, seed: int = 0) -> Path:
     rng = np.random.default_rng(seed)
     photos = source_photos()
     for i in range(n):
-        name, photo = photos[i % len(photos)]
+        _, photo = photos[i % len(photos)]
         w, h = SIZES[int(rng.integers(len(SIZES)))]
         cw, ch = int(photo.width * rng.uniform(0.5, 1.0)), int(photo.height * rng.uniform(0.5, 1.0))
         x, y = int(rng.integers(0, photo.width - cw + 1)), int(rng.integers(0, photo.height - ch + 1))

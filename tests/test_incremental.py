@@ -83,3 +83,23 @@ def test_parallel_processes_give_the_same_rows_as_one(tmp_path: Path) -> None:
     one = EncodingsStore(str(tmp_path / "s1")).read().sort_by("uri")
     two = EncodingsStore(str(tmp_path / "s2")).read().sort_by("uri")
     assert one.equals(two)
+
+
+def test_a_second_writer_on_this_machine_is_refused(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    dataset(tmp_path / "data", 2)
+    _encode(tmp_path / "data", tmp_path / "store")
+    store = EncodingsStore(str(tmp_path / "store"))
+    rec = store.begin(EncodeSettings())
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        rec.writer["pid"] = sleeper.pid  # as if that live process had begun the run
+        store._write_record(rec)
+        with pytest.raises(StoreError, match="is writing"):
+            _encode(tmp_path / "data", tmp_path / "store")
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    assert _encode(tmp_path / "data", tmp_path / "store").decoded == 0  # a dead writer is resumed over

@@ -15,7 +15,7 @@ from dupflow.config import EncodeSettings
 from dupflow.decoding import configure_pillow, decode_image
 from dupflow.errors import ErrorKind, FileFailure
 from dupflow.fs import file_error_kind, open_fs
-from dupflow.hashing import ENCODERS, sha256_digest
+from dupflow.hashing import ENCODERS, hash_input, sha256_digest
 from dupflow.listing import ImageRef
 from dupflow.schemas import encodings_schema
 
@@ -111,7 +111,7 @@ def _encode_one(ref: ImageRef, settings: EncodeSettings) -> dict[str, Any]:
         row["error"], row["error_message"] = failure.kind.value, failure.message
         return row
     row.update(width=decoded.width, height=decoded.height, format=decoded.format, mode=decoded.mode)
-    gray = decoded.image if decoded.image.mode == "L" else decoded.image.convert("L")
+    gray = hash_input(decoded.image if decoded.image.mode == "L" else decoded.image.convert("L"), settings.decode_size)
     for name in settings.encoders:
         try:
             row[name] = ENCODERS[name].fn(decoded, gray, settings.hash_size)

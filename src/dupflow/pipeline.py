@@ -21,6 +21,7 @@ import pyarrow.compute as pc
 
 from dupflow.config import DatasetSource, EncodeSettings
 from dupflow.encoding import EncodeStats, Shard, encode_refs, make_shards
+from dupflow.fs import open_fs, to_uri
 from dupflow.listing import ImageRef, ListingStats, list_dataset
 from dupflow.store import EncodingsStore, StoreRecord, row_keys
 
@@ -141,7 +142,7 @@ def run_encode(
                     on_progress(len(futures[fut].refs))
     report.encoded, report.cpu_seconds = totals.encoded, totals.cpu_seconds
     report.new_errors = sum(totals.errors.values())
-    urls = {s.name: s.url for s in sources}
+    urls = {s.name: to_uri(*open_fs(s.url, settings.storage_options)) for s in sources}
     dropped = store.commit(rec, refs_table(refs), urls)
     report.dropped = sum(dropped.values())
     errors = store.read(["error", "dataset"], datasets=sorted(urls))

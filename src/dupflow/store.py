@@ -123,6 +123,11 @@ class EncodingsStore:
     def begin(self, settings: EncodeSettings) -> StoreRecord:
         """Mark the store as being written and return the record (encoders: the store's plus the requested)."""
         rec = self.record() or StoreRecord(settings=settings.value_settings())
+        if rec.state == "writing" and _alive_here(rec.writer):
+            raise StoreError(
+                f"another dupflow run (pid {rec.writer['pid']} on this machine, started "
+                f"{rec.writer.get('started_at')}) is writing {self.url}; wait for it to finish"
+            )
         if rec.settings and rec.settings != settings.value_settings():
             raise StoreError(
                 f"{self.url} was built with {rec.settings}, this run asks for {settings.value_settings()}: "
@@ -288,6 +293,20 @@ class EncodingsStore:
             "encoders": list(rec.encoders),
             "origin": previous.get("origin", {}) if origin is None else origin,
         }
+
+
+def _alive_here(writer: dict[str, Any]) -> bool:
+    """Whether the recorded writer is a live process on this machine (not this one)."""
+    pid = writer.get("pid")
+    if writer.get("host") != socket.gethostname() or not isinstance(pid, int) or pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _valid(table: pa.Table, encoders: list[str]) -> pa.Table:
