@@ -1,7 +1,7 @@
 """Mixed-size JPEG photographs for the speed benchmarks, built from photos that packages ship.
 
 Sources (recorded in the output's SOURCES.txt): scikit-learn's `china.jpg` and `flower.jpg`
-(shipped in the scikit-learn wheel, BSD-3-Clause package; the photos are CC-BY), and
+(shipped in the scikit-learn wheel; both CC BY 2.0, by danielbuechele and vultilion on Flickr), and
 scikit-image's bundled photos when scikit-image is installed. Each output is a random crop,
 resized to a camera-like size (640x480 ... 4000x3000), with mild sensor-like grain so the JPEG
 entropy (and so the decode cost) resembles a real photograph, saved at quality 80-95.

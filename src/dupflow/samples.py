@@ -14,7 +14,8 @@ from PIL import Image, ImageEnhance
 
 __all__ = ["write_sample_set"]
 
-SOURCES = "scikit-learn sample images china.jpg and flower.jpg (BSD-3-Clause package; photos CC-BY)"
+SOURCES = ("scikit-learn sample images china.jpg (danielbuechele, Flickr) and flower.jpg (vultilion, Flickr), "
+           "both CC BY 2.0; see sklearn/datasets/images/README.txt")
 
 
 def write_sample_set(out: str | Path, n_base: int = 40, seed: int = 0) -> dict[str, int]:
