@@ -13,6 +13,7 @@ __all__ = [
     "DEFAULT_MAX_PIXELS",
     "DatasetSource",
     "EncodeSettings",
+    "decode_size_for",
     "parse_datasets",
     "parse_storage_options",
 ]
@@ -99,6 +100,11 @@ def parse_storage_options(items: list[str] | tuple[str, ...]) -> dict[str, Any]:
     return out
 
 
+def decode_size_for(hash_size: int) -> int:
+    """The reduced-scale decode's smallest side for a hash size (64 px for 64-bit hashes)."""
+    return 8 * hash_size
+
+
 @dataclass(frozen=True)
 class EncodeSettings:
     """How files are turned into encodings. Settings that change hash values are fixed per store."""
@@ -123,7 +129,7 @@ class EncodeSettings:
     @property
     def decode_size(self) -> int:
         """Smallest side the reduced-scale decode keeps; fixed by hash_size so stores stay comparable."""
-        return 8 * self.hash_size
+        return decode_size_for(self.hash_size)
 
     def value_settings(self) -> dict[str, int]:
         """The settings that change hash values: a store refuses rows made with others."""

@@ -9,14 +9,13 @@ from collections.abc import Sequence
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from dupflow.config import DatasetSource, EncodeSettings
 from dupflow.errors import ConfigError, StoreError
 from dupflow.fs import join, open_fs
 from dupflow.hashing import ENCODERS
 from dupflow.schemas import encodings_schema
-from dupflow.store import EncodingsStore, conform_table
+from dupflow.store import EncodingsStore, conform_table, dedupe
 
 __all__ = ["IMAGEDEDUP_METHODS", "import_imagededup", "merge_stores"]
 
@@ -46,17 +45,12 @@ def merge_stores(inputs: Sequence[str], out: str, storage_options: dict[str, Any
             urls[name] = info.get("url", "")
             rec.datasets.setdefault(name, {}).setdefault("origin", {}).update(info.get("origin", {}))
     schema = encodings_schema(rec.encoders, rec.settings["hash_size"])
-    tables = {name: _last_wins([conform_table(p, schema) for p in parts]) for name, parts in merged.items()}
+    tables = {
+        name: dedupe(pa.concat_tables([conform_table(p, schema) for p in parts]), "uri", keep="last")
+        for name, parts in merged.items()
+    }
     out_store.write_tables(rec, tables, urls)
     return {name: t.num_rows for name, t in tables.items()}
-
-
-def _last_wins(parts: list[pa.Table]) -> pa.Table:
-    """Concatenate, keeping the last row per uri."""
-    table = pa.concat_tables(parts)
-    idx = pa.array(range(table.num_rows), pa.int64())
-    last = table.append_column("_i", idx).group_by("uri", use_threads=False).aggregate([("_i", "max")])["_i_max"]
-    return table.take(pc.sort_indices(last))
 
 
 def import_imagededup(

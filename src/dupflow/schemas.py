@@ -6,6 +6,7 @@ from collections.abc import Iterable
 
 import pyarrow as pa
 
+from dupflow.config import decode_size_for
 from dupflow.errors import StoreError
 from dupflow.hashing import ENCODERS
 
@@ -46,7 +47,8 @@ def encodings_schema(encoders: Iterable[str], hash_size: int, *, staged: bool = 
     fields += [pa.field(name, enc.arrow_type(hash_size)) for name, enc in ENCODERS.items() if name in wanted]
     if staged:
         fields.append(pa.field("dataset", pa.string(), nullable=False))
-    return with_meta(pa.schema(fields), "encodings", {"hash_size": str(hash_size), "decode_size": str(8 * hash_size)})
+    sizes = {"hash_size": str(hash_size), "decode_size": str(decode_size_for(hash_size))}
+    return with_meta(pa.schema(fields), "encodings", sizes)
 
 
 def with_meta(schema: pa.Schema, name: str, extra: dict[str, str] | None = None) -> pa.Schema:

@@ -34,7 +34,7 @@ from dupflow.fs import atomic_write, join, open_fs, storage_error, to_uri
 from dupflow.hashing import ENCODERS
 from dupflow.schemas import encodings_schema, read_meta
 
-__all__ = ["ENCODINGS_DIR", "EncodingsStore", "StoreRecord", "conform_table", "row_keys"]
+__all__ = ["ENCODINGS_DIR", "EncodingsStore", "StoreRecord", "conform_table", "dedupe", "row_keys"]
 
 ENCODINGS_DIR = "encodings"
 RECORD_PATH = "_dupflow/store.json"
@@ -164,7 +164,7 @@ class EncodingsStore:
         committed = [_valid(t, rec.encoders) for t in committed]  # staged rows are fresh: all kept, and first
         schema = encodings_schema(rec.encoders, rec.settings["hash_size"], staged=True)
         table = pa.concat_tables([conform_table(t, schema) for t in staged + committed] or [schema.empty_table()])
-        table = _dedupe(table.append_column("_key", row_keys(table)), "_key")
+        table = dedupe(table.append_column("_key", row_keys(table)), "_key")
         table = table.filter(pc.is_in(table["_key"], value_set=row_keys(listed)))
         if table.num_rows < listed.num_rows:
             raise StoreError(
@@ -327,13 +327,14 @@ def conform_table(table: pa.Table, schema: pa.Schema) -> pa.Table:
     return pa.Table.from_arrays(cols, schema=schema)
 
 
-def _dedupe(table: pa.Table, key: str) -> pa.Table:
-    """First row per key."""
+def dedupe(table: pa.Table, key: str, keep: str = "first") -> pa.Table:
+    """One row per `key`: the first or the last occurrence, in table order."""
     if table.num_rows == 0:
         return table
+    agg = "min" if keep == "first" else "max"
     idx = table.append_column("_i", pa.array(range(table.num_rows), pa.int64()))
-    first = idx.group_by(key, use_threads=False).aggregate([("_i", "min")])["_i_min"]
-    return table.take(pc.sort_indices(first))
+    chosen = idx.group_by(key, use_threads=False).aggregate([("_i", agg)])[f"_i_{agg}"]
+    return table.take(pc.sort_indices(chosen))
 
 
 def _parquet_bytes(table: pa.Table) -> bytes:
