@@ -160,8 +160,9 @@ class EncodingsStore:
         dataset (files that disappeared since the last run).
         """
         datasets = sorted(set(listed["dataset"].to_pylist()))
-        committed, staged = self._rows(rec.encoders, datasets, None)
-        committed = [_valid(t, rec.encoders) for t in committed]  # staged rows are fresh: all kept, and first
+        loaded, staged = self._rows(rec.encoders, datasets, None)
+        committed = [_valid(t, rec.encoders) for t in loaded]  # staged rows are fresh: all kept, and first
+        old_uris = {t["dataset"][0].as_py(): t["uri"] for t in loaded if t.num_rows}
         schema = encodings_schema(rec.encoders, rec.settings["hash_size"], staged=True)
         table = pa.concat_tables([conform_table(t, schema) for t in staged + committed] or [schema.empty_table()])
         table = dedupe(table.append_column("_key", row_keys(table)), "_key")
@@ -176,7 +177,8 @@ class EncodingsStore:
         for name in datasets:
             part = table.filter(pc.equal(table["dataset"], name)).drop_columns(["dataset", "_key"])
             before = int(rec.datasets.get(name, {}).get("rows", 0))
-            dropped[name] = before - (part.num_rows - self._new_rows(rec, name, part))
+            old = old_uris.get(name, pa.chunked_array([], pa.string()))
+            dropped[name] = int(pc.sum(pc.invert(pc.is_in(old, value_set=part["uri"]))).as_py() or 0)
             unchanged = name not in fresh and dropped[name] == 0 and before == part.num_rows
             if unchanged and rec.datasets.get(name, {}).get("encoders") == rec.encoders:
                 continue
@@ -230,13 +232,6 @@ class EncodingsStore:
         t = t.append_column("dataset", pa.array([name] * t.num_rows, pa.string()))
         out = [c for c in (columns or full.names) if c in full.names]
         return conform_table(t, pa.schema([full.field(c) for c in out]))
-
-    def _new_rows(self, rec: StoreRecord, name: str, part: pa.Table) -> int:
-        """How many rows of `part` have a uri the committed dataset did not have."""
-        if name not in rec.datasets:
-            return int(part.num_rows)
-        old = self._read_dataset(rec, name, ["uri"])["uri"]
-        return int(pc.sum(pc.invert(pc.is_in(part["uri"], value_set=old))).as_py() or 0)
 
     def _rows(
         self, encoders: list[str], datasets: list[str], columns: list[str] | None
