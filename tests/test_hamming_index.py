@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dupflow.index import as_words, brute_force_pairs, hamming_pairs
+from dupflow.index import Block, as_words, brute_force_pairs, hamming_pairs, plan_search
 
 
 @st.composite
@@ -63,13 +63,40 @@ def test_256_bit_hashes(words: np.ndarray, t: int) -> None:
     assert _same(hamming_pairs(words, t), brute_force_pairs(words, t))
 
 
-def test_query_ranges_partition_the_work() -> None:
+@pytest.mark.parametrize("across", [False, True])
+def test_blocks_partition_the_work(across: bool) -> None:
     rng = np.random.default_rng(5)
     words = rng.integers(0, 2**64 - 1, (300, 1), dtype=np.uint64, endpoint=True)
     words[150:] = words[:150] ^ np.uint64(0b111)
-    parts = [hamming_pairs(words, 6, start=s, stop=s + 70) for s in range(0, 300, 70)]
-    joined = tuple(np.concatenate([p[k] for p in parts]) for k in range(3))
-    assert _same(joined, hamming_pairs(words, 6)) and len(joined[0]) >= 150
+    other = words[::-1].copy() if across else None
+    parts = [hamming_pairs(words, 6, other, block=Block(k, 7)) for k in range(7)]
+    joined = sorted(zip(*(np.concatenate([p[k] for p in parts]).tolist() for k in range(3)), strict=True))
+    whole = hamming_pairs(words, 6, other)
+    assert joined == sorted(zip(*(x.tolist() for x in whole), strict=True)) and len(joined) >= 150
+
+
+def test_a_constant_chunk_is_skipped_and_the_search_stays_exact() -> None:
+    rng = np.random.default_rng(9)
+    words = rng.integers(0, 2**64 - 1, (8000, 1), dtype=np.uint64, endpoint=True) & ~np.uint64(0xFFFF)
+    words[4000:] = words[:4000] ^ np.uint64(1 << 40 | 1 << 20 | 1)
+    plan = plan_search(10, words)
+    assert plan.radii[0] == -1  # the 16 bits that never vary are not probed
+    assert np.all(plan.radii[1:] >= 0) and int(np.sum(plan.radii + 1)) > 10
+    got, want = hamming_pairs(words, 10), brute_force_pairs(words, 10)
+    assert all(np.array_equal(x, y) for x, y in zip(got, want, strict=True)) and len(got.a) >= 4000
+
+
+@settings(max_examples=40, deadline=None)
+@given(hash_sets(), st.integers(0, 64))
+def test_every_plan_covers_its_threshold(words: np.ndarray, t: int) -> None:
+    plan = plan_search(t, words)
+    assert int(np.sum(plan.radii + 1)) > t and np.all(plan.radii >= -1) and np.all(plan.radii <= 16)
+
+
+def test_threshold_outside_the_hash_is_refused() -> None:
+    words = np.zeros((3, 1), np.uint64)
+    with pytest.raises(ValueError, match="between 0 and 64"):
+        plan_search(65, words)
 
 
 def test_words_from_arrow_columns() -> None:

@@ -1,28 +1,64 @@
-"""Exact Hamming range search by multi-index hashing, vectorised in numpy, memory O(N + pairs).
+"""Exact Hamming range search by multi-index hashing with a compiled bucket join; memory O(N + pairs).
 
-Each hash (one or more 64-bit words) is cut into 16-bit chunks. By the pigeonhole principle, two
-hashes within distance t agree to within r = t // m bits on at least one of the m chunks, so for
-every chunk we probe the buckets within radius r of the query's chunk value (a counting-sort
-table, no hashing), and verify candidates with XOR + popcount. A pair is kept only by the first
-chunk that finds it, so no de-duplication pass is needed. Queries are processed in blocks, so a
-caller (or a Dask task) can split the work into independent ranges of query rows.
+Each hash (one or more 64-bit words) is cut into m 16-bit chunks. Two hashes within distance t
+differ by at most r_c bits on at least one chunk c whenever sum(r_c + 1) > t (pigeonhole), so the
+radii are spread as evenly as possible with sum(r_c) = t - m + 1 (a radius of -1 skips a chunk:
+at t = 0 one chunk suffices). Per chunk, both sides are sorted by chunk value (a counting-sort
+table of 65,536 buckets), and every bucket b is joined with the buckets b ^ mask for each mask of
+at most r_c bits; candidates are verified with XOR + popcount over the whole hash. A pair is kept
+only by the first chunk that can find it, so no de-duplication pass is needed.
+
+The join is split into blocks of buckets (`Block`): independent units that threads here, or Dask
+workers in the flows, run in any order; their union is the exact answer. The kernel is compiled by
+numba and releases the GIL.
 """
 
 from __future__ import annotations
 
 import functools
+import os
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any, NamedTuple, cast
 
 import numpy as np
 import pyarrow as pa
+from numba import njit, types
+from numba.extending import intrinsic
 
-__all__ = ["HammingIndex", "as_words", "brute_force_pairs", "hamming_pairs"]
+__all__ = [
+    "Block",
+    "HammingIndex",
+    "Pairs",
+    "SearchPlan",
+    "as_words",
+    "brute_force_pairs",
+    "concat_pairs",
+    "hamming_pairs",
+    "plan_search",
+    "search_block",
+    "search_blocks",
+    "sort_pairs",
+]
 
 CHUNK_BITS = 16
 _BUCKETS = 1 << CHUNK_BITS
-_CANDIDATES_PER_BLOCK = 4_000_000
 
-Pairs = tuple[np.ndarray, np.ndarray, np.ndarray]  # (query row, index row, distance)
+
+class Pairs(NamedTuple):
+    """Matches as parallel arrays: query row, index row, Hamming distance."""
+
+    a: np.ndarray
+    b: np.ndarray
+    distance: np.ndarray
+
+
+class Block(NamedTuple):
+    """Block `k` of `of`: a share of every chunk's buckets, weighted by how many rows they hold."""
+
+    k: int
+    of: int
 
 
 def as_words(values: pa.Array | pa.ChunkedArray | np.ndarray) -> np.ndarray:
@@ -45,113 +81,277 @@ def as_words(values: pa.Array | pa.ChunkedArray | np.ndarray) -> np.ndarray:
     return ints.reshape(-1, 1)
 
 
+@dataclass(frozen=True)
+class SearchPlan:
+    """What every block of one search shares: the threshold and each chunk's probe radius."""
+
+    threshold: int
+    radii: np.ndarray  # (C,) int64; -1 skips the chunk
+
+    def __post_init__(self) -> None:
+        if int(np.sum(self.radii + 1)) <= self.threshold:
+            raise ValueError("chunk radii do not cover the threshold: some pairs would be missed")
+
+
+_PROBE_COST = 2.0  # one bucket probe, in units of one candidate check
+
+
+def plan_search(threshold: int, index_words: np.ndarray, query_words: np.ndarray | None = None) -> SearchPlan:
+    """Choose chunk radii that minimise the expected work on these hashes.
+
+    Real hashes are not uniform: a chunk whose bits barely vary puts most rows in a few buckets,
+    and probing it costs nearly N^2. For each chunk the number of candidate pairs at radius r is
+    sum over masks m with popcount(m) <= r of the XOR-correlation of the two bucket histograms,
+    computed for all m at once with a Walsh-Hadamard transform. A small dynamic programme then
+    picks radii with sum(r_c + 1) > threshold (so no pair is missed) at the least total cost.
+    """
+    index_words = _as_2d(index_words)
+    n_bits = 64 * index_words.shape[1]
+    if not 0 <= threshold <= n_bits:
+        raise ValueError(f"threshold must be between 0 and {n_bits} bits, not {threshold}")
+    q = index_words if query_words is None else _as_2d(query_words)
+    chunks = n_bits // CHUNK_BITS
+    _, upto = _masks()
+    group = np.bitwise_count(np.arange(_BUCKETS)).astype(np.int64)
+    cost = np.empty((chunks, CHUNK_BITS + 2))  # column r + 1 for radius r
+    for c in range(chunks):
+        hx = np.bincount(_chunk(index_words, c), minlength=_BUCKETS).astype(np.float64)
+        hq = hx if q is index_words else np.bincount(_chunk(q, c), minlength=_BUCKETS).astype(np.float64)
+        corr = _walsh_hadamard(_walsh_hadamard(hq) * _walsh_hadamard(hx)) / _BUCKETS
+        candidates = np.cumsum(np.bincount(group, weights=corr, minlength=CHUNK_BITS + 1))
+        cost[c, 0] = 0.0
+        cost[c, 1:] = candidates + _PROBE_COST * np.count_nonzero(hq) * upto
+    return SearchPlan(threshold, _cheapest_radii(cost, threshold + 1))
+
+
+def _walsh_hadamard(h: np.ndarray) -> np.ndarray:
+    """Unnormalised Walsh-Hadamard transform of a length-65,536 vector."""
+    x = h.copy()
+    for bit in range(CHUNK_BITS):
+        x = x.reshape(-1, 2, 1 << bit)
+        x = np.concatenate((x[:, :1] + x[:, 1:], x[:, :1] - x[:, 1:]), axis=1)
+    return x.reshape(-1)
+
+
+def _cheapest_radii(cost: np.ndarray, need: int) -> np.ndarray:
+    """Radii r_c (column r_c + 1 of `cost`) with sum(r_c + 1) >= need at the least total cost."""
+    chunks, options = cost.shape
+    best = np.full(need + 1, np.inf)  # best[s]: least cost so far with coverage min(s, need)
+    best[0] = 0.0
+    choice = np.zeros((chunks, need + 1), np.int64)
+    for c in range(chunks):
+        nxt = np.full(need + 1, np.inf)
+        for s in range(need + 1):
+            if not np.isfinite(best[s]):
+                continue
+            for k in range(options):
+                s2 = min(need, s + k)
+                if best[s] + cost[c, k] < nxt[s2]:
+                    nxt[s2] = best[s] + cost[c, k]
+                    choice[c, s2] = k * (need + 1) + s
+        best = nxt
+    radii = np.empty(chunks, np.int64)
+    s = need
+    for c in range(chunks - 1, -1, -1):
+        k, s = divmod(int(choice[c, s]), need + 1)
+        radii[c] = k - 1
+    return radii
+
+
 @functools.cache
-def _probe_masks(radius: int) -> np.ndarray:
-    """All 16-bit values with at most `radius` bits set."""
-    values = np.arange(_BUCKETS, dtype=np.uint32)
-    return values[np.bitwise_count(values) <= radius].astype(np.int64)
+def _masks() -> tuple[np.ndarray, np.ndarray]:
+    """All 16-bit masks ordered by popcount, and how many have at most r bits (index r)."""
+    values = np.arange(_BUCKETS, dtype=np.int64)
+    bits = np.bitwise_count(values)
+    order = np.argsort(bits, kind="stable")
+    upto = np.cumsum(np.bincount(bits, minlength=CHUNK_BITS + 1)).astype(np.int64)
+    return values[order], upto
+
+
+@dataclass(frozen=True)
+class HammingIndex:
+    """One side of a join: the hashes sorted by each chunk, with bucket start offsets."""
+
+    words: np.ndarray  # (N, W) uint64
+    plan: SearchPlan
+    sorted_words: np.ndarray  # (C, N, W) uint64, rows ordered by chunk c's value
+    ids: np.ndarray  # (C, N) int64, original row of each sorted row
+    starts: np.ndarray  # (C, 65537) int64, bucket b holds sorted rows starts[c, b] : starts[c, b + 1]
+
+    @classmethod
+    def build(cls, words: np.ndarray, plan: SearchPlan) -> HammingIndex:
+        """Index `words` (see `as_words`) for `plan`; O(N) memory per probed chunk."""
+        words = np.ascontiguousarray(_as_2d(words))
+        radii = plan.radii
+        chunks = len(radii)
+        if chunks != words.shape[1] * 64 // CHUNK_BITS:
+            raise ValueError("the plan was made for hashes of another length")
+        sorted_words = np.empty((chunks, *words.shape), np.uint64)
+        ids = np.empty((chunks, len(words)), np.int64)
+        starts = np.zeros((chunks, _BUCKETS + 1), np.int64)
+        for c in range(chunks):
+            if radii[c] < 0:
+                continue
+            key = _chunk(words, c)
+            order = np.argsort(key, kind="stable")
+            ids[c] = order
+            sorted_words[c] = words[order]
+            starts[c, 1:] = np.cumsum(np.bincount(key, minlength=_BUCKETS))
+        return cls(words, plan, sorted_words, ids, starts)
+
+    def __len__(self) -> int:
+        return len(self.words)
+
+    def bucket_ranges(self, block: Block) -> np.ndarray:
+        """(C, 2) bucket range of `block` in each chunk, splitting rows evenly."""
+        if not 0 <= block.k < block.of:
+            raise ValueError(f"block {block.k} of {block.of} does not exist")
+        n = len(self.words)
+        bounds = np.array([block.k * n // block.of, (block.k + 1) * n // block.of])
+        ranges = np.empty((len(self.plan.radii), 2), np.int64)
+        for c in range(len(self.plan.radii)):
+            ranges[c] = np.searchsorted(self.starts[c], bounds, side="left")
+        if block.k == block.of - 1:
+            ranges[:, 1] = _BUCKETS
+        if block.k == 0:
+            ranges[:, 0] = 0
+        return ranges
+
+
+def _as_2d(words: np.ndarray) -> np.ndarray:
+    arr = np.asarray(words, dtype=np.uint64)
+    return arr.reshape(-1, 1) if arr.ndim == 1 else arr
 
 
 def _chunk(words: np.ndarray, c: int) -> np.ndarray:
     return ((words[:, c // 4] >> np.uint64(CHUNK_BITS * (c % 4))) & np.uint64(_BUCKETS - 1)).astype(np.int64)
 
 
-@dataclass(frozen=True)
-class HammingIndex:
-    """Counting-sort tables, one per 16-bit chunk, over an (N, W) uint64 hash array."""
+@intrinsic
+def _ctpop(typingctx: Any, x: Any) -> Any:
+    """The CPU's popcount instruction on a uint64."""
+    sig = types.uint64(types.uint64)
 
-    words: np.ndarray
-    order: tuple[np.ndarray, ...]
-    starts: tuple[np.ndarray, ...]
+    def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
+        return builder.ctpop(args[0])
 
-    @classmethod
-    def build(cls, words: np.ndarray) -> HammingIndex:
-        """Index `words` (see `as_words`); O(N) memory per chunk."""
-        order, starts = [], []
-        for c in range(words.shape[1] * 4):
-            key = _chunk(words, c)
-            order.append(np.argsort(key, kind="stable").astype(np.int64))
-            counts = np.bincount(key, minlength=_BUCKETS)
-            starts.append(np.concatenate(([0], np.cumsum(counts))).astype(np.int64))
-        return cls(words, tuple(order), tuple(starts))
+    return sig, codegen
 
-    @property
-    def chunks(self) -> int:
-        return len(self.order)
 
-    def search(self, queries: np.ndarray, threshold: int, *, self_offset: int | None = None) -> Pairs:
-        """Pairs (query row, index row, distance) with distance <= threshold.
+_popcount = cast(Callable[[Any], Any], _ctpop)  # called as popcount(x) inside compiled code
 
-        With `self_offset`, the queries are rows `self_offset ...` of the index itself and only
-        pairs with index row > query row are returned (each unordered pair once, no self-pairs).
-        """
-        if queries.shape[1] != self.words.shape[1]:
-            raise ValueError("queries and index have hashes of different lengths")
-        radius = threshold // self.chunks
-        masks = _probe_masks(radius)
-        load = self.chunks * len(masks) * max(1.0, len(self.words) / _BUCKETS)
-        block = max(16, int(_CANDIDATES_PER_BLOCK / load))
-        found: list[Pairs] = []
-        for lo in range(0, len(queries), block):
-            found.append(self._search_block(queries[lo : lo + block], lo, threshold, radius, masks, self_offset))
-        return _concat(found)
 
-    def _search_block(
-        self, q: np.ndarray, lo: int, threshold: int, radius: int, masks: np.ndarray, self_offset: int | None
-    ) -> Pairs:
-        out: list[Pairs] = []
-        for c in range(self.chunks):
-            probes = (_chunk(q, c)[:, None] ^ masks[None, :]).ravel()
-            begin, end = self.starts[c][probes], self.starts[c][probes + 1]
-            counts = end - begin
-            total = int(counts.sum())
-            if total == 0:
+@njit(nogil=True, cache=True)
+def _join(  # type: ignore[no-untyped-def]  # pragma: no cover - compiled; tested through the wrappers
+    qs, qids, qstarts, xs, xids, xstarts, radii, masks, upto, ranges, threshold, within
+):
+    chunks = radii.shape[0]
+    n_words = qs.shape[2]
+    cap = 4096
+    out_a = np.empty(cap, np.int64)
+    out_b = np.empty(cap, np.int64)
+    out_d = np.empty(cap, np.int64)
+    n = 0
+    for c in range(chunks):
+        r = radii[c]
+        if r < 0:
+            continue
+        n_masks = upto[r]
+        for b in range(ranges[c, 0], ranges[c, 1]):
+            s0 = qstarts[c, b]
+            s1 = qstarts[c, b + 1]
+            if s0 == s1:
                 continue
-            qrow = np.repeat(np.repeat(np.arange(len(q)), len(masks)), counts)
-            offsets = np.arange(total) - np.repeat(np.cumsum(counts) - counts, counts)
-            cand = self.order[c][np.repeat(begin, counts) + offsets]
-            if self_offset is not None:
-                keep = cand > qrow + lo + self_offset
-                qrow, cand = qrow[keep], cand[keep]
-            x = q[qrow] ^ self.words[cand]
-            dist = np.bitwise_count(x).sum(axis=1, dtype=np.int64)
-            keep = dist <= threshold
-            qrow, cand, x, dist = qrow[keep], cand[keep], x[keep], dist[keep]
-            for earlier in range(c):  # found by an earlier chunk already
-                first = np.bitwise_count(_chunk(x, earlier)) <= radius
-                qrow, cand, x, dist = qrow[~first], cand[~first], x[~first], dist[~first]
-            out.append((qrow + lo, cand, dist))
-        return _concat(out)
+            for mi in range(n_masks):
+                b2 = b ^ masks[mi]
+                if within and b2 < b:
+                    continue
+                t0 = xstarts[c, b2]
+                t1 = xstarts[c, b2 + 1]
+                if t0 == t1:
+                    continue
+                for p in range(s0, s1):
+                    first = p + 1 if (within and b2 == b) else t0
+                    for q in range(first, t1):
+                        d = 0
+                        for w in range(n_words):
+                            d += _popcount(qs[c, p, w] ^ xs[c, q, w])
+                        if d > threshold:
+                            continue
+                        earlier = False
+                        for c2 in range(c):
+                            r2 = radii[c2]
+                            if r2 < 0:
+                                continue
+                            x = (qs[c, p, c2 // 4] ^ xs[c, q, c2 // 4]) >> np.uint64(16 * (c2 % 4))
+                            if _popcount(x & np.uint64(0xFFFF)) <= r2:
+                                earlier = True
+                                break
+                        if earlier:
+                            continue
+                        if n == cap:
+                            cap *= 2
+                            out_a = np.resize(out_a, cap)
+                            out_b = np.resize(out_b, cap)
+                            out_d = np.resize(out_d, cap)
+                        i = qids[c, p]
+                        j = xids[c, q]
+                        if within and j < i:
+                            i, j = j, i
+                        out_a[n] = i
+                        out_b[n] = j
+                        out_d[n] = d
+                        n += 1
+    return out_a[:n], out_b[:n], out_d[:n]
+
+
+def search_block(index: HammingIndex, block: Block, queries: HammingIndex | None = None) -> Pairs:
+    """One block of the join, unsorted. Within one set (`queries` None): each pair (i, j), i < j,
+    once. Across sets: every (query row, index row) pair, driven by the queries' buckets."""
+    within = queries is None
+    q = index if queries is None else queries
+    if q.words.shape[1] != index.words.shape[1]:
+        raise ValueError("queries and index have hashes of different lengths")
+    if q.plan is not index.plan:
+        raise ValueError("queries and index were built for different search plans")
+    if len(q) == 0 or len(index) == 0:
+        empty = np.zeros(0, np.int64)
+        return Pairs(empty, empty.copy(), empty.copy())
+    masks, upto = _masks()
+    a, b, d = _join(
+        q.sorted_words, q.ids, q.starts, index.sorted_words, index.ids, index.starts,
+        index.plan.radii, masks, upto, q.bucket_ranges(block), index.plan.threshold, within,
+    )
+    return Pairs(a, b, d)
+
+
+def search_blocks(
+    index: HammingIndex, queries: HammingIndex | None = None, *, blocks: int = 0, threads: int = 0
+) -> Pairs:
+    """The whole join, run as `blocks` blocks on `threads` threads, sorted by (a, b)."""
+    threads = threads or os.cpu_count() or 1
+    blocks = blocks or 4 * threads
+    with ThreadPoolExecutor(threads) as pool:
+        parts = list(pool.map(lambda k: search_block(index, Block(k, blocks), queries), range(blocks)))
+    return sort_pairs(concat_pairs(parts))
 
 
 def hamming_pairs(
-    words: np.ndarray,
-    threshold: int,
-    index_words: np.ndarray | None = None,
-    *,
-    start: int = 0,
-    stop: int | None = None,
-    index: HammingIndex | None = None,
+    words: np.ndarray, threshold: int, index_words: np.ndarray | None = None, *, block: Block | None = None
 ) -> Pairs:
-    """Exact range search for query rows [start, stop).
-
-    Within one set (`index_words` None): pairs (i, j) with i < j. Across sets: every (query, index)
-    pair. Results are sorted by (query row, index row). Pass a built `index` to reuse it across
-    ranges (the shardable form the flows use).
-    """
-    if not 0 <= threshold <= 64 * words.shape[1]:
-        raise ValueError(f"threshold must be between 0 and {64 * words.shape[1]} bits, not {threshold}")
-    within = index_words is None
-    index = index or HammingIndex.build(words if within else index_words)  # type: ignore[arg-type]
-    stop = len(words) if stop is None else stop
-    qi, ij, d = index.search(words[start:stop], threshold, self_offset=start if within else None)
-    qi = qi + start
-    order = np.lexsort((ij, qi))
-    return qi[order], ij[order], d[order]
+    """Exact range search, sorted by (a, b). Within one set (`index_words` None): pairs (i, j) with
+    i < j. Across sets: every (query, index) pair. With `block`, only that block's share."""
+    plan = plan_search(threshold, words if index_words is None else index_words,
+                       None if index_words is None else words)
+    index = HammingIndex.build(words if index_words is None else index_words, plan)
+    queries = None if index_words is None else HammingIndex.build(words, plan)
+    if block is None:
+        return search_blocks(index, queries)
+    return sort_pairs(search_block(index, block, queries))
 
 
 def brute_force_pairs(words: np.ndarray, threshold: int, index_words: np.ndarray | None = None) -> Pairs:
-    """Reference all-pairs scan in blocks (for tests and benchmarks)."""
+    """Reference all-pairs scan in numpy blocks (for tests and benchmarks), sorted by (a, b)."""
     other = words if index_words is None else index_words
     out: list[Pairs] = []
     for lo in range(0, len(words), 256):
@@ -162,16 +362,19 @@ def brute_force_pairs(words: np.ndarray, threshold: int, index_words: np.ndarray
         if index_words is None:
             keep = ij > qi
             qi, ij = qi[keep], ij[keep]
-        out.append((qi, ij, dist[qi - lo, ij]))
-    qi, ij, d = _concat(out)
-    order = np.lexsort((ij, qi))
-    return qi[order], ij[order], d[order]
+        out.append(Pairs(qi, ij, dist[qi - lo, ij]))
+    return sort_pairs(concat_pairs(out))
 
 
-def _concat(parts: list[Pairs]) -> Pairs:
+def sort_pairs(pairs: Pairs) -> Pairs:
+    """Pairs ordered by (a, b)."""
+    order = np.lexsort((pairs.b, pairs.a))
+    return Pairs(pairs.a[order], pairs.b[order], pairs.distance[order])
+
+
+def concat_pairs(parts: list[Pairs]) -> Pairs:
+    """Pairs from several blocks as one set of arrays."""
     if not parts:
         empty = np.zeros(0, np.int64)
-        return empty, empty.copy(), empty.copy()
-    return (np.concatenate([p[0] for p in parts]).astype(np.int64),
-            np.concatenate([p[1] for p in parts]).astype(np.int64),
-            np.concatenate([p[2] for p in parts]).astype(np.int64))
+        return Pairs(empty, empty.copy(), empty.copy())
+    return Pairs(*(np.concatenate([p[k] for p in parts]).astype(np.int64) for k in range(3)))
