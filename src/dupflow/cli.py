@@ -13,6 +13,7 @@ from dupflow import __version__
 from dupflow.config import DEFAULT_ENCODERS, DEFAULT_MAX_PIXELS, EncodeSettings, parse_datasets, parse_storage_options
 from dupflow.errors import DupflowError
 from dupflow.hashing import ENCODERS
+from dupflow.match_job import MatchReport, MatchSettings, match_store
 from dupflow.pipeline import EncodeReport, run_encode
 from dupflow.store import EncodingsStore
 
@@ -179,6 +180,86 @@ def _print_report(r: EncodeReport) -> None:
     for d in skipped.unreadable_dirs or []:
         click.echo(f"warning    folder not listed: {d}", err=True)
     click.echo(f"speed      {r.wall_seconds:.2f} s wall, {rate:,.0f} images/s, {cpu:,.0f} images per CPU-second")
+
+
+def match_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """The matching flags, shared by `match` and `run`."""
+    options = [
+        click.option("--rule", "rules", multiple=True, metavar="RULE",
+                     help="METRIC<=BITS, METRIC>=SIMILARITY, exact or pixel; join conditions with & "
+                     "(all must hold); repeat for alternatives (any may hold). Default: exact, phash<=10."),
+        click.option("--keep", "keep", multiple=True, metavar="KEY",
+                     help="keep policy, one key per flag, in order: dataset[:A,B], resolution, size, oldest, "
+                     "newest, shortest-path, path. Default: dataset resolution size oldest shortest-path path."),
+        click.option("--datasets", "match_datasets", default="", metavar="A,B",
+                     help="datasets to match, in keep priority order (default: all, alphabetically)."),
+        click.option("--reference", "reference", multiple=True, metavar="NAME",
+                     help="a dataset matched against but never against itself and never moved, e.g. the "
+                     "existing corpus when checking a new ingest (repeatable)."),
+        click.option("--orientations", is_flag=True,
+                     help="also catch flipped and rotated copies (needs the phash_dihedral encoder)."),
+        click.option("--duplicates-root", default=None, metavar="URL",
+                     help="where the manifest sends duplicates, as ROOT/DATASET/REL_PATH (default OUT/duplicates)."),
+        click.option("--examples", default=1000, show_default=True,
+                     help="groups listed per section of summary.json (groups.parquet lists all)."),
+        click.option("--threads", default=0, help="search threads (default: every CPU)."),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+def match_settings(rules: tuple[str, ...], keep: tuple[str, ...], match_datasets: str, reference: tuple[str, ...],
+                   orientations: bool, duplicates_root: str | None, examples: int, threads: int) -> MatchSettings:
+    """MatchSettings from the flags of `match_options`."""
+    names = tuple(d.strip() for d in match_datasets.split(",") if d.strip())
+    return MatchSettings(rules=rules, keep=keep, datasets=names, reference=reference, orientations=orientations,
+                         duplicates_root=duplicates_root, examples=examples, threads=threads)
+
+
+@main.command()
+@click.option("--store", "-s", required=True, help="the encodings store to read.")
+@click.option("--out", required=True, help="folder or prefix for pairs, groups, scores, manifest and summary.")
+@match_options
+@storage_option
+def match(store: str, out: str, storage_options: tuple[str, ...], **flags: Any) -> None:
+    """Match a store's encodings; write pairs.parquet, groups.parquet, scores.parquet,
+    manifest.parquet and summary.json into OUT. Nothing is moved."""
+
+    def go() -> None:
+        settings = match_settings(**flags)
+        report = match_store(store, out, settings, parse_storage_options(storage_options))
+        print_match_summary(report)
+
+    _run(go)
+
+
+def print_match_summary(report: MatchReport) -> None:
+    """A readable digest of summary.json."""
+    s = report.summary
+    t = s["totals"]
+    click.echo(f"rules: {' | '.join(s['settings']['rules'])}; keep: {s['settings']['keep']}")
+    click.echo(f"{t['encoded']} images matched ({t['images'] - t['encoded']} could not be read), "
+               f"{t['pairs']} pairs, {t['groups']} groups, {t['failed']} images fail the rules")
+    for name, d in s["datasets"].items():
+        role = " (reference)" if d["reference"] else ""
+        click.echo(f"  {name}{role}: {d['encoded']} images, {d['duplicate_groups']} duplicated pictures appearing "
+                   f"{d['appearances']} times, {d['to_move']} files to move ({_size(d['bytes_to_move'])})")
+    for name, x in s["intersections"].items():
+        counts = ", ".join(f"{k} {v}" for k, v in x["images"].items())
+        click.echo(f"  {name}: {x['shared_groups']} shared groups ({counts} images)")
+    click.echo(f"manifest: {t['to_move']} files to move, {_size(t['bytes_to_move'])} "
+               f"-> {report.out}/manifest.parquet (nothing moved)")
+    click.echo("time: " + ", ".join(f"{k} {v:.2f}s" for k, v in report.seconds.items()))
+
+
+def _size(n: int) -> str:
+    value = float(n)
+    for unit in ("B", "KB", "MB", "GB"):
+        if value < 1024:
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} TB"
 
 
 @main.command()

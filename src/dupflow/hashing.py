@@ -20,7 +20,16 @@ from PIL import Image
 
 from dupflow.decoding import DecodedImage
 
-__all__ = ["ENCODERS", "Encoder", "bits_to_value", "hash_bits", "hash_input", "pixel_digest", "sha256_digest"]
+__all__ = [
+    "DIHEDRAL",
+    "ENCODERS",
+    "Encoder",
+    "bits_to_value",
+    "hash_bits",
+    "hash_input",
+    "pixel_digest",
+    "sha256_digest",
+]
 
 EncodeFn = Callable[[DecodedImage, Image.Image, int], Any]
 
@@ -75,14 +84,45 @@ def _dct_rows(size: int, rows: int) -> np.ndarray:
     return 2.0 * np.cos(np.pi * k * (2 * n + 1) / (2 * size))
 
 
+def _phash_input(gray: Image.Image, hash_size: int) -> np.ndarray:
+    side = 4 * hash_size
+    return np.asarray(gray.resize((side, side), Image.Resampling.LANCZOS), dtype=np.float64)
+
+
+def _phash_of(pixels: np.ndarray, hash_size: int) -> int | bytes:
+    d = _dct_rows(len(pixels), hash_size)
+    low = d @ pixels @ d.T
+    return bits_to_value(hash_bits(low > np.median(low)), hash_size * hash_size)
+
+
 def _phash(decoded: DecodedImage, gray: Image.Image, hash_size: int) -> int | bytes:
     """imagehash.phash's algorithm with the DCT as two small matrix products: the same bits,
     without importing scipy in every worker."""
-    side = 4 * hash_size
-    pixels = np.asarray(gray.resize((side, side), Image.Resampling.LANCZOS), dtype=np.float64)
-    d = _dct_rows(side, hash_size)
-    low = d @ pixels @ d.T
-    return bits_to_value(hash_bits(low > np.median(low)), hash_size * hash_size)
+    return _phash_of(_phash_input(gray, hash_size), hash_size)
+
+
+# The seven non-identity symmetries of the square, as functions of the pixel array; the stored
+# variant k is the pHash the picture would have after DIHEDRAL[k][0] was applied to it.
+DIHEDRAL: tuple[tuple[str, Callable[[np.ndarray], np.ndarray]], ...] = (
+    ("hflip", lambda p: p[:, ::-1]),
+    ("vflip", lambda p: p[::-1, :]),
+    ("rot180", lambda p: p[::-1, ::-1]),
+    ("transpose", lambda p: p.T),
+    ("rot90", lambda p: np.rot90(p, 1)),
+    ("rot270", lambda p: np.rot90(p, 3)),
+    ("transverse", lambda p: p[::-1, ::-1].T),
+)
+
+
+def _phash_dihedral(decoded: DecodedImage, gray: Image.Image, hash_size: int) -> bytes:
+    """pHash of the flipped and rotated picture, seven variants concatenated big-endian."""
+    pixels = _phash_input(gray, hash_size)
+    n_bytes = hash_size * hash_size // 8
+    out = b""
+    for _, transform in DIHEDRAL:
+        value = _phash_of(np.ascontiguousarray(transform(pixels)), hash_size)
+        out += value if isinstance(value, bytes) else value.to_bytes(n_bytes, "big")
+    return out
 
 
 def _whash(decoded: DecodedImage, gray: Image.Image, hash_size: int) -> int | bytes:
@@ -151,6 +191,14 @@ ENCODERS: dict[str, Encoder] = {
             _square,
             lambda s: _hash_type(_square(s)),
             _imagehash(imagehash.average_hash),
+        ),
+        Encoder(
+            "phash_dihedral",
+            "pHash of the 7 flipped/rotated versions: lets `match --orientations` catch mirrored and rotated copies",
+            False,
+            lambda s: 0,
+            lambda s: pa.binary(len(DIHEDRAL) * _square(s) // 8),
+            _phash_dihedral,
         ),
         Encoder("whash", "wavelet hash (Haar)", False, _square, lambda s: _hash_type(_square(s)), _whash),
         Encoder(

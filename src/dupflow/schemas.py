@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import io
 from collections.abc import Iterable
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from dupflow.config import decode_size_for
 from dupflow.errors import StoreError
@@ -12,8 +14,13 @@ from dupflow.hashing import ENCODERS
 
 __all__ = [
     "ENCODINGS_BASE",
+    "GROUPS",
+    "MANIFEST",
+    "PAIRS",
     "SCHEMA_VERSION",
+    "SCORES",
     "encodings_schema",
+    "parquet_bytes",
     "read_meta",
     "with_meta",
 ]
@@ -71,3 +78,88 @@ def read_meta(schema: pa.Schema, expected: str) -> dict[str, str]:
             f"understands ({SCHEMA_VERSION}): upgrade dupflow"
         )
     return meta
+
+
+# Matching outputs. URIs are as listed: absolute local paths or proto://bucket/key.
+PAIRS = with_meta(
+    pa.schema(
+        [
+            pa.field("a", pa.string(), nullable=False),
+            pa.field("b", pa.string(), nullable=False),  # a < b in (dataset, uri) order: each pair once
+            pa.field("a_dataset", pa.string(), nullable=False),
+            pa.field("b_dataset", pa.string(), nullable=False),
+            pa.field("rule", pa.string(), nullable=False),  # the rule that accepted the pair, e.g. phash<=10
+            pa.field("method", pa.string(), nullable=False),  # its metrics, e.g. phash or phash+dhash
+            pa.field("distance", pa.int32(), nullable=False),  # bits, of the rule's first metric
+            pa.field("similarity", pa.float64(), nullable=False),  # in [0, 1]; the least over the rule's metrics
+            pa.field("orientation", pa.string()),  # with --orientations: how b maps onto a (hflip, rot90, ...)
+        ]
+    ),
+    "pairs",
+)
+
+GROUPS = with_meta(
+    pa.schema(
+        [
+            pa.field("group", pa.int64(), nullable=False),  # numbered by the group's first member
+            pa.field("uri", pa.string(), nullable=False),
+            pa.field("dataset", pa.string(), nullable=False),
+            pa.field("rel_path", pa.string()),
+            pa.field("group_size", pa.int32(), nullable=False),
+            pa.field("keeper", pa.bool_(), nullable=False),
+            pa.field("keeper_uri", pa.string(), nullable=False),
+            pa.field("reference", pa.bool_(), nullable=False),  # a reference dataset's file: never moved
+            pa.field("datasets", pa.int32(), nullable=False),  # datasets the group spans
+            pa.field("leakage", pa.bool_(), nullable=False),  # the group spans more than one dataset
+        ]
+    ),
+    "groups",
+)
+
+SCORES = with_meta(
+    pa.schema(
+        [
+            pa.field("uri", pa.string(), nullable=False),
+            pa.field("dataset", pa.string(), nullable=False),
+            pa.field("rel_path", pa.string()),
+            pa.field("status", pa.string(), nullable=False),  # pass | fail | error
+            # 1 - best similarity; a keeper ignores its identical copies (similarity 1), so of N identical
+            # files N-1 score 0 and the keeper does not. Null for files that could not be read.
+            pa.field("uniqueness", pa.float64()),
+            pa.field("max_similarity", pa.float64()),  # to the nearest accepted match; null: none
+            pa.field("nearest", pa.string()),
+            pa.field("nearest_rule", pa.string()),
+            pa.field("group", pa.int64()),
+            pa.field("keeper", pa.bool_()),
+            pa.field("error", pa.string()),
+        ]
+    ),
+    "scores",
+)
+
+MANIFEST = with_meta(
+    pa.schema(
+        [
+            pa.field("source", pa.string(), nullable=False),
+            pa.field("destination", pa.string(), nullable=False),
+            pa.field("dataset", pa.string(), nullable=False),
+            pa.field("rel_path", pa.string(), nullable=False),
+            pa.field("size", pa.int64()),
+            pa.field("group", pa.int64(), nullable=False),
+            pa.field("keeper", pa.string(), nullable=False),
+            pa.field("rule", pa.string(), nullable=False),
+            pa.field("method", pa.string(), nullable=False),
+            pa.field("similarity", pa.float64(), nullable=False),
+            pa.field("matched", pa.string(), nullable=False),  # the file it matched most closely
+            pa.field("reason", pa.string(), nullable=False),
+        ]
+    ),
+    "manifest",
+)
+
+
+def parquet_bytes(table: pa.Table) -> bytes:
+    """A table as Parquet bytes (zstd); the same table gives the same bytes."""
+    buf = io.BytesIO()
+    pq.write_table(table, buf, compression="zstd")
+    return buf.getvalue()

@@ -15,7 +15,6 @@ killed run are reused, not encoded again.
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import socket
@@ -32,7 +31,7 @@ from dupflow.config import EncodeSettings
 from dupflow.errors import ErrorKind, StoreError
 from dupflow.fs import atomic_write, join, open_fs, storage_error, to_uri
 from dupflow.hashing import ENCODERS
-from dupflow.schemas import encodings_schema, read_meta
+from dupflow.schemas import encodings_schema, parquet_bytes, read_meta
 
 __all__ = ["ENCODINGS_DIR", "EncodingsStore", "StoreRecord", "conform_table", "dedupe", "row_keys"]
 
@@ -149,7 +148,7 @@ class EncodingsStore:
     def stage(self, key: str, table: pa.Table) -> str:
         """Write one shard's rows to staging, atomically; returns the staged file's URI."""
         path = self.path(f"{STAGING_DIR}/shard-{key}.parquet")
-        atomic_write(self.fs, path, _parquet_bytes(table))
+        atomic_write(self.fs, path, parquet_bytes(table))
         return to_uri(self.fs, path)
 
     def commit(self, rec: StoreRecord, listed: pa.Table, dataset_urls: dict[str, str]) -> dict[str, int]:
@@ -278,7 +277,7 @@ class EncodingsStore:
         files = []
         for i, start in enumerate(range(0, max(table.num_rows, 1), ROWS_PER_FILE)):
             rel = f"{ENCODINGS_DIR}/dataset={name}/part-{rec.run_id}-{i:05d}.parquet"
-            atomic_write(self.fs, self.path(rel), _parquet_bytes(table.slice(start, ROWS_PER_FILE)))
+            atomic_write(self.fs, self.path(rel), parquet_bytes(table.slice(start, ROWS_PER_FILE)))
             files.append(rel)
         rec.datasets[name] = {
             "url": url or previous.get("url", ""),
@@ -330,9 +329,3 @@ def dedupe(table: pa.Table, key: str, keep: str = "first") -> pa.Table:
     idx = table.append_column("_i", pa.array(range(table.num_rows), pa.int64()))
     chosen = idx.group_by(key, use_threads=False).aggregate([("_i", agg)])[f"_i_{agg}"]
     return table.take(pc.sort_indices(chosen))
-
-
-def _parquet_bytes(table: pa.Table) -> bytes:
-    buf = io.BytesIO()
-    pq.write_table(table, buf, compression="zstd")
-    return buf.getvalue()

@@ -1,0 +1,100 @@
+"""Keep policies: which member of a duplicate group stays, decided by an explicit chain of keys.
+
+Each key orders the members; the next key only breaks the ties left by the ones before, and the
+lexicographically first URI always ends the chain, so every tie is broken and the choice never
+depends on the order files were listed or matched in. Files of reference datasets always win:
+a reference corpus is never moved.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from dupflow.errors import ConfigError
+
+__all__ = ["DEFAULT_KEEP", "KEEP_KEYS", "KeepPolicy"]
+
+KEEP_KEYS = {
+    "dataset": "datasets in priority order: dataset:train,val (bare `dataset`: the order they were given)",
+    "resolution": "more pixels",
+    "size": "larger file",
+    "oldest": "earlier modification time",
+    "newest": "later modification time",
+    "shortest-path": "fewer characters in the URI",
+    "path": "lexicographically first URI (always the last tie-break)",
+}
+
+DEFAULT_KEEP = ("dataset", "resolution", "size", "oldest", "shortest-path", "path")
+
+
+@dataclass(frozen=True)
+class KeepPolicy:
+    """A chain of keep keys, e.g. ("dataset", "resolution", "path"), with its dataset priority."""
+
+    keys: tuple[str, ...] = DEFAULT_KEEP
+    dataset_priority: tuple[str, ...] = ()
+
+    @classmethod
+    def parse(cls, items: list[str] | tuple[str, ...]) -> KeepPolicy:
+        """From `--keep` values, one key each: `dataset:train,val`, `resolution`, ... (in order)."""
+        keys: list[str] = []
+        priority: tuple[str, ...] = ()
+        for item in items or DEFAULT_KEEP:
+            name, _, arg = item.strip().partition(":")
+            if name not in KEEP_KEYS:
+                raise ConfigError(f"unknown keep key {name!r}: use one of {', '.join(KEEP_KEYS)}, one per --keep")
+            if arg and name != "dataset":
+                raise ConfigError(f"keep key {name!r} takes no argument")
+            if arg:
+                priority = tuple(d.strip() for d in arg.split(",") if d.strip())
+            if name in keys:
+                raise ConfigError(f"keep key {name!r} is given twice")
+            keys.append(name)
+        if "oldest" in keys and "newest" in keys:
+            raise ConfigError("keep keys 'oldest' and 'newest' contradict each other: choose one")
+        if "path" not in keys:
+            keys.append("path")
+        return cls(tuple(keys), priority)
+
+    @property
+    def label(self) -> str:
+        return " > ".join(f"dataset:{','.join(self.dataset_priority)}" if k == "dataset" and self.dataset_priority
+                          else k for k in self.keys)
+
+    def sort_keys(self, images: pa.Table, datasets: list[str], reference: np.ndarray) -> list[np.ndarray]:
+        """One int64 array per key (smaller is better), reference files first; `datasets` is the
+        order used when the policy names no priority."""
+        order = list(self.dataset_priority) + [d for d in datasets if d not in self.dataset_priority]
+        unknown = set(self.dataset_priority) - set(datasets)
+        if unknown:
+            raise ConfigError(f"keep priority names datasets that are not matched: {', '.join(sorted(unknown))}")
+        n = images.num_rows
+        out = [np.where(reference, 0, 1).astype(np.int64)]
+        for key in self.keys:
+            if key == "dataset":
+                rank = {d: i for i, d in enumerate(order)}
+                out.append(np.array([rank[d] for d in images["dataset"].to_pylist()], np.int64))
+            elif key == "resolution":
+                w = _ints(images["width"], 0)
+                out.append(-(w * _ints(images["height"], 0)))
+            elif key == "size":
+                out.append(-_ints(images["size"], 0))
+            elif key in ("oldest", "newest"):
+                t = _ints(images["mtime"].cast(pa.int64()), np.iinfo(np.int64).max if key == "oldest" else 0)
+                out.append(t if key == "oldest" else -t)
+            elif key == "shortest-path":
+                out.append(pc.utf8_length(images["uri"]).to_numpy(zero_copy_only=False).astype(np.int64))
+            else:  # path
+                ranks = np.empty(n, np.int64)
+                ranks[pc.sort_indices(images["uri"]).to_numpy()] = np.arange(n)
+                out.append(ranks)
+        return out
+
+
+def _ints(column: pa.ChunkedArray | pa.Array, fill: int) -> np.ndarray:
+    return np.asarray(pc.fill_null(column, fill).to_numpy(zero_copy_only=False), dtype=np.int64)
+

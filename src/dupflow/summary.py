@@ -1,0 +1,100 @@
+"""summary.json: the data-quality view of one match run, per dataset and per pair of datasets."""
+
+from __future__ import annotations
+
+import itertools
+from collections import Counter
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
+
+from dupflow.decisions import Decisions
+from dupflow.matching import Images
+from dupflow.schemas import SCHEMA_VERSION
+
+__all__ = ["build_summary"]
+
+
+def build_summary(
+    images: Images, decisions: Decisions, errors: pa.Table, settings: dict[str, Any], examples: int
+) -> dict[str, Any]:
+    """Counts per dataset (images, groups inside it, files that could go), the groups shared by
+    every pair of datasets (train/val leakage, ingest vs corpus), and errors by kind. At most
+    `examples` groups are listed per section; groups.parquet has them all."""
+    uris = images.table["uri"].to_numpy(zero_copy_only=False)
+    sizes = np.asarray(images.table["size"].fill_null(0).to_numpy(zero_copy_only=False), np.int64)
+    error_kinds = Counter(zip(errors["dataset"].to_pylist(), errors["error"].to_pylist(), strict=True))
+    a, b = decisions.pair_ids
+    per_dataset: dict[str, Any] = {}
+    for d, name in enumerate(images.datasets):
+        mine = images.dataset_ix == d
+        groups = _groups(mine, a, b, len(images))
+        moved = decisions.moved & mine
+        per_dataset[name] = {
+            "images": int(mine.sum()) + sum(n for (ds, _), n in error_kinds.items() if ds == name),
+            "encoded": int(mine.sum()),
+            "errors": {kind: n for (ds, kind), n in sorted(error_kinds.items()) if ds == name},
+            "reference": bool(np.any(images.reference[mine])),
+            "duplicate_groups": len(groups),
+            "appearances": sum(len(g) for g in groups),
+            "redundant_files": sum(len(g) - 1 for g in groups),
+            "group_sizes": {str(k): v for k, v in sorted(Counter(len(g) for g in groups).items())},
+            "to_move": int(moved.sum()),
+            "bytes_to_move": int(sizes[moved].sum()),
+            "groups_listed": min(examples, len(groups)),
+            "groups": [[str(uris[i]) for i in g] for g in groups[:examples]],
+        }
+    intersections: dict[str, Any] = {}
+    for d1, d2 in itertools.combinations(range(len(images.datasets)), 2):
+        n1, n2 = images.datasets[d1], images.datasets[d2]
+        both = (images.dataset_ix == d1) | (images.dataset_ix == d2)
+        shared = [g for g in _groups(both, a, b, len(images))
+                  if len(set(images.dataset_ix[g].tolist())) == 2]
+        sides = ((n1, d1), (n2, d2))
+        intersections[f"{n1} & {n2}"] = {
+            "datasets": [n1, n2],
+            "shared_groups": len(shared),
+            "images": {n: sum(int(np.sum(images.dataset_ix[g] == d)) for g in shared) for n, d in sides},
+            "groups_listed": min(examples, len(shared)),
+            "groups": [{n: [str(uris[i]) for i in g if images.dataset_ix[i] == d] for n, d in sides}
+                       for g in shared[:examples]],
+        }
+    group_of = decisions.group_of
+    return {
+        "schema": "dupflow.summary",
+        "schema_version": SCHEMA_VERSION,
+        "settings": settings,
+        "totals": {
+            "images": len(images) + errors.num_rows,
+            "encoded": len(images),
+            "errors": dict(sorted(Counter(errors["error"].to_pylist()).items())),
+            "pairs": decisions.pairs.num_rows,
+            "groups": int(group_of.max()) + 1 if len(group_of) else 0,
+            "leakage_groups": int(np.count_nonzero(decisions.groups["leakage"].to_numpy(zero_copy_only=False)
+                                                   & decisions.groups["keeper"].to_numpy(zero_copy_only=False))),
+            "to_move": int(decisions.moved.sum()),
+            "bytes_to_move": int(sizes[decisions.moved].sum()),
+            "failed": int(np.count_nonzero(decisions.scores["status"].to_numpy(zero_copy_only=False) == "fail")),
+        },
+        "datasets": per_dataset,
+        "intersections": intersections,
+    }
+
+
+def _groups(mask: np.ndarray, a: np.ndarray, b: np.ndarray, n: int) -> list[list[int]]:
+    """Connected groups (image ids, ascending; groups by first id) over the pairs inside `mask`."""
+    inside = mask[a] & mask[b]
+    if not inside.any():
+        return []
+    graph = coo_matrix((np.ones(int(inside.sum()), np.int8), (a[inside], b[inside])), shape=(n, n))
+    _, labels = connected_components(graph, directed=False)
+    ids = np.unique(np.concatenate([a[inside], b[inside]]))
+    lab = labels[ids]
+    order = np.lexsort((ids, lab))
+    ids, lab = ids[order], lab[order]
+    cuts = np.flatnonzero(lab[1:] != lab[:-1]) + 1
+    groups = [g.tolist() for g in np.split(ids, cuts)]
+    return sorted(groups, key=lambda g: g[0])
