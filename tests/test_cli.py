@@ -75,3 +75,26 @@ def test_import_imagededup_json(tmp_path: Path) -> None:
     # A real encode of the same folder replaces imported values with dupflow's own.
     out = run_cli("encode", "-d", f"old={imgs}", "-s", str(tmp_path / "s")).stdout
     assert "3 encoded" in out
+
+
+def test_match_contract_writes_five_files_and_prints_a_summary(tmp_path: Path) -> None:
+    files = dataset(tmp_path / "train", 6, seed=3)
+    (tmp_path / "val").mkdir()
+    (tmp_path / "val" / "leak.jpg").write_bytes(files[2].read_bytes())
+    run_cli("encode", "-d", f"train={tmp_path / 'train'}", "-d", f"val={tmp_path / 'val'}", "-s", str(tmp_path / "st"))
+    out = run_cli("match", "--store", str(tmp_path / "st"), "--out", str(tmp_path / "out"), "--rule", "phash<=10",
+                  "--rule", "exact", "--keep", "dataset:train,val", "--keep", "size")
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(
+        ["pairs.parquet", "groups.parquet", "scores.parquet", "manifest.parquet", "summary.json"])
+    assert "train & val: 1 shared groups (train 1, val 1 images)" in out.stdout
+    assert "manifest: 1 files to move" in out.stdout and "nothing moved" in out.stdout
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["settings"]["rules"] == ["phash<=10", "exact"]
+    assert (tmp_path / "val" / "leak.jpg").exists()  # match never moves anything
+
+    bad = run_cli("match", "--store", str(tmp_path / "st"), "--out", str(tmp_path / "o2"), "--rule", "phash<<3",
+                  check=False)
+    assert bad.returncode != 0 and "cannot read match condition" in bad.stderr
+    missing = run_cli("match", "--store", str(tmp_path / "st"), "--out", str(tmp_path / "o2"), "--rule", "whash<=8",
+                      check=False)
+    assert missing.returncode != 0 and "--encoders phash,dhash,whash" in missing.stderr

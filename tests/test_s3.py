@@ -57,3 +57,26 @@ def test_missing_credentials_is_a_clear_error(bucket: str, monkeypatch: pytest.M
     with pytest.raises(StorageError, match="credentials"):
         run_encode([DatasetSource("x", f"s3://{bucket}/imgs")], f"s3://{bucket}/st",
                    EncodeSettings(storage_options={"skip_instance_cache": True}))
+
+
+def test_match_an_s3_store_into_an_s3_prefix(bucket: str) -> None:
+    import pyarrow.parquet as pq
+    import s3fs
+
+    from dupflow.match_job import OUTPUT_FILES, MatchSettings, match_store
+
+    picture = encode(natural(1, 200, 150), "JPEG", quality=90)
+    _put(bucket, "corpus/a.jpg", picture)
+    _put(bucket, "corpus/b.jpg", encode(natural(2, 200, 150), "JPEG", quality=90))
+    _put(bucket, "ingest/a_again.jpg", picture)
+    _put(bucket, "ingest/new.jpg", encode(natural(3, 200, 150), "JPEG", quality=90))
+    sources = [DatasetSource("corpus", f"s3://{bucket}/corpus"), DatasetSource("ingest", f"s3://{bucket}/ingest")]
+    run_encode(sources, f"s3://{bucket}/store", EncodeSettings())
+    report = match_store(f"s3://{bucket}/store", f"s3://{bucket}/out", MatchSettings(reference=("corpus",)))
+    fs = s3fs.S3FileSystem(skip_instance_cache=True)
+    assert sorted(p.rsplit("/", 1)[-1] for p in fs.ls(f"{bucket}/out")) == sorted(OUTPUT_FILES)
+    manifest = pq.read_table(f"{bucket}/out/manifest.parquet", filesystem=fs).to_pylist()
+    assert [(m["source"], m["destination"], m["keeper"]) for m in manifest] == [
+        (f"s3://{bucket}/ingest/a_again.jpg", f"s3://{bucket}/out/duplicates/ingest/a_again.jpg",
+         f"s3://{bucket}/corpus/a.jpg")]
+    assert report.summary["intersections"]["corpus & ingest"]["shared_groups"] == 1

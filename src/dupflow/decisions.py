@@ -50,21 +50,26 @@ class _Best:
     other: np.ndarray  # (N,) best similarity to an image that is not a byte-identical copy
 
 
-def decide(images: Images, matches: list[RuleMatch], keep: KeepPolicy, duplicates_root: str) -> Decisions:
-    """Build all output tables; the same inputs always give the same tables."""
+def decide(
+    images: Images, matches: list[RuleMatch], keep: KeepPolicy, duplicates_root: str, errors: pa.Table
+) -> Decisions:
+    """Build all output tables; the same inputs always give the same tables. `errors` (uri, dataset,
+    rel_path, error) are the files that could not be read: scored with status `error`."""
     n = len(images)
     a, b, distance, similarity, orientation, rule_ix = _all_evidence(matches)
     group_of = _components(n, a, b)
     keeper = _keepers(images, group_of, keep)
     best = _best_matches(images, matches)
-    moved = (group_of >= 0) & ~images.reference & (keeper[np.maximum(group_of, 0)] != np.arange(n))
+    is_keeper = np.zeros(n, bool)
+    is_keeper[keeper] = True
+    moved = (group_of >= 0) & ~images.reference & ~is_keeper
     labels = [m.search.rule for m in matches]
     pairs = _pairs_table(images, a, b, distance, similarity, orientation,
                          [labels[i].label for i in rule_ix], [labels[i].method for i in rule_ix])
     return Decisions(
         pairs=pairs,
         groups=_groups_table(images, group_of, keeper),
-        scores=_scores_table(images, group_of, keeper, best, [r.label for r in labels]),
+        scores=_scores_table(images, group_of, is_keeper, best, [r.label for r in labels], errors),
         manifest=_manifest_table(images, group_of, keeper, best, moved, keep, labels, duplicates_root),
         pair_ids=(a, b),
         group_of=group_of,
@@ -200,16 +205,15 @@ def _groups_table(images: Images, group_of: np.ndarray, keeper: np.ndarray) -> p
     )
 
 
-def _scores_table(images: Images, group_of: np.ndarray, keeper: np.ndarray, best: _Best,
-                  rules: list[str]) -> pa.Table:
+def _scores_table(images: Images, group_of: np.ndarray, is_keeper: np.ndarray, best: _Best,
+                  rules: list[str], errors: pa.Table) -> pa.Table:
     n = len(images)
-    is_keeper = (group_of >= 0) & (keeper[np.maximum(group_of, 0)] == np.arange(n))
     matched = best.similarity >= 0
     base = np.where(is_keeper, best.other, best.similarity)
     uniqueness = np.clip(np.where(base >= 0, 1.0 - base, 1.0), 0.0, 1.0)
     rule_names = np.array([*rules, None], dtype=object)
     t = images.table
-    return pa.Table.from_arrays(
+    scored = pa.Table.from_arrays(
         [
             t["uri"], t["dataset"], t["rel_path"],
             pa.array(np.where(matched, "fail", "pass"), pa.string()),
@@ -223,6 +227,16 @@ def _scores_table(images: Images, group_of: np.ndarray, keeper: np.ndarray, best
         ],
         schema=SCORES,
     )
+    failed = errors.take(pc.sort_indices(errors, [("dataset", "ascending"), ("uri", "ascending")]))
+    m = failed.num_rows
+    unread = pa.Table.from_arrays(
+        [failed["uri"], failed["dataset"], failed["rel_path"], pa.array(["error"] * m, pa.string()),
+         *(pa.nulls(m, SCORES.field(k).type) for k in ("uniqueness", "max_similarity", "nearest", "nearest_rule",
+                                                        "group", "keeper")),
+         failed["error"]],
+        schema=SCORES,
+    )
+    return pa.concat_tables([scored, unread])
 
 
 def _masked(values: pa.Array, mask: np.ndarray) -> pa.Array:

@@ -129,7 +129,7 @@ def match_store(store_url: str, out_url: str, settings: MatchSettings,
                                 for search in plan_rules(images, settings, hash_size)]
     clock["matched"] = time.perf_counter()
     duplicates_root = _absolute(settings.duplicates_root or join(out_url, "duplicates"), storage_options)
-    decisions = decide(images, matches, settings.keep_policy(), duplicates_root)
+    decisions = decide(images, matches, settings.keep_policy(), duplicates_root, errors)
     described = {"store": store.url, **settings.describe(hash_size), "duplicates_root": duplicates_root}
     summary = build_summary(images, decisions, errors, described, settings.examples)
     clock["decided"] = time.perf_counter()

@@ -1,0 +1,278 @@
+"""Matching end to end on generated datasets: planted duplicates and leaks, groups, keepers, scores."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from PIL import Image, ImageEnhance
+
+from dupflow.config import DatasetSource, EncodeSettings
+from dupflow.errors import ConfigError
+from dupflow.match_job import OUTPUT_FILES, MatchSettings, match_store
+from dupflow.pipeline import run_encode
+from imagegen import natural, write
+
+
+@dataclass
+class World:
+    """Two datasets with known copies: `within` pairs inside one dataset, `leaks` train -> val."""
+
+    root: Path
+    store: str
+    within: list[tuple[Path, Path]] = field(default_factory=list)
+    leaks: list[tuple[Path, Path]] = field(default_factory=list)
+    distinct: list[Path] = field(default_factory=list)
+
+
+def _half(img: Image.Image) -> Image.Image:
+    return img.resize((img.width // 2, img.height // 2), Image.Resampling.BILINEAR)
+
+
+def _bright(img: Image.Image) -> Image.Image:
+    return ImageEnhance.Brightness(img).enhance(1.15)
+
+
+def build_world(root: Path, encoders: tuple[str, ...] = ("phash", "dhash"), shard_size: int | None = None) -> World:
+    world = World(root, str(root / "store"))
+    train, val = root / "train", root / "val"
+    pictures = {i: natural(1000 + i, 320, 240) for i in range(40)}
+    for i in range(30):
+        world.distinct.append(write(train / f"c{i % 3}" / f"t{i:02d}.jpg", pictures[i], quality=92))
+    for i in range(30, 40):
+        world.distinct.append(write(val / f"v{i:02d}.jpg", pictures[i], quality=92))
+    t = world.distinct
+    # inside train: a byte copy, a half-size PNG, a recompression
+    copy = train / "copies" / "t00_copy.jpg"
+    copy.parent.mkdir(parents=True)
+    shutil.copy(t[0], copy)
+    world.within += [(t[0], copy),
+                     (t[1], write(train / "copies" / "t01_half.png", _half(pictures[1]))),
+                     (t[2], write(train / "copies" / "t02_q60.jpg", pictures[2], quality=60))]
+    # inside val: a brightened copy
+    world.within.append((t[30], write(val / "v30_bright.jpg", _bright(pictures[30]), quality=92)))
+    # leaks from train into val: resized, byte copy, brightened
+    leak = val / "leak"
+    leak.mkdir()
+    shutil.copy(t[4], leak / "t04.jpg")
+    world.leaks += [(t[3], write(leak / "t03_half.jpg", _half(pictures[3]), quality=90)),
+                    (t[4], leak / "t04.jpg"),
+                    (t[5], write(leak / "t05_bright.jpg", _bright(pictures[5]), quality=90))]
+    (train / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    sources = [DatasetSource("train", str(train)), DatasetSource("val", str(val))]
+    run_encode(sources, world.store, EncodeSettings(encoders=encoders), shard_size=shard_size)
+    return world
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> World:
+    return build_world(tmp_path_factory.mktemp("world"), encoders=("phash", "dhash", "phash_dihedral"))
+
+
+def _match(world: World, out: Path, **kw: Any) -> dict[str, Any]:
+    return match_store(world.store, str(out), MatchSettings(**kw)).summary
+
+
+def _table(out: Path, name: str) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = pq.read_table(out / name).to_pylist()
+    return rows
+
+
+def _groups(out: Path) -> dict[int, set[str]]:
+    groups: dict[int, set[str]] = {}
+    for row in _table(out, "groups.parquet"):
+        groups.setdefault(row["group"], set()).add(row["uri"])
+    return groups
+
+
+def test_match_writes_exactly_the_contract_files(world: World, tmp_path: Path) -> None:
+    _match(world, tmp_path / "out")
+    assert sorted(os.listdir(tmp_path / "out")) == sorted(OUTPUT_FILES)
+    pairs = pq.read_table(tmp_path / "out" / "pairs.parquet")
+    assert {"a", "b", "method", "distance", "similarity"} <= set(pairs.column_names)
+
+
+def test_every_planted_copy_and_leak_is_found_and_nothing_else(world: World, tmp_path: Path) -> None:
+    summary = _match(world, tmp_path / "out")
+    groups = sorted(_groups(tmp_path / "out").values(), key=min)
+    expected = sorted(({str(a), str(b)} for a, b in world.within + world.leaks), key=min)
+    assert groups == expected
+    shared = summary["intersections"]["train & val"]
+    listed = {(g["train"][0], g["val"][0]) for g in shared["groups"]}
+    assert listed == {(str(a), str(b)) for a, b in world.leaks}
+    assert shared["shared_groups"] == len(world.leaks) and shared["images"] == {"train": 3, "val": 3}
+    train = summary["datasets"]["train"]
+    assert (train["duplicate_groups"], train["appearances"], train["redundant_files"]) == (3, 6, 3)
+    assert train["errors"] == {"corrupt": 1} and train["images"] == train["encoded"] + 1
+    assert summary["totals"]["leakage_groups"] == 3
+
+
+def test_pairs_are_stored_once_without_self_pairs(world: World, tmp_path: Path) -> None:
+    _match(world, tmp_path / "out", rules=("exact", "phash<=10", "dhash<=10"))
+    rows = _table(tmp_path / "out", "pairs.parquet")
+    keys = [(r["a"], r["b"], r["rule"]) for r in rows]
+    assert len(keys) == len(set(keys)) and all(a != b for a, b, _ in keys)
+    unordered = [(min(a, b), max(a, b), rule) for a, b, rule in keys]
+    assert len(unordered) == len(set(unordered))
+    assert all(0.0 <= r["similarity"] <= 1.0 for r in rows)
+    assert all(r["similarity"] == pytest.approx(1 - r["distance"] / 64) for r in rows if r["method"] != "exact")
+    exact = [r for r in rows if r["rule"] == "exact"]
+    assert {(r["a"], r["b"]) for r in exact} == {(str(world.within[0][0]), str(world.within[0][1])),
+                                                 (str(world.leaks[1][0]), str(world.leaks[1][1]))}
+
+
+def test_every_group_has_one_keeper_and_keepers_never_move(world: World, tmp_path: Path) -> None:
+    _match(world, tmp_path / "out")
+    rows = _table(tmp_path / "out", "groups.parquet")
+    keepers: dict[int, list[str]] = {}
+    for r in rows:
+        if r["keeper"]:
+            keepers.setdefault(r["group"], []).append(r["uri"])
+    assert all(len(k) == 1 for k in keepers.values()) and set(keepers) == {r["group"] for r in rows}
+    manifest = _table(tmp_path / "out", "manifest.parquet")
+    sources = {m["source"] for m in manifest}
+    assert not sources & {k[0] for k in keepers.values()}
+    assert len(manifest) == len(rows) - len(keepers)  # everything else moves
+    for m in manifest:
+        assert m["keeper"] == keepers[m["group"]][0]
+        assert m["destination"] == str(tmp_path / "out" / "duplicates" / m["dataset"] / m["rel_path"])
+        assert m["reason"].startswith(m["rule"])
+
+
+def test_default_policy_keeps_train_and_the_larger_picture(world: World, tmp_path: Path) -> None:
+    _match(world, tmp_path / "out")
+    sources = {m["source"] for m in _table(tmp_path / "out", "manifest.parquet")}
+    assert {str(b) for _, b in world.leaks} <= sources  # val copies of train pictures move
+    assert str(world.within[1][1]) in sources  # the half-size PNG moves, not its original
+
+
+def test_dataset_priority_reverses_which_copy_stays(world: World, tmp_path: Path) -> None:
+    _match(world, tmp_path / "out", keep=("dataset:val,train", "resolution"))
+    manifest = _table(tmp_path / "out", "manifest.parquet")
+    sources = {m["source"] for m in manifest}
+    assert {str(a) for a, _ in world.leaks} <= sources
+    assert not {str(b) for _, b in world.leaks} & sources
+    leak_rows = [m for m in manifest if m["source"] in {str(a) for a, _ in world.leaks}]
+    assert all("keep priority" in m["reason"] for m in leak_rows)
+
+
+def test_a_tie_in_every_key_is_broken_by_path(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    original = write(data / "zz" / "b.jpg", natural(7, 200, 150), quality=90)
+    for name in ("a.jpg", "c.jpg"):
+        target = data / "zz" / name
+        shutil.copy(original, target)
+    for p in (data / "zz").iterdir():
+        os.utime(p, ns=(1_700_000_000_000_000_000, 1_700_000_000_000_000_000))
+    run_encode([DatasetSource("d", str(data))], str(tmp_path / "store"), EncodeSettings())
+    match_store(str(tmp_path / "store"), str(tmp_path / "out"), MatchSettings())
+    manifest = _table(tmp_path / "out", "manifest.parquet")
+    assert {m["keeper"] for m in manifest} == {str(data / "zz" / "a.jpg")}
+    assert all("path sorts first" in m["reason"] for m in manifest)
+
+
+def test_manifest_is_byte_identical_across_runs_threads_and_shards(world: World, tmp_path: Path) -> None:
+    dups = str(tmp_path / "dups")
+    _match(world, tmp_path / "one", threads=1, blocks=1, duplicates_root=dups)
+    _match(world, tmp_path / "two", threads=2, blocks=13, duplicates_root=dups)
+    other = build_world(tmp_path / "again", shard_size=3)
+    match_store(other.store, str(tmp_path / "three"), MatchSettings(threads=2, duplicates_root=dups))
+    for name in ("manifest.parquet", "pairs.parquet", "groups.parquet", "scores.parquet"):
+        assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "two" / name).read_bytes()
+    relative = [
+        [{k: str(v).replace(str(root), "") for k, v in r.items()} for r in _table(out, "manifest.parquet")]
+        for root, out in ((world.root, tmp_path / "one"), (other.root, tmp_path / "three"))
+    ]
+    assert relative[0] == relative[1] and relative[0]
+
+
+def test_reference_corpus_is_never_matched_against_itself_nor_moved(world: World, tmp_path: Path) -> None:
+    summary = _match(world, tmp_path / "out", reference=("train",), datasets=("train", "val"))
+    pairs = _table(tmp_path / "out", "pairs.parquet")
+    assert pairs and not [p for p in pairs if p["a_dataset"] == p["b_dataset"] == "train"]
+    manifest = _table(tmp_path / "out", "manifest.parquet")
+    assert not [m for m in manifest if m["dataset"] == "train"]
+    moved = {m["source"] for m in manifest}
+    inside_val = {str(p) for p in world.within[3]}
+    assert len(moved & inside_val) == 1 and moved - inside_val == {str(b) for _, b in world.leaks}
+    assert summary["datasets"]["train"]["reference"] and summary["datasets"]["train"]["duplicate_groups"] == 0
+
+
+def test_exact_copies_score_zero_except_the_keeper(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    first = write(data / "a.jpg", natural(3, 200, 150), quality=90)
+    for name in ("b.jpg", "c.jpg"):
+        shutil.copy(first, data / name)
+    write(data / "other.jpg", natural(4, 200, 150), quality=90)
+    near = write(data / "z_near.jpg", _bright(natural(3, 200, 150)), quality=90)
+    run_encode([DatasetSource("d", str(data))], str(tmp_path / "store"), EncodeSettings())
+    match_store(str(tmp_path / "store"), str(tmp_path / "out"), MatchSettings(rules=("exact",)))
+    scores = {Path(r["uri"]).name: r for r in _table(tmp_path / "out", "scores.parquet")}
+    assert [scores[n]["uniqueness"] for n in ("a.jpg", "b.jpg", "c.jpg")] == [1.0, 0.0, 0.0]
+    assert scores["a.jpg"]["keeper"] and scores["b.jpg"]["status"] == scores["a.jpg"]["status"] == "fail"
+    assert scores["other.jpg"]["status"] == "pass" and scores["other.jpg"]["uniqueness"] == 1.0
+    assert scores["other.jpg"]["group"] is None and scores[near.name]["status"] == "pass"
+    match_store(str(tmp_path / "store"), str(tmp_path / "out2"), MatchSettings())
+    scores = {Path(r["uri"]).name: r for r in _table(tmp_path / "out2", "scores.parquet")}
+    near_sim = scores[near.name]["max_similarity"]
+    assert scores[near.name]["status"] == "fail" and 0.8 < near_sim <= 1.0
+    group = [r for r in scores.values() if r["group"] is not None]
+    keeper = [r for r in group if r["keeper"]]
+    assert len(group) == 4 and len(keeper) == 1  # the three copies and the brightened picture
+    assert keeper[0]["uniqueness"] == pytest.approx(1 - near_sim)  # identical copies do not zero it
+    assert keeper[0]["uniqueness"] > 0
+    assert sorted(r["uniqueness"] for r in group if not r["keeper"])[:2] == [0.0, 0.0]
+
+
+def test_mirrored_and_rotated_copies_need_the_orientation_mode(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    pictures = [natural(50 + i, 240, 240) for i in range(12)]
+    for i, p in enumerate(pictures):
+        write(data / f"p{i:02d}.png", p)
+    write(data / "x_mirror.png", pictures[0].transpose(Image.Transpose.FLIP_LEFT_RIGHT))
+    write(data / "x_rot90.png", pictures[1].transpose(Image.Transpose.ROTATE_90))
+    run_encode([DatasetSource("d", str(data))], str(tmp_path / "store"),
+               EncodeSettings(encoders=("phash", "phash_dihedral")))
+    match_store(str(tmp_path / "store"), str(tmp_path / "plain"), MatchSettings())
+    assert _table(tmp_path / "plain", "pairs.parquet") == []
+    match_store(str(tmp_path / "store"), str(tmp_path / "out"), MatchSettings(orientations=True))
+    rows = _table(tmp_path / "out", "pairs.parquet")
+    pairs = {(Path(p["a"]).name, Path(p["b"]).name): p["orientation"] for p in rows}
+    assert pairs == {("p00.png", "x_mirror.png"): "hflip", ("p01.png", "x_rot90.png"): "rot90"}
+
+
+def test_orientation_mode_without_its_encoder_names_the_fix(world: World, tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    run_encode([DatasetSource("v", str(world.root / "val"))], str(store), EncodeSettings())
+    with pytest.raises(ConfigError, match=r"phash_dihedral.*dupflow encode"):
+        match_store(str(store), str(tmp_path / "out"), MatchSettings(orientations=True))
+    with pytest.raises(ConfigError, match="no dataset nope"):
+        match_store(str(store), str(tmp_path / "out"), MatchSettings(datasets=("nope",)))
+
+
+def test_all_of_rule_needs_every_condition(world: World, tmp_path: Path) -> None:
+    _match(world, tmp_path / "any", rules=("phash<=10",))
+    _match(world, tmp_path / "all", rules=("phash<=10&dhash<=1",))
+    any_pairs = {(p["a"], p["b"]) for p in _table(tmp_path / "any", "pairs.parquet")}
+    all_rows = _table(tmp_path / "all", "pairs.parquet")
+    assert {(p["a"], p["b"]) for p in all_rows} < any_pairs
+    assert all(r["method"] == "phash+dhash" for r in all_rows)
+
+
+def test_summary_is_json_with_errors_by_kind(world: World, tmp_path: Path) -> None:
+    _match(world, tmp_path / "out", examples=1)
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["totals"]["errors"] == {"corrupt": 1}
+    assert summary["datasets"]["train"]["groups_listed"] == 1 and len(summary["datasets"]["train"]["groups"]) == 1
+    scores = pq.read_table(tmp_path / "out" / "scores.parquet")
+    assert scores.schema.metadata[b"dupflow.schema"] == b"scores"
+    unread = [r for r in scores.to_pylist() if r["status"] == "error"]
+    assert [(Path(r["uri"]).name, r["error"], r["uniqueness"]) for r in unread] == [("broken.jpg", "corrupt", None)]
+    assert isinstance(pq.read_table(tmp_path / "out" / "manifest.parquet"), pa.Table)

@@ -1,0 +1,62 @@
+"""Rule and keep-policy parsing: one threshold language, clear errors."""
+
+from __future__ import annotations
+
+import pytest
+
+from dupflow.errors import ConfigError
+from dupflow.keep import KeepPolicy
+from dupflow.rules import DEFAULT_RULES, parse_rule, parse_rules
+
+
+def test_similarity_and_bits_name_the_same_rule() -> None:
+    assert parse_rule("phash>=0.85").label == parse_rule("phash<=9").label == "phash<=9"
+    assert parse_rule("phash>=0.85", hash_size=16).conditions[0].max_distance == 38
+    assert parse_rule("dhash>=1.0").conditions[0].max_distance == 0
+    cond = parse_rule("phash<=16").conditions[0]
+    assert (cond.bits, cond.min_similarity) == (64, 0.75)
+
+
+def test_conditions_join_with_and_and_rules_dedupe() -> None:
+    rule = parse_rule(" phash <= 8 & dhash<=10 ")
+    assert rule.label == "phash<=8&dhash<=10" and rule.method == "phash+dhash"
+    assert [r.label for r in parse_rules(["exact", "phash<=10", "phash>=0.85", "phash<=9"])] == [
+        "exact", "phash<=10", "phash<=9"]
+    assert [r.label for r in parse_rules([])] == list(DEFAULT_RULES)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("phash", "needs a threshold"),
+        ("exact<=2", "identical files only"),
+        ("phash<=65", "at most 64"),
+        ("phash<=2.5", "whole number"),
+        ("phash>=1.5", "between 0 and 1"),
+        ("nohash<=3", "unknown match metric"),
+        ("crop_resistant<=3", "unknown match metric"),
+        ("phash<=3&phash<=4", "twice"),
+        ("phash<=3&", "empty"),
+        ("phash=3", "cannot read"),
+    ],
+)
+def test_bad_rules_say_what_to_write(text: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        parse_rule(text)
+
+
+def test_keep_policy_always_ends_with_path() -> None:
+    policy = KeepPolicy.parse(["dataset:val,train", "size"])
+    assert policy.keys == ("dataset", "size", "path") and policy.dataset_priority == ("val", "train")
+    assert policy.label == "dataset:val,train > size > path"
+    assert KeepPolicy.parse([]).keys[-1] == "path"
+
+
+@pytest.mark.parametrize(
+    ("keys", "message"),
+    [(["biggest"], "unknown keep key"), (["size", "size"], "twice"), (["oldest", "newest"], "contradict"),
+     (["size:1"], "takes no argument")],
+)
+def test_bad_keep_policies_are_refused(keys: list[str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        KeepPolicy.parse(keys)
