@@ -58,7 +58,8 @@ def decide(
     n = len(images)
     a, b, distance, similarity, orientation, rule_ix = _all_evidence(matches)
     group_of = _components(n, a, b)
-    keeper = _keepers(images, group_of, keep)
+    keys = keep.sort_keys(images.table, list(images.datasets), images.reference)
+    keeper = _keepers(group_of, keys)
     best = _best_matches(images, matches)
     is_keeper = np.zeros(n, bool)
     is_keeper[keeper] = True
@@ -70,7 +71,7 @@ def decide(
         pairs=pairs,
         groups=_groups_table(images, group_of, keeper),
         scores=_scores_table(images, group_of, is_keeper, best, [r.label for r in labels], errors),
-        manifest=_manifest_table(images, group_of, keeper, best, moved, keep, labels, duplicates_root),
+        manifest=_manifest_table(images, group_of, keeper, best, moved, keep, keys, labels, duplicates_root),
         pair_ids=(a, b),
         group_of=group_of,
         moved=moved,
@@ -78,7 +79,8 @@ def decide(
 
 
 def _all_evidence(matches: list[RuleMatch]) -> tuple[np.ndarray, ...]:
-    parts = [(*evidence_pairs(m), np.full(len(evidence_pairs(m)[0]), i, np.int64)) for i, m in enumerate(matches)]
+    evidence = [evidence_pairs(m) for m in matches]
+    parts = [(*e, np.full(len(e[0]), i, np.int64)) for i, e in enumerate(evidence)]
     if not parts:
         e = np.zeros(0, np.int64)
         return e, e, e, np.zeros(0), e, e
@@ -103,11 +105,11 @@ def _components(n: int, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return group_of
 
 
-def _keepers(images: Images, group_of: np.ndarray, keep: KeepPolicy) -> np.ndarray:
-    """Image id of each group's keeper."""
+def _keepers(group_of: np.ndarray, sort_keys: list[np.ndarray]) -> np.ndarray:
+    """Image id of each group's keeper: the first member by the keep policy's sort keys."""
     groups = int(group_of.max()) + 1 if len(group_of) else 0
     members = np.flatnonzero(group_of >= 0)
-    keys = [k[members] for k in keep.sort_keys(images.table, list(images.datasets), images.reference)]
+    keys = [k[members] for k in sort_keys]
     order = members[np.lexsort((*reversed(keys), group_of[members]))]
     g = group_of[order]
     first = np.ones(len(order), bool)
@@ -246,12 +248,11 @@ def _masked(values: pa.Array, mask: np.ndarray) -> pa.Array:
 
 def _manifest_table(
     images: Images, group_of: np.ndarray, keeper: np.ndarray, best: _Best, moved: np.ndarray,
-    keep: KeepPolicy, rules: list[Rule], duplicates_root: str,
+    keep: KeepPolicy, keys: list[np.ndarray], rules: list[Rule], duplicates_root: str,
 ) -> pa.Table:
     src = np.flatnonzero(moved)
     src = src[np.lexsort((src, group_of[src]))]
     k = keeper[group_of[src]]
-    keys = keep.sort_keys(images.table, list(images.datasets), images.reference)
     names = ["reference", *keep.keys]
     differs = np.stack([key[src] != key[k] for key in keys], axis=0) if len(src) else np.zeros((len(keys), 0), bool)
     deciding = np.argmax(differs, axis=0)
