@@ -14,7 +14,7 @@ def test_similarity_and_bits_name_the_same_rule() -> None:
     assert parse_rule("phash>=0.85", hash_size=16).conditions[0].max_distance == 38
     assert parse_rule("dhash>=1.0").conditions[0].max_distance == 0
     cond = parse_rule("phash<=16").conditions[0]
-    assert (cond.bits, cond.min_similarity) == (64, 0.75)
+    assert (cond.bits, float(cond.similarity(cond.max_distance))) == (64, 0.75)
 
 
 def test_conditions_join_with_and_and_rules_dedupe() -> None:

@@ -48,6 +48,7 @@ __all__ = [
 ORIENTATION_MARGIN = 4
 ORIENTATIONS = tuple(name for name, _ in DIHEDRAL)
 _INVERSE = {name: {"rot90": "rot270", "rot270": "rot90"}.get(name, name) for name in ORIENTATIONS}
+_INVERSE_CODES = np.array([ORIENTATIONS.index(_INVERSE[name]) for name in ORIENTATIONS], np.int64)
 
 
 @dataclass(frozen=True)
@@ -128,14 +129,14 @@ class RuleSearch:
             lo, hi = np.minimum(cq, cx), np.maximum(cq, cx)
             # the orientation maps the query's picture onto the other; stored as a -> b
             swapped = cq > cx
-            orient = np.where(swapped & (orient >= 0), _inverse_codes()[np.maximum(orient, 0)], orient)
-            similarity = 1.0 - dist / self.rule.conditions[0].bits
+            orient = np.where(swapped & (orient >= 0), _INVERSE_CODES[np.maximum(orient, 0)], orient)
+            similarity = self.rule.conditions[0].similarity(dist)
             ok = np.ones(len(dist), bool)
             for k, cond in enumerate(self.rule.conditions[1:], start=1):
                 words = self.rep_words[k]
                 d = np.bitwise_count(words[lo] ^ words[hi]).sum(axis=1, dtype=np.int64)
                 ok &= d <= cond.max_distance
-                similarity = np.minimum(similarity, 1.0 - d / cond.bits)
+                similarity = np.minimum(similarity, cond.similarity(d))
             parts.append(ClassPairs(lo[ok], hi[ok], dist[ok], similarity[ok], orient[ok]))
         return ClassPairs.concat(parts)
 
@@ -150,10 +151,6 @@ class RuleMatch:
 
     search: RuleSearch
     pairs: ClassPairs
-
-
-def _inverse_codes() -> np.ndarray:
-    return np.array([ORIENTATIONS.index(_INVERSE[name]) for name in ORIENTATIONS], np.int64)
 
 
 def _column_words(images: Images, metric: str) -> np.ndarray | None:

@@ -11,6 +11,8 @@ import math
 import re
 from dataclasses import dataclass
 
+import numpy as np
+
 from dupflow.errors import ConfigError
 from dupflow.hashing import ENCODERS
 
@@ -48,13 +50,10 @@ class Condition:
     max_distance: int
     bits: int
 
-    def similarity(self, distance: int) -> float:
-        """1 - distance / bits."""
-        return 1.0 - distance / self.bits
-
-    @property
-    def min_similarity(self) -> float:
-        return self.similarity(self.max_distance)
+    def similarity(self, distance: np.ndarray) -> np.ndarray:
+        """1 - distance / bits, for an array of distances."""
+        result: np.ndarray = 1.0 - np.asarray(distance) / self.bits
+        return result
 
     @property
     def label(self) -> str:
