@@ -4,6 +4,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/bootstrap.sh test
 export PATH="$PWD/.venv/bin:$PATH"
-ruff check src tests
+ruff check src tests tasks flows bench
 mypy
 pytest -p no:cacheprovider "$@"

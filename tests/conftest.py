@@ -3,13 +3,34 @@
 from __future__ import annotations
 
 import os
+import shutil
+import socket
 import subprocess
 import sys
+import tempfile
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+# Prefect reads its settings when first imported: a private home, no analytics, quiet logs, and no
+# task-run recorder or event persister (their SQLite writes after bursts of task runs cause 503s).
+_PREFECT_HOME = tempfile.mkdtemp(prefix="dupflow-prefect-")
+for _key, _value in {
+    "PREFECT_HOME": _PREFECT_HOME,
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "PREFECT_LOGGING_TO_API_ENABLED": "false",
+    "PREFECT_LOGGING_LEVEL": "WARNING",
+    "PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_ENABLED": "false",
+    "PREFECT_SERVER_SERVICES_EVENT_PERSISTER_ENABLED": "false",
+    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
+    "DASK_LOGGING__DISTRIBUTED": "error",
+}.items():
+    os.environ.setdefault(_key, _value)
+os.environ.pop("PREFECT_API_URL", None)
+os.environ.pop("DUPFLOW_DASK_ADDRESS", None)
 
 
 @pytest.fixture(scope="session")
@@ -52,3 +73,58 @@ def run_cli(*args: str, check: bool = True, env: dict[str, str] | None = None) -
     if check and proc.returncode != 0:
         raise AssertionError(f"dupflow {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
     return proc
+
+
+@pytest.fixture(scope="session")
+def prefect_harness() -> Iterator[None]:
+    """Prefect's test harness: a temporary API server on loopback shared by the flow tests."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@pytest.fixture()
+def dask_processes(tmp_path: Path) -> Iterator[str]:
+    """A real Dask cluster as separate processes: `dask scheduler` and `dask worker` (two worker
+    processes under a nanny) on 127.0.0.1; yields the scheduler address."""
+    from distributed import Client
+
+    port = free_port()
+    address = f"tcp://127.0.0.1:{port}"
+    dask = str(Path(sys.executable).with_name("dask"))
+    logs = (tmp_path / "dask.log").open("w")
+    scheduler = subprocess.Popen([dask, "scheduler", "--host", "127.0.0.1", "--port", str(port),
+                                  "--dashboard-address", "127.0.0.1:0"], stdout=logs, stderr=logs)
+    workers = subprocess.Popen([dask, "worker", address, "--host", "127.0.0.1", "--nworkers", "2", "--nthreads", "1",
+                                "--memory-limit", "2GiB", "--local-directory", str(tmp_path / "dask-work")],
+                               stdout=logs, stderr=logs)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with Client(address, timeout=5) as client:
+                    client.wait_for_workers(2, timeout=60)
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
+        yield address
+    finally:
+        for proc in (workers, scheduler):
+            proc.terminate()
+        for proc in (workers, scheduler):
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        logs.close()
+        shutil.rmtree(tmp_path / "dask-work", ignore_errors=True)

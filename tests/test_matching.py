@@ -5,70 +5,20 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from PIL import Image, ImageEnhance
+from PIL import Image
 
 from dupflow.config import DatasetSource, EncodeSettings
 from dupflow.errors import ConfigError
 from dupflow.match_job import OUTPUT_FILES, MatchSettings, match_store
 from dupflow.pipeline import run_encode
 from imagegen import natural, write
-
-
-@dataclass
-class World:
-    """Two datasets with known copies: `within` pairs inside one dataset, `leaks` train -> val."""
-
-    root: Path
-    store: str
-    within: list[tuple[Path, Path]] = field(default_factory=list)
-    leaks: list[tuple[Path, Path]] = field(default_factory=list)
-    distinct: list[Path] = field(default_factory=list)
-
-
-def _half(img: Image.Image) -> Image.Image:
-    return img.resize((img.width // 2, img.height // 2), Image.Resampling.BILINEAR)
-
-
-def _bright(img: Image.Image) -> Image.Image:
-    return ImageEnhance.Brightness(img).enhance(1.15)
-
-
-def build_world(root: Path, encoders: tuple[str, ...] = ("phash", "dhash"), shard_size: int | None = None) -> World:
-    world = World(root, str(root / "store"))
-    train, val = root / "train", root / "val"
-    pictures = {i: natural(1000 + i, 320, 240) for i in range(40)}
-    for i in range(30):
-        world.distinct.append(write(train / f"c{i % 3}" / f"t{i:02d}.jpg", pictures[i], quality=92))
-    for i in range(30, 40):
-        world.distinct.append(write(val / f"v{i:02d}.jpg", pictures[i], quality=92))
-    t = world.distinct
-    # inside train: a byte copy, a half-size PNG, a recompression
-    copy = train / "copies" / "t00_copy.jpg"
-    copy.parent.mkdir(parents=True)
-    shutil.copy(t[0], copy)
-    world.within += [(t[0], copy),
-                     (t[1], write(train / "copies" / "t01_half.png", _half(pictures[1]))),
-                     (t[2], write(train / "copies" / "t02_q60.jpg", pictures[2], quality=60))]
-    # inside val: a brightened copy
-    world.within.append((t[30], write(val / "v30_bright.jpg", _bright(pictures[30]), quality=92)))
-    # leaks from train into val: resized, byte copy, brightened
-    leak = val / "leak"
-    leak.mkdir()
-    shutil.copy(t[4], leak / "t04.jpg")
-    world.leaks += [(t[3], write(leak / "t03_half.jpg", _half(pictures[3]), quality=90)),
-                    (t[4], leak / "t04.jpg"),
-                    (t[5], write(leak / "t05_bright.jpg", _bright(pictures[5]), quality=90))]
-    (train / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
-    sources = [DatasetSource("train", str(train)), DatasetSource("val", str(val))]
-    run_encode(sources, world.store, EncodeSettings(encoders=encoders), shard_size=shard_size)
-    return world
+from worlds import World, brighter, build_world
 
 
 @pytest.fixture(scope="module")
@@ -211,7 +161,7 @@ def test_exact_copies_score_zero_except_the_keeper(tmp_path: Path) -> None:
     for name in ("b.jpg", "c.jpg"):
         shutil.copy(first, data / name)
     write(data / "other.jpg", natural(4, 200, 150), quality=90)
-    near = write(data / "z_near.jpg", _bright(natural(3, 200, 150)), quality=90)
+    near = write(data / "z_near.jpg", brighter(natural(3, 200, 150)), quality=90)
     run_encode([DatasetSource("d", str(data))], str(tmp_path / "store"), EncodeSettings())
     match_store(str(tmp_path / "store"), str(tmp_path / "out"), MatchSettings(rules=("exact",)))
     scores = {Path(r["uri"]).name: r for r in _table(tmp_path / "out", "scores.parquet")}

@@ -16,11 +16,13 @@ from dupflow.hashing import ENCODERS
 from dupflow.match_job import MatchReport, MatchSettings, match_store
 from dupflow.pipeline import EncodeReport, run_encode
 from dupflow.store import EncodingsStore
+from dupflow.summary import human_size
 
 __all__ = ["main"]
 
 
-def _encoders(value: str | None) -> tuple[str, ...]:
+def parse_encoders(value: str | None) -> tuple[str, ...]:
+    """`a,b` or `all` -> encoder names; empty -> the defaults."""
     if not value:
         return DEFAULT_ENCODERS
     names = [v.strip().lower() for v in value.split(",") if v.strip()]
@@ -29,7 +31,8 @@ def _encoders(value: str | None) -> tuple[str, ...]:
     return tuple(n for n in names if n != "exact")  # exact (SHA-256) is always computed
 
 
-def _run(fn: Callable[[], None]) -> None:
+def report_errors(fn: Callable[[], None]) -> None:
+    """Run a command body; dupflow's own errors become one clean message and exit code 1."""
     try:
         fn()
     except DupflowError as exc:
@@ -53,39 +56,41 @@ def main() -> None:
     """Find exact and near-duplicate images within and across datasets."""
 
 
+def _stack(fn: Callable[..., Any], options: list[Callable[..., Any]]) -> Callable[..., Any]:
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+def dataset_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """--dataset NAME=URL (repeatable) and --root DIR --dirs a b, shared by `encode` and `run`."""
+    return _stack(fn, [
+        click.option("--dataset", "-d", "datasets", multiple=True, metavar="NAME=URL",
+                     help="A dataset: local folder, s3://bucket/prefix or fsspec URL (repeatable)."),
+        click.option("--root", "-r", metavar="DIR", help="A root folder; with --dirs, each sub-folder is a dataset."),
+        click.option("--dirs", multiple=True, metavar="DIR", help="Sub-folders of --root (each becomes a dataset)."),
+    ])
+
+
+def encode_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """How files are encoded, shared by `encode` and `run`."""
+    return _stack(fn, [
+        click.option("--encoders", "-e", metavar="LIST",
+                     help=f"Comma-separated encoders from {', '.join(ENCODERS)} or 'all' "
+                     f"(default: {','.join(DEFAULT_ENCODERS)}; exact SHA-256 always)."),
+        click.option("--hash-size", type=click.Choice(["8", "16"]), default="8", show_default=True,
+                     help="8 -> 64-bit hashes, 16 -> 256-bit hashes."),
+        click.option("--max-pixels", type=click.IntRange(min=1), default=DEFAULT_MAX_PIXELS, show_default=True,
+                     help="Images declaring more pixels are recorded as decompression_bomb errors."),
+        click.option("--shard-size", type=click.IntRange(min=1), default=None,
+                     help="Files per task [default: auto]."),
+    ])
+
+
 @main.command()
-@click.option(
-    "--dataset",
-    "-d",
-    "datasets",
-    multiple=True,
-    metavar="NAME=URL",
-    help="A dataset: local folder, s3://bucket/prefix or fsspec URL (repeatable).",
-)
-@click.option("--root", "-r", metavar="DIR", help="A root folder; with --dirs, each sub-folder is a dataset.")
-@click.option("--dirs", multiple=True, metavar="DIR", help="Sub-folders of --root (each becomes a dataset).")
+@dataset_options
 @click.option("--store", "-s", required=True, metavar="STORE", help="Encodings store: a local folder or S3 prefix.")
-@click.option(
-    "--encoders",
-    "-e",
-    metavar="LIST",
-    help=f"Comma-separated encoders from {', '.join(ENCODERS)} or 'all' "
-    f"(default: {','.join(DEFAULT_ENCODERS)}; exact SHA-256 always).",
-)
-@click.option(
-    "--hash-size",
-    type=click.Choice(["8", "16"]),
-    default="8",
-    show_default=True,
-    help="8 -> 64-bit hashes, 16 -> 256-bit hashes.",
-)
-@click.option(
-    "--max-pixels",
-    type=click.IntRange(min=1),
-    default=DEFAULT_MAX_PIXELS,
-    show_default=True,
-    help="Images declaring more pixels are recorded as decompression_bomb errors.",
-)
+@encode_options
 @click.option(
     "--workers",
     "-j",
@@ -93,7 +98,6 @@ def main() -> None:
     default=None,
     help="Parallel encoding processes [default: CPU count].",
 )
-@click.option("--shard-size", type=click.IntRange(min=1), default=None, help="Files per task [default: auto].")
 @storage_option
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @click.argument("more_dirs", nargs=-1, metavar="[DIR]...")
@@ -123,7 +127,7 @@ def encode(
             raise click.UsageError(f"unexpected argument(s) {' '.join(more_dirs)}: datasets go in --dataset NAME=URL")
         sources = parse_datasets(list(datasets), root, [*dirs, *more_dirs])
         settings = EncodeSettings(
-            encoders=_encoders(encoders),
+            encoders=parse_encoders(encoders),
             hash_size=int(hash_size),
             max_pixels=max_pixels,
             storage_options=parse_storage_options(list(storage_options)),
@@ -153,12 +157,13 @@ def encode(
         finally:
             if bar is not None:
                 bar.__exit__(None, None, None)
-        _print_report(report)
+        print_encode_report(report)
 
-    _run(go)
+    report_errors(go)
 
 
-def _print_report(r: EncodeReport) -> None:
+def print_encode_report(r: EncodeReport) -> None:
+    """What an encode run did, in a few lines."""
     rate = r.decoded / r.wall_seconds if r.wall_seconds else 0.0
     cpu = r.decoded / r.cpu_seconds if r.cpu_seconds else 0.0
     click.echo(f"store      {r.store}  (encodings: {r.store.rstrip('/')}/encodings)")
@@ -184,15 +189,13 @@ def _print_report(r: EncodeReport) -> None:
 
 def match_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     """The matching flags, shared by `match` and `run`."""
-    options = [
+    return _stack(fn, [
         click.option("--rule", "rules", multiple=True, metavar="RULE",
                      help="METRIC<=BITS, METRIC>=SIMILARITY, exact or pixel; join conditions with & "
                      "(all must hold); repeat for alternatives (any may hold). Default: exact, phash<=10."),
         click.option("--keep", "keep", multiple=True, metavar="KEY",
                      help="keep policy, one key per flag, in order: dataset[:A,B], resolution, size, oldest, "
                      "newest, shortest-path, path. Default: dataset resolution size oldest shortest-path path."),
-        click.option("--datasets", "match_datasets", default="", metavar="A,B",
-                     help="datasets to match, in keep priority order (default: all, alphabetically)."),
         click.option("--reference", "reference", multiple=True, metavar="NAME",
                      help="a dataset matched against but never against itself and never moved, e.g. the "
                      "existing corpus when checking a new ingest (repeatable)."),
@@ -202,36 +205,32 @@ def match_options(fn: Callable[..., Any]) -> Callable[..., Any]:
                      help="where the manifest sends duplicates, as ROOT/DATASET/REL_PATH (default OUT/duplicates)."),
         click.option("--examples", default=1000, show_default=True,
                      help="groups listed per section of summary.json (groups.parquet lists all)."),
-        click.option("--threads", default=0, help="search threads (default: every CPU)."),
-    ]
-    for option in reversed(options):
-        fn = option(fn)
-    return fn
+    ])
 
 
-def match_settings(rules: tuple[str, ...], keep: tuple[str, ...], match_datasets: str, reference: tuple[str, ...],
-                   orientations: bool, duplicates_root: str | None, examples: int, threads: int) -> MatchSettings:
-    """MatchSettings from the flags of `match_options`."""
-    names = tuple(d.strip() for d in match_datasets.split(",") if d.strip())
-    return MatchSettings(rules=rules, keep=keep, datasets=names, reference=reference, orientations=orientations,
-                         duplicates_root=duplicates_root, examples=examples, threads=threads)
+def split_names(text: str) -> tuple[str, ...]:
+    """`a,b` -> ("a", "b")."""
+    return tuple(d.strip() for d in text.split(",") if d.strip())
 
 
 @main.command()
 @click.option("--store", "-s", required=True, help="the encodings store to read.")
 @click.option("--out", required=True, help="folder or prefix for pairs, groups, scores, manifest and summary.")
+@click.option("--datasets", "match_datasets", default="", metavar="A,B",
+              help="datasets to match, in keep priority order (default: all, alphabetically).")
 @match_options
+@click.option("--threads", default=0, help="search threads (default: every CPU).")
 @storage_option
-def match(store: str, out: str, storage_options: tuple[str, ...], **flags: Any) -> None:
+def match(store: str, out: str, match_datasets: str, storage_options: tuple[str, ...], **flags: Any) -> None:
     """Match a store's encodings; write pairs.parquet, groups.parquet, scores.parquet,
     manifest.parquet and summary.json into OUT. Nothing is moved."""
 
     def go() -> None:
-        settings = match_settings(**flags)
+        settings = MatchSettings(datasets=split_names(match_datasets), **flags)
         report = match_store(store, out, settings, parse_storage_options(storage_options))
         print_match_summary(report)
 
-    _run(go)
+    report_errors(go)
 
 
 def print_match_summary(report: MatchReport) -> None:
@@ -244,22 +243,13 @@ def print_match_summary(report: MatchReport) -> None:
     for name, d in s["datasets"].items():
         role = " (reference)" if d["reference"] else ""
         click.echo(f"  {name}{role}: {d['encoded']} images, {d['duplicate_groups']} duplicated pictures appearing "
-                   f"{d['appearances']} times, {d['to_move']} files to move ({_size(d['bytes_to_move'])})")
+                   f"{d['appearances']} times, {d['to_move']} files to move ({human_size(d['bytes_to_move'])})")
     for name, x in s["intersections"].items():
         counts = ", ".join(f"{k} {v}" for k, v in x["images"].items())
         click.echo(f"  {name}: {x['shared_groups']} shared groups ({counts} images)")
-    click.echo(f"manifest: {t['to_move']} files to move, {_size(t['bytes_to_move'])} "
+    click.echo(f"manifest: {t['to_move']} files to move, {human_size(t['bytes_to_move'])} "
                f"-> {report.out}/manifest.parquet (nothing moved)")
     click.echo("time: " + ", ".join(f"{k} {v:.2f}s" for k, v in report.seconds.items()))
-
-
-def _size(n: int) -> str:
-    value = float(n)
-    for unit in ("B", "KB", "MB", "GB"):
-        if value < 1024:
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{value:.1f} TB"
 
 
 @main.command()
@@ -280,7 +270,7 @@ def info(store: str, storage_options: tuple[str, ...]) -> None:
             origin = f", imported: {d['origin']}" if d.get("origin") else ""
             click.echo(f"dataset    {name}: {d['rows']:,} rows, {d['errors']:,} errors, from {d.get('url')}{origin}")
 
-    _run(go)
+    report_errors(go)
 
 
 @main.command()
@@ -307,7 +297,7 @@ def merge(inputs: tuple[str, ...], out: str, storage_options: tuple[str, ...]) -
             click.echo(f"dataset    {name}: {n:,} rows")
         click.echo(f"merged {len(inputs)} store(s) into {out}")
 
-    _run(go)
+    report_errors(go)
 
 
 @main.command("import-imagededup")
@@ -341,7 +331,7 @@ def import_imagededup_cmd(
         )
         click.echo(f"imported {n:,} {method} encodings into {store}")
 
-    _run(go)
+    report_errors(go)
 
 
 @main.command("sample-data")

@@ -41,6 +41,14 @@ class ListingStats:
     skipped_links: int = 0
     unreadable_dirs: list[str] | None = None
 
+    def add(self, other: ListingStats) -> None:
+        """Fold another listing's counts into these."""
+        self.listed += other.listed
+        self.skipped_extension += other.skipped_extension
+        self.skipped_hidden += other.skipped_hidden
+        self.skipped_links += other.skipped_links
+        self.unreadable_dirs = [*(self.unreadable_dirs or []), *(other.unreadable_dirs or [])]
+
 
 def list_dataset(
     source: DatasetSource,

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -13,16 +16,32 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from dupflow.decisions import Decisions, decide
-from dupflow.errors import ConfigError
+from dupflow.errors import ConfigError, StoreError
 from dupflow.fs import atomic_write, join, open_fs, storage_error, to_uri
+from dupflow.index.hamming import Block
 from dupflow.keep import KeepPolicy
-from dupflow.matching import Images, RuleMatch, RuleSearch, prepare_search, run_blocks
+from dupflow.matching import ClassPairs, Images, RuleSearch, prepare_search
 from dupflow.rules import Rule, parse_rules
 from dupflow.schemas import parquet_bytes
 from dupflow.store import EncodingsStore
 from dupflow.summary import build_summary
 
-__all__ = ["OUTPUT_FILES", "MatchReport", "MatchSettings", "load_images", "match_store", "plan_rules", "write_outputs"]
+__all__ = [
+    "OUTPUT_FILES",
+    "MatchJob",
+    "MatchReport",
+    "MatchSettings",
+    "PreparedMatch",
+    "finish_match",
+    "load_images",
+    "match_block",
+    "match_store",
+    "plan_match",
+    "plan_rules",
+    "prepared",
+    "rule_count",
+    "write_outputs",
+]
 
 OUTPUT_FILES = ("pairs.parquet", "groups.parquet", "scores.parquet", "manifest.parquet", "summary.json")
 _BASE_COLUMNS = ["uri", "rel_path", "size", "mtime", "width", "height", "error", "dataset", "exact"]
@@ -117,27 +136,105 @@ def plan_rules(images: Images, settings: MatchSettings, hash_size: int) -> list[
             for rule in settings.parsed_rules(hash_size)]
 
 
+@dataclass(frozen=True)
+class MatchJob:
+    """A match run's inputs, small enough to send to every worker: each worker loads the store itself
+    (once per process, see `prepared`) instead of receiving images or indexes."""
+
+    store_url: str
+    out_url: str
+    settings: MatchSettings
+    storage_options_json: str = "{}"  # JSON keeps the job hashable (it keys the per-process cache)
+    run_id: str = ""  # the store commit the job was planned against
+    hash_size: int = 8
+
+    @property
+    def options(self) -> dict[str, Any]:
+        options: dict[str, Any] = json.loads(self.storage_options_json)
+        return options
+
+
+@dataclass(frozen=True)
+class PreparedMatch:
+    """A job's images, error rows, hash size and one ready search per rule."""
+
+    images: Images
+    errors: pa.Table
+    hash_size: int
+    searches: tuple[RuleSearch, ...]
+
+
+def plan_match(store_url: str, out_url: str, settings: MatchSettings,
+               storage_options: dict[str, Any] | None = None) -> MatchJob:
+    """Check the store can be matched with these settings and pin the commit to match."""
+    store = EncodingsStore(store_url, storage_options)
+    rec = store.complete_record()
+    options = json.dumps(storage_options or {}, sort_keys=True)
+    job = MatchJob(store.url, out_url, settings, options, rec.run_id, int(rec.settings.get("hash_size", 8)))
+    job.settings.parsed_rules(job.hash_size)  # a bad rule fails here, before any worker starts
+    return job
+
+
+_PREPARED: dict[MatchJob, PreparedMatch] = {}
+_PREPARED_LOCK = threading.Lock()
+
+
+def prepared(job: MatchJob) -> PreparedMatch:
+    """Load and index a job's images, once per process (the last job is kept for the next block)."""
+    with _PREPARED_LOCK:
+        if job not in _PREPARED:
+            _PREPARED.clear()
+            store = EncodingsStore(job.store_url, job.options)
+            if job.run_id and store.complete_record().run_id != job.run_id:
+                raise StoreError(f"the store {job.store_url} was re-encoded while matching: run the match again")
+            images, errors, hash_size = load_images(store, job.settings)
+            searches = tuple(plan_rules(images, job.settings, hash_size))
+            _PREPARED[job] = PreparedMatch(images, errors, hash_size, searches)
+        return _PREPARED[job]
+
+
+def match_block(job: MatchJob, rule: int, block: Block) -> ClassPairs:
+    """One block of one rule's search: the unit of matching work on any worker."""
+    return prepared(job).searches[rule].block(block)
+
+
+def rule_count(job: MatchJob) -> int:
+    """How many searches (one per rule) the job runs."""
+    return len(job.settings.parsed_rules(job.hash_size))
+
+
+def finish_match(job: MatchJob, parts: Sequence[Sequence[ClassPairs]], seconds: dict[str, float] | None = None
+                 ) -> MatchReport:
+    """Merge every rule's blocks, decide groups, keepers, scores and the manifest, and write the outputs."""
+    start = time.perf_counter()
+    ready = prepared(job)
+    matches = [search.finish(list(found)) for search, found in zip(ready.searches, parts, strict=True)]
+    settings, options = job.settings, job.options
+    duplicates_root = _absolute(settings.duplicates_root or join(job.out_url, "duplicates"), options)
+    decisions = decide(ready.images, matches, settings.keep_policy(), duplicates_root, ready.errors)
+    described = {"store": job.store_url, **settings.describe(ready.hash_size), "duplicates_root": duplicates_root}
+    summary = build_summary(ready.images, decisions, ready.errors, described, settings.examples)
+    decided = time.perf_counter()
+    write_outputs(job.out_url, decisions, summary, options)
+    timing = {**(seconds or {}), "decided": round(decided - start, 3),
+              "written": round(time.perf_counter() - decided, 3)}
+    return MatchReport(job.out_url, summary, timing)
+
+
 def match_store(store_url: str, out_url: str, settings: MatchSettings,
                 storage_options: dict[str, Any] | None = None) -> MatchReport:
-    """Match a store's encodings and write the outputs into `out_url`."""
-    clock = {"start": time.perf_counter()}
-    store = EncodingsStore(store_url, storage_options)
-    images, errors, hash_size = load_images(store, settings)
-    clock["loaded"] = time.perf_counter()
+    """Match a store's encodings and write the outputs into `out_url`, on local threads."""
+    start = time.perf_counter()
+    job = plan_match(store_url, out_url, settings, storage_options)
+    ready = prepared(job)
+    loaded = time.perf_counter()
     threads = settings.threads or os.cpu_count() or 1
-    matches: list[RuleMatch] = [run_blocks(search, settings.blocks or 4 * threads, threads)
-                                for search in plan_rules(images, settings, hash_size)]
-    clock["matched"] = time.perf_counter()
-    duplicates_root = _absolute(settings.duplicates_root or join(out_url, "duplicates"), storage_options)
-    decisions = decide(images, matches, settings.keep_policy(), duplicates_root, errors)
-    described = {"store": store.url, **settings.describe(hash_size), "duplicates_root": duplicates_root}
-    summary = build_summary(images, decisions, errors, described, settings.examples)
-    clock["decided"] = time.perf_counter()
-    write_outputs(out_url, decisions, summary, storage_options)
-    clock["written"] = time.perf_counter()
-    steps = list(clock.items())
-    seconds = {name: round(t - steps[i - 1][1], 3) for i, (name, t) in enumerate(steps) if i}
-    return MatchReport(out_url, summary, seconds)
+    blocks = settings.blocks or 4 * threads
+    with ThreadPoolExecutor(threads) as pool:
+        parts = [list(pool.map(lambda k, r=r: match_block(job, r, Block(k, blocks)), range(blocks)))
+                 for r in range(len(ready.searches))]
+    matched = time.perf_counter()
+    return finish_match(job, parts, {"loaded": round(loaded - start, 3), "matched": round(matched - loaded, 3)})
 
 
 def _absolute(url: str, storage_options: dict[str, Any] | None) -> str:

@@ -16,7 +16,6 @@ every member of every group.
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -37,7 +36,6 @@ __all__ = [
     "RuleSearch",
     "evidence_pairs",
     "prepare_search",
-    "run_blocks",
 ]
 
 # Orientation codes: -1 is the picture as stored; k names DIHEDRAL[k].
@@ -238,11 +236,3 @@ def evidence_pairs(match: RuleMatch) -> tuple[np.ndarray, ...]:
     similarity = np.concatenate([np.ones(n_mates), match.pairs.similarity])
     orientation = np.concatenate([np.full(n_mates, -1, np.int64), match.pairs.orientation])
     return a, b, distance, similarity, orientation
-
-
-def run_blocks(search: RuleSearch, blocks: int, threads: int) -> RuleMatch:
-    """All blocks of a rule on a thread pool (the kernel releases the GIL)."""
-    with ThreadPoolExecutor(max(1, threads)) as pool:
-        parts = list(pool.map(lambda k: search.block(Block(k, blocks)), range(blocks)))
-    return search.finish(parts)
-

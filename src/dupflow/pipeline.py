@@ -26,11 +26,15 @@ from dupflow.listing import ImageRef, ListingStats, list_dataset
 from dupflow.store import EncodingsStore, StoreRecord, row_keys
 
 __all__ = [
+    "EncodePlan",
     "EncodeReport",
     "auto_shard_size",
+    "commit_encode",
     "encode_shard",
+    "list_source",
     "list_sources",
     "plan_encode",
+    "prepare_encode",
     "refs_table",
     "run_encode",
 ]
@@ -57,6 +61,14 @@ class EncodeReport:
         return self.encoded + self.new_errors
 
 
+def list_source(
+    source: DatasetSource, storage_options: dict[str, Any] | None = None
+) -> tuple[list[ImageRef], ListingStats]:
+    """Every image of one source, and what listing skipped: the unit of listing work."""
+    stats = ListingStats(unreadable_dirs=[])
+    return list(list_dataset(source, storage_options, stats)), stats
+
+
 def list_sources(
     sources: Sequence[DatasetSource], storage_options: dict[str, Any] | None = None
 ) -> tuple[list[ImageRef], ListingStats]:
@@ -64,7 +76,9 @@ def list_sources(
     stats = ListingStats(unreadable_dirs=[])
     refs: list[ImageRef] = []
     for source in sources:
-        refs.extend(list_dataset(source, storage_options, stats))
+        found, skipped = list_source(source, storage_options)
+        refs.extend(found)
+        stats.add(skipped)
     return refs, stats
 
 
@@ -103,6 +117,49 @@ def encode_shard(store_url: str, shard: Shard, settings: EncodeSettings) -> Enco
     return stats
 
 
+@dataclass(frozen=True)
+class EncodePlan:
+    """What an encode run will do: the opened store record, the settings (with every encoder the store
+    keeps), the shards to encode and how many listed files are reused unchanged."""
+
+    store_url: str
+    record: StoreRecord
+    settings: EncodeSettings
+    shards: tuple[Shard, ...]
+    listed: int
+    reused: int
+
+
+def prepare_encode(
+    store_url: str, settings: EncodeSettings, refs: Sequence[ImageRef], *, workers: int = 1,
+    shard_size: int | None = None,
+) -> EncodePlan:
+    """Open the store for writing and split the files that need decoding into shards."""
+    store = EncodingsStore(store_url, settings.storage_options)
+    rec = store.begin(settings)
+    settings = dataclasses.replace(settings, encoders=tuple(rec.encoders))  # the store keeps every encoder
+    todo = plan_encode(store, rec, refs)
+    shards = make_shards(todo, shard_size or auto_shard_size(len(todo), workers))
+    return EncodePlan(store_url, rec, settings, tuple(shards), len(refs), len(refs) - len(todo))
+
+
+def commit_encode(
+    plan: EncodePlan, sources: Sequence[DatasetSource], refs: Sequence[ImageRef], totals: EncodeStats
+) -> EncodeReport:
+    """Commit the staged shards (dropping files that are gone) and report what the store now holds."""
+    store = EncodingsStore(plan.store_url, plan.settings.storage_options)
+    report = EncodeReport(store=plan.store_url, listed=plan.listed, reused=plan.reused)
+    report.encoded, report.cpu_seconds = totals.encoded, totals.cpu_seconds
+    report.new_errors = sum(totals.errors.values())
+    urls = {s.name: to_uri(*open_fs(s.url, plan.settings.storage_options)) for s in sources}
+    dropped = store.commit(plan.record, refs_table(refs), urls)
+    report.dropped = sum(dropped.values())
+    errors = store.read(["error", "dataset"], datasets=sorted(urls))
+    report.errors = Counter(e for e in errors["error"].to_pylist() if e)
+    report.per_dataset = dict(Counter(errors["dataset"].to_pylist()))
+    return report
+
+
 def run_encode(
     sources: Sequence[DatasetSource],
     store_url: str,
@@ -115,38 +172,25 @@ def run_encode(
 ) -> EncodeReport:
     """List, plan, encode in `workers` local processes, commit; returns what happened."""
     start = time.perf_counter()
-    report = EncodeReport(store=store_url)
-    store = EncodingsStore(store_url, settings.storage_options)
-    refs, report.listing = list_sources(sources, settings.storage_options)
-    report.listed = len(refs)
-    rec = store.begin(settings)
-    settings = dataclasses.replace(settings, encoders=tuple(rec.encoders))  # the store keeps every encoder
-    todo = plan_encode(store, rec, refs)
-    report.reused = report.listed - len(todo)
+    refs, listing = list_sources(sources, settings.storage_options)
+    plan = prepare_encode(store_url, settings, refs, workers=workers, shard_size=shard_size)
     if on_listed:
-        on_listed(report.listed, len(todo))
-    shards = make_shards(todo, shard_size or auto_shard_size(len(todo), workers))
+        on_listed(plan.listed, plan.listed - plan.reused)
     totals = EncodeStats()
-    if workers <= 1 or len(shards) <= 1:
-        for shard in shards:
-            totals.add(encode_shard(store_url, shard, settings))
+    if workers <= 1 or len(plan.shards) <= 1:
+        for shard in plan.shards:
+            totals.add(encode_shard(store_url, shard, plan.settings))
             if on_progress:
                 on_progress(len(shard.refs))
     else:
         ctx = multiprocessing.get_context("spawn")  # no fork: s3fs and pyarrow hold threads
         with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-            futures = {pool.submit(encode_shard, store_url, s, settings): s for s in shards}
+            futures = {pool.submit(encode_shard, store_url, s, plan.settings): s for s in plan.shards}
             for fut in as_completed(futures):
                 totals.add(fut.result())
                 if on_progress:
                     on_progress(len(futures[fut].refs))
-    report.encoded, report.cpu_seconds = totals.encoded, totals.cpu_seconds
-    report.new_errors = sum(totals.errors.values())
-    urls = {s.name: to_uri(*open_fs(s.url, settings.storage_options)) for s in sources}
-    dropped = store.commit(rec, refs_table(refs), urls)
-    report.dropped = sum(dropped.values())
-    errors = store.read(["error", "dataset"], datasets=sorted(urls))
-    report.errors = Counter(e for e in errors["error"].to_pylist() if e)
-    report.per_dataset = dict(Counter(errors["dataset"].to_pylist()))
+    report = commit_encode(plan, sources, refs, totals)
+    report.listing = listing
     report.wall_seconds = time.perf_counter() - start
     return report

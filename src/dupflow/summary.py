@@ -15,7 +15,7 @@ from dupflow.decisions import Decisions
 from dupflow.matching import Images
 from dupflow.schemas import SCHEMA_VERSION
 
-__all__ = ["build_summary"]
+__all__ = ["build_summary", "human_size", "summary_markdown"]
 
 
 def build_summary(
@@ -98,3 +98,42 @@ def _groups(mask: np.ndarray, a: np.ndarray, b: np.ndarray, n: int) -> list[list
     cuts = np.flatnonzero(lab[1:] != lab[:-1]) + 1
     groups = [g.tolist() for g in np.split(ids, cuts)]
     return sorted(groups, key=lambda g: g[0])
+
+
+def human_size(n: int) -> str:
+    """Bytes as B, KB, MB, GB or TB (powers of 1024)."""
+    value = float(n)
+    for unit in ("B", "KB", "MB", "GB"):
+        if value < 1024:
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} TB"
+
+
+def summary_markdown(summary: dict[str, Any], out: str) -> str:
+    """summary.json as a short Markdown report: per dataset, per pair of datasets, totals."""
+    t, settings = summary["totals"], summary["settings"]
+    lines = [
+        f"# dupflow: {t['groups']:,} duplicate groups, {t['to_move']:,} files to move "
+        f"({human_size(t['bytes_to_move'])})",
+        "",
+        f"Rules `{' | '.join(settings['rules'])}`, keep `{settings['keep']}`. Outputs in `{out}` "
+        "(pairs, groups, scores, manifest.parquet, summary.json); nothing was moved.",
+        "",
+        "| dataset | role | images | unreadable | duplicate groups | appearances | to move | bytes to move |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name, d in summary["datasets"].items():
+        role = "reference" if d["reference"] else "matched"
+        lines.append(f"| {name} | {role} | {d['images']:,} | {d['images'] - d['encoded']:,} | "
+                     f"{d['duplicate_groups']:,} | {d['appearances']:,} | {d['to_move']:,} | "
+                     f"{human_size(d['bytes_to_move'])} |")
+    if summary["intersections"]:
+        lines += ["", "| datasets | shared groups | images on each side |", "|---|---:|---|"]
+        for name, x in summary["intersections"].items():
+            sides = ", ".join(f"{k}: {v:,}" for k, v in x["images"].items())
+            lines.append(f"| {name} | {x['shared_groups']:,} | {sides} |")
+    errors = ", ".join(f"{k} {v:,}" for k, v in t["errors"].items()) or "none"
+    lines += ["", f"{t['images']:,} images, {t['pairs']:,} pairs, {t['leakage_groups']:,} groups across datasets, "
+              f"{t['failed']:,} images fail the rules; unreadable: {errors}."]
+    return "\n".join(lines) + "\n"

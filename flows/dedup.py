@@ -1,0 +1,96 @@
+"""The dedup flow: list -> shard -> encode on Dask workers -> commit the store -> match in blocks on
+the workers -> groups, scores, manifest, summary -> report. Nothing moves."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import cast
+
+from prefect import flow, get_run_logger, unmapped
+from prefect.futures import as_completed
+from prefect.runtime import flow_run
+
+from dupflow.encoding import EncodeStats
+from dupflow.index.hamming import Block
+from dupflow.listing import ListingStats
+from dupflow.match_job import MatchReport, rule_count
+from dupflow.matching import ClassPairs
+from dupflow.pipeline import EncodeReport
+from dupflow.run_config import DedupConfig, validate_config
+from flows.runtime import cluster_threads, dask_task_runner
+from tasks import (
+    commit_encode_task,
+    encode_shard_task,
+    finish_match_task,
+    list_source_task,
+    match_block_task,
+    plan_match_task,
+    prepare_encode_task,
+    publish_summary_task,
+)
+
+__all__ = ["DedupResult", "dedup", "dedup_on_dask"]
+
+
+@dataclass
+class DedupResult:
+    """What a dedup run encoded and what its match wrote."""
+
+    encode: EncodeReport
+    match: MatchReport
+
+
+def _run_name() -> str:
+    config = flow_run.parameters["config"]
+    return (config if isinstance(config, DedupConfig) else validate_config(config)).run_name()
+
+
+@flow(name="dupflow-dedup", flow_run_name=_run_name, persist_result=False)
+def dedup(config: DedupConfig) -> DedupResult:
+    """Encode the datasets into the store, match them, write pairs, groups, scores, manifest and
+    summary to `out`. Runs its tasks on the Dask cluster that `config.cluster` names (or a local one)."""
+    runner = dask_task_runner(config.cluster)
+    return dedup_on_dask.with_options(task_runner=runner)(config)
+
+
+@flow(name="dupflow-dedup-on-dask", flow_run_name=_run_name, persist_result=False)
+def dedup_on_dask(config: DedupConfig) -> DedupResult:
+    """The dedup steps, fanned out over the flow's task runner."""
+    log = get_run_logger()
+    start = time.perf_counter()
+    sources, settings = config.sources(), config.encode_settings()
+    threads = cluster_threads()
+    listed = list_source_task.map(sources, unmapped(settings.storage_options)).result()
+    refs = [ref for found, _ in listed for ref in found]
+    plan = prepare_encode_task(config.store, settings, refs, threads, config.shard_size)
+    log.info("listed %s images in %s dataset(s): %s to encode in %s shards, %s unchanged",
+             f"{len(refs):,}", len(sources), f"{plan.listed - plan.reused:,}", len(plan.shards), f"{plan.reused:,}")
+    totals = EncodeStats()
+    shards = encode_shard_task.map(unmapped(config.store), list(plan.shards), unmapped(plan.settings))
+    for done, future in enumerate(as_completed(shards), start=1):
+        totals.add(future.result())
+        log.info("encoded %s/%s shards (%s files)", done, len(shards), f"{totals.files:,}")
+    encoded = commit_encode_task(plan, sources, refs, totals)
+    encoded.listing = _merged_listing([stats for _, stats in listed])
+    encoded.wall_seconds = time.perf_counter() - start
+
+    job = plan_match_task(config.store, config.out, config.match_settings(), settings.storage_options)
+    blocks = config.match_blocks or 2 * threads
+    parts = [[match_block_task.submit(job, rule, Block(k, blocks)) for k in range(blocks)]
+             for rule in range(rule_count(job))]
+    log.info("matching: %s rule(s) x %s blocks on %s worker thread(s)", len(parts), blocks, threads)
+    # the futures resolve on the worker that decides: block results never pass through this process
+    report = finish_match_task.submit(job, cast(list[list[ClassPairs]], parts)).result()
+    publish_summary_task(report)
+    totals_out = report.summary["totals"]
+    log.info("%s groups, %s files to move; outputs in %s", f"{totals_out['groups']:,}",
+             f"{totals_out['to_move']:,}", report.out)
+    return DedupResult(encoded, report)
+
+
+def _merged_listing(stats: list[ListingStats]) -> ListingStats:
+    merged = ListingStats(unreadable_dirs=[])
+    for s in stats:
+        merged.add(s)
+    return merged

@@ -1,0 +1,70 @@
+"""Where a flow runs: the Dask task runner from the config, and Prefect's API (a real server or an
+embedded one that every local Dask worker shares)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from prefect.context import FlowRunContext
+from prefect.logging.handlers import APILogWorker
+from prefect.server.api.server import SubprocessASGIServer
+from prefect.settings import PREFECT_API_URL, temporary_settings
+from prefect.task_runners import TaskRunner
+from prefect_dask.task_runners import DaskTaskRunner
+
+from dupflow.run_config import ClusterConfig
+
+__all__ = ["cluster_threads", "dask_task_runner", "prefect_api"]
+
+STARTUP_TIMEOUT_ENV = "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"
+
+
+def dask_task_runner(cluster: ClusterConfig) -> TaskRunner[Any]:
+    """An existing scheduler when `cluster.address` is set, else a local cluster of worker processes."""
+    if cluster.address:
+        return DaskTaskRunner(address=cluster.address)
+    kwargs: dict[str, Any] = {
+        "n_workers": cluster.workers or os.cpu_count() or 1,
+        "threads_per_worker": cluster.threads_per_worker,
+        "processes": True,
+        "memory_limit": cluster.memory_limit,
+        "host": "127.0.0.1",
+        "dashboard_address": "127.0.0.1:0",
+    }
+    return DaskTaskRunner(cluster_class="distributed.LocalCluster", cluster_kwargs=kwargs)
+
+
+def cluster_threads() -> int:
+    """Worker threads of the running flow's Dask cluster (1 outside a Dask flow)."""
+    context = FlowRunContext.get()
+    runner = context.task_runner if context else None
+    if isinstance(runner, DaskTaskRunner):
+        threads: dict[str, int] = runner.client.nthreads()  # type: ignore[no-untyped-call]
+        return max(1, sum(threads.values()))
+    return 1
+
+
+@contextmanager
+def prefect_api(startup_timeout: float = 120.0) -> Iterator[str]:
+    """The Prefect API to run against: `PREFECT_API_URL` when set (a real server), else an embedded
+    server started here and exported, so that local Dask workers report to it instead of each
+    starting its own on the same SQLite file."""
+    url = PREFECT_API_URL.value()
+    if url:
+        yield url
+        return
+    timeout = float(os.environ.get(STARTUP_TIMEOUT_ENV) or startup_timeout)
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # its heartbeat locks the SQLite file
+    server = SubprocessASGIServer()
+    server.start(timeout=int(timeout))
+    os.environ["PREFECT_API_URL"] = server.api_url
+    try:
+        with temporary_settings({PREFECT_API_URL: server.api_url}):
+            yield server.api_url
+            APILogWorker.instance().drain()  # send the last log lines while the server still listens
+    finally:
+        os.environ.pop("PREFECT_API_URL", None)
+        server.stop()

@@ -1,0 +1,158 @@
+"""The whole dedup job as one validated model: the flow's only parameter, `dupflow run`'s flags and
+`dupflow.yaml` all become a `DedupConfig`, and every check of `EncodeSettings`/`MatchSettings` runs on it."""
+
+from __future__ import annotations
+
+import os
+import re
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from dupflow.config import (
+    DEFAULT_ENCODERS,
+    DEFAULT_MAX_PIXELS,
+    DatasetSource,
+    EncodeSettings,
+    parse_storage_options,
+)
+from dupflow.errors import ConfigError
+from dupflow.fs import open_fs, storage_error
+from dupflow.match_job import MatchSettings
+
+__all__ = ["ADDRESS_ENV", "ClusterConfig", "DatasetConfig", "DedupConfig", "load_config", "validate_config"]
+
+# Where production points every run at its Dask scheduler without naming it in each deployment.
+ADDRESS_ENV = "DUPFLOW_DASK_ADDRESS"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DatasetConfig(_Strict):
+    """A named dataset: a local folder, an s3:// prefix or any fsspec URL."""
+
+    name: str
+    url: str
+
+    @model_validator(mode="after")
+    def _valid(self) -> DatasetConfig:
+        DatasetSource(self.name, self.url)
+        return self
+
+    @classmethod
+    def parse(cls, text: str) -> DatasetConfig:
+        """`NAME=URL`, or a bare URL named after its last component."""
+        source = DatasetSource.parse(text)
+        return cls(name=source.name, url=source.url)
+
+
+class ClusterConfig(_Strict):
+    """Where tasks run: an existing Dask scheduler (`address`), else a local cluster started per run."""
+
+    address: str | None = Field(default_factory=lambda: os.environ.get(ADDRESS_ENV) or None)
+    workers: int | None = Field(default=None, ge=1)  # local cluster processes; default: CPU count
+    threads_per_worker: int = Field(default=1, ge=1)
+    memory_limit: str = "auto"  # per local worker, e.g. "4GiB"
+
+    @field_validator("address")
+    @classmethod
+    def _address(cls, value: str | None) -> str | None:
+        if value and not re.match(r"^(tcp|tls|ucx|inproc)://[^/\s]+$", value):
+            raise ValueError(f"{value!r} is not a Dask scheduler address: write it as tcp://HOST:8786")
+        return value
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> ClusterConfig:
+        if self.address and self.workers:
+            raise ValueError("cluster.workers sizes a local cluster: drop it when cluster.address is set")
+        return self
+
+
+class DedupConfig(_Strict):
+    """Datasets to encode into `store`, how to match them, and where the outputs go (nothing moves)."""
+
+    datasets: list[DatasetConfig] = Field(min_length=1)  # in keep priority order
+    store: str
+    out: str
+    encoders: list[str] = Field(default_factory=lambda: list(DEFAULT_ENCODERS))
+    hash_size: Literal[8, 16] = 8
+    max_pixels: int = Field(default=DEFAULT_MAX_PIXELS, ge=1)
+    shard_size: int | None = Field(default=None, ge=1)  # files per encode task; default: auto
+    rules: list[str] = Field(default_factory=list)  # empty: exact, phash<=10
+    keep: list[str] = Field(default_factory=list)  # empty: dataset resolution size oldest shortest-path path
+    reference: list[str] = Field(default_factory=list)
+    orientations: bool = False
+    duplicates_root: str | None = None
+    examples: int = Field(default=1000, ge=0)
+    match_blocks: int = Field(default=0, ge=0)  # per rule; 0: two per worker thread
+    storage_options: dict[str, Any] = Field(default_factory=dict)
+    cluster: ClusterConfig = Field(default_factory=ClusterConfig)
+
+    @field_validator("encoders")
+    @classmethod
+    def _encoders(cls, value: list[str]) -> list[str]:
+        return [e for e in value if e != "exact"]  # SHA-256 of the bytes is always computed
+
+    @model_validator(mode="after")
+    def _consistent(self) -> DedupConfig:
+        names = [d.name for d in self.datasets]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ValueError(f"dataset name(s) {', '.join(twice)} used twice: give each dataset its own name")
+        unknown = sorted(set(self.reference) - set(names))
+        if unknown:
+            raise ValueError(f"reference dataset(s) {', '.join(unknown)} are not among the datasets {names}")
+        if set(self.reference) == set(names):
+            raise ValueError("every dataset is a reference: at least one must be matched (leave it out of reference)")
+        self.encode_settings()
+        self.match_settings().parsed_rules(self.hash_size)
+        return self
+
+    def sources(self) -> list[DatasetSource]:
+        return [DatasetSource(d.name, d.url) for d in self.datasets]
+
+    def encode_settings(self) -> EncodeSettings:
+        return EncodeSettings(encoders=tuple(self.encoders), hash_size=self.hash_size, max_pixels=self.max_pixels,
+                              storage_options=dict(self.storage_options))
+
+    def match_settings(self, threads: int = 0) -> MatchSettings:
+        return MatchSettings(rules=tuple(self.rules), keep=tuple(self.keep),
+                             datasets=tuple(d.name for d in self.datasets), reference=tuple(self.reference),
+                             orientations=self.orientations, duplicates_root=self.duplicates_root,
+                             examples=self.examples, threads=threads, blocks=self.match_blocks)
+
+    def run_name(self) -> str:
+        """A flow-run name that says what the run matches: `train+val-vs-corpus-into-OUT`."""
+        matched = "+".join(d.name for d in self.datasets if d.name not in self.reference)
+        against = f"-vs-{'+'.join(self.reference)}" if self.reference else ""
+        out = self.out.rstrip("/").rsplit("/", 1)[-1] or self.out
+        return f"dedup-{matched}{against}-into-{out}"
+
+
+def load_config(url: str, overrides: dict[str, Any] | None = None) -> DedupConfig:
+    """Read a `dupflow.yaml` (local or remote), apply `overrides` on top, validate."""
+    try:
+        fs, path = open_fs(url, None)
+        with fs.open(path, "rb") as f:
+            body = yaml.safe_load(f)
+    except OSError as exc:
+        raise storage_error(exc, url, "read the config") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{url} is not valid YAML: {exc}") from exc
+    if not isinstance(body, dict):
+        raise ConfigError(f"{url} must hold a mapping of settings (datasets:, store:, out:, ...)")
+    return validate_config({**body, **(overrides or {})}, source=url)
+
+
+def validate_config(body: dict[str, Any], source: str = "the settings") -> DedupConfig:
+    """A DedupConfig from plain data, with every problem listed in one ConfigError."""
+    if isinstance(body.get("storage_options"), list):
+        body = {**body, "storage_options": parse_storage_options(body["storage_options"])}
+    try:
+        return DedupConfig.model_validate(body)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'config'}: {e['msg']}" for e in exc.errors())
+        raise ConfigError(f"invalid settings in {source}: {problems}") from exc

@@ -1,0 +1,20 @@
+"""The run's report in Prefect: a Markdown artifact with the summary, next to the flow run."""
+
+from __future__ import annotations
+
+from prefect import task
+from prefect.artifacts import create_markdown_artifact
+
+from dupflow.match_job import MatchReport
+from dupflow.summary import summary_markdown
+from tasks.policy import NOT_CACHED
+
+__all__ = ["publish_summary_task"]
+
+
+@task(name="publish-summary", **NOT_CACHED)
+def publish_summary_task(report: MatchReport) -> str:
+    """Attach the summary to the flow run (Artifacts tab) and return the Markdown."""
+    text = summary_markdown(report.summary, report.out)
+    create_markdown_artifact(text, key="dupflow-summary", description=f"dupflow summary of {report.out}")
+    return text

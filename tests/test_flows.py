@@ -1,0 +1,173 @@
+"""The dedup flow end to end through Prefect on real Dask clusters, asserting on the Parquet outputs."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+import pytest
+from distributed import Client
+
+from dupflow.config import DatasetSource, EncodeSettings
+from dupflow.match_job import OUTPUT_FILES, MatchSettings, match_store
+from dupflow.pipeline import run_encode
+from dupflow.run_config import DedupConfig, validate_config
+from flows import dedup
+from imagegen import dataset
+from worlds import World, plant_world
+
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_harness")]
+
+TABLES = [name for name in OUTPUT_FILES if name.endswith(".parquet")]
+
+
+def _config(world: World, out: Path, **kw: Any) -> DedupConfig:
+    body: dict[str, Any] = {
+        "datasets": [{"name": "train", "url": str(world.root / "train")},
+                     {"name": "val", "url": str(world.root / "val")}],
+        "store": world.store,
+        "out": str(out),
+        "duplicates_root": str(world.root / "duplicates"),
+        "cluster": {"workers": 2},
+        **kw,
+    }
+    return validate_config(body)
+
+
+def _reference_outputs(world: World, root: Path, out: Path) -> None:
+    """The same job with the core functions in this process: `dupflow encode` then `dupflow match`."""
+    sources = [DatasetSource("train", str(root / "train")), DatasetSource("val", str(root / "val"))]
+    store = str(out.parent / "reference-store")
+    run_encode(sources, store, EncodeSettings())
+    match_store(store, str(out), MatchSettings(datasets=("train", "val"), duplicates_root=str(root / "duplicates")))
+
+
+def _assert_same_tables(out: Path, expected: Path) -> None:
+    for name in TABLES:
+        got, want = pq.read_table(out / name), pq.read_table(expected / name)
+        assert got.num_rows == want.num_rows, name
+        assert got.equals(want), f"{name} differs from encode + match"
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> World:
+    return plant_world(tmp_path_factory.mktemp("flow-world"))
+
+
+@pytest.fixture(scope="module")
+def expected(world: World, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("expected") / "out"
+    _reference_outputs(world, world.root, out)
+    return out
+
+
+def test_flow_on_a_local_cluster_writes_what_encode_and_match_write(world: World, expected: Path,
+                                                                    tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    result = dedup(_config(world, out, shard_size=8, match_blocks=3))
+    assert sorted(p.name for p in out.iterdir()) == sorted(OUTPUT_FILES)
+    _assert_same_tables(out, expected)
+    manifest = pq.read_table(out / "manifest.parquet").to_pylist()
+    moved = {Path(r["source"]) for r in manifest}
+    for original, copy in [*world.within, *world.leaks]:
+        assert len({original, copy} & moved) == 1  # one of each planted pair stays
+    assert result.encode.encoded == len(list(world.root.rglob("*.*g"))) - 1  # all but the broken file
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["intersections"]["train & val"]["shared_groups"] == len(world.leaks)
+    assert summary["totals"]["errors"] == {"corrupt": 1}
+
+
+def test_a_second_run_reuses_every_encoding(world: World, tmp_path: Path) -> None:
+    config = _config(world, tmp_path / "out")
+    config = config.model_copy(update={"store": str(tmp_path / "store")})
+    first = dedup(config)
+    second = dedup(config)
+    assert first.encode.encoded > 0
+    assert second.encode.encoded == 0 and second.encode.reused == second.encode.listed == first.encode.listed
+
+
+def test_flow_on_a_scheduler_address_with_worker_processes(world: World, expected: Path, tmp_path: Path,
+                                                           dask_processes: str) -> None:
+    out = tmp_path / "out"
+    config = _config(world, out, cluster={"address": dask_processes}, shard_size=10)
+    dedup(config)
+    _assert_same_tables(out, expected)
+    with Client(dask_processes) as client:  # the work ran on the separate worker processes
+        assert len(client.scheduler_info()["workers"]) == 2
+
+
+def test_flow_survives_a_worker_killed_mid_run(tmp_path: Path, dask_processes: str) -> None:
+    root = tmp_path / "data"
+    for name, seed in (("train", 0), ("val", 500)):
+        dataset(root / name, 160, seed=seed, size=(640, 480))
+    world = World(root, str(tmp_path / "store"))
+    expected = tmp_path / "expected"
+    _reference_outputs(world, root, expected)
+    staging = Path(world.store) / "_dupflow" / "staging"
+    with Client(dask_processes) as client:
+        pids = list(client.run(os.getpid).values())
+    killed: list[int] = []
+
+    def kill_when_encoding() -> None:  # a worker dies once the first shards are staged, mid-encode
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not killed:
+            if staging.is_dir() and len(list(staging.glob("*.parquet"))) >= 2:
+                os.kill(pids[0], signal.SIGKILL)
+                killed.append(pids[0])
+            time.sleep(0.02)
+
+    watcher = threading.Thread(target=kill_when_encoding, daemon=True)
+    watcher.start()
+    out = tmp_path / "out"
+    result = dedup(_config(world, out, cluster={"address": dask_processes}, shard_size=4))
+    watcher.join()
+    assert killed, "the worker was not killed while the flow ran"
+    assert result.encode.encoded == 320
+    _assert_same_tables(out, expected)
+
+
+@pytest.mark.s3
+def test_flow_reads_and_writes_s3(world: World, expected: Path, bucket: str, s3_endpoint: str) -> None:
+    import s3fs
+
+    fs = s3fs.S3FileSystem()
+    for split in ("train", "val"):
+        fs.put(str(world.root / split), f"{bucket}/images/{split}", recursive=True)
+    config = validate_config({
+        "datasets": [{"name": "train", "url": f"s3://{bucket}/images/train"},
+                     {"name": "val", "url": f"s3://{bucket}/images/val"}],
+        "store": f"s3://{bucket}/store", "out": f"s3://{bucket}/out", "duplicates_root": f"s3://{bucket}/dups",
+        "cluster": {"workers": 2},
+    })
+    dedup(config)
+    assert sorted(Path(p).name for p in fs.ls(f"{bucket}/out")) == sorted(OUTPUT_FILES)
+    with fs.open(f"{bucket}/store/_dupflow/store.json") as f:
+        assert json.load(f)["state"] == "complete"
+    for name in TABLES:
+        with fs.open(f"{bucket}/out/{name}") as f:
+            got = pq.read_table(f)
+        want = pq.read_table(expected / name)
+        assert got.num_rows == want.num_rows, name
+    manifest = {r["rel_path"] for r in pq.read_table(fs.open(f"{bucket}/out/manifest.parquet")).to_pylist()}
+    assert manifest == {r["rel_path"] for r in pq.read_table(expected / "manifest.parquet").to_pylist()}
+
+
+def test_runs_are_named_from_their_parameters(world: World, tmp_path: Path) -> None:
+    from prefect import get_client
+
+    config = _config(world, tmp_path / "night-1", reference=["train"])
+    dedup(config)
+
+    async def names() -> list[str]:
+        async with get_client() as client:
+            return [run.name for run in await client.read_flow_runs()]
+
+    from prefect.utilities.asyncutils import run_coro_as_sync
+
+    assert "dedup-val-vs-train-into-night-1" in (run_coro_as_sync(names()) or [])
