@@ -18,7 +18,7 @@ from dupflow.match_job import MatchReport, rule_count
 from dupflow.matching import ClassPairs
 from dupflow.pipeline import EncodeReport
 from dupflow.run_config import DedupConfig, validate_config
-from flows.runtime import cluster_threads, dask_task_runner
+from flows.runtime import cluster_threads, dask_task_runner, store_lock
 from tasks import (
     commit_encode_task,
     encode_shard_task,
@@ -57,6 +57,11 @@ def dedup(config: DedupConfig) -> DedupResult:
 @flow(name="dupflow-dedup-on-dask", flow_run_name=_run_name, persist_result=False)
 def dedup_on_dask(config: DedupConfig) -> DedupResult:
     """The dedup steps, fanned out over the flow's task runner."""
+    with store_lock(config.store, config.storage_options):
+        return _dedup_steps(config)
+
+
+def _dedup_steps(config: DedupConfig) -> DedupResult:
     log = get_run_logger()
     start = time.perf_counter()
     sources, settings = config.sources(), config.encode_settings()

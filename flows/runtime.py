@@ -3,11 +3,14 @@ embedded one that every local Dask worker shares)."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from prefect.client.orchestration import get_client
+from prefect.concurrency.sync import concurrency
 from prefect.context import FlowRunContext
 from prefect.logging.handlers import APILogWorker
 from prefect.server.api.server import SubprocessASGIServer
@@ -15,9 +18,10 @@ from prefect.settings import PREFECT_API_URL, temporary_settings
 from prefect.task_runners import TaskRunner
 from prefect_dask.task_runners import DaskTaskRunner
 
+from dupflow.fs import open_fs, to_uri
 from dupflow.run_config import ClusterConfig
 
-__all__ = ["cluster_threads", "dask_task_runner", "prefect_api"]
+__all__ = ["cluster_threads", "dask_task_runner", "prefect_api", "store_lock", "store_lock_name"]
 
 STARTUP_TIMEOUT_ENV = "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"
 
@@ -68,3 +72,20 @@ def prefect_api(startup_timeout: float = 120.0) -> Iterator[str]:
     finally:
         os.environ.pop("PREFECT_API_URL", None)
         server.stop()
+
+
+def store_lock_name(store_url: str, storage_options: dict[str, Any] | None = None) -> str:
+    """The global concurrency limit guarding one store (named by a digest of its absolute URI)."""
+    uri = to_uri(*open_fs(store_url, storage_options))
+    return "dupflow-store-" + hashlib.sha256(uri.encode()).hexdigest()[:16]
+
+
+@contextmanager
+def store_lock(store_url: str, storage_options: dict[str, Any] | None = None) -> Iterator[None]:
+    """One dedup run at a time per store, across machines: a Prefect global concurrency limit of 1
+    (created on first use) that a second run waits on instead of writing the same store."""
+    name = store_lock_name(store_url, storage_options)
+    with get_client(sync_client=True) as client:
+        client.upsert_global_concurrency_limit_by_name(name, 1)
+    with concurrency(name, occupy=1, strict=True):
+        yield

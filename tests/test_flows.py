@@ -171,3 +171,17 @@ def test_runs_are_named_from_their_parameters(world: World, tmp_path: Path) -> N
     from prefect.utilities.asyncutils import run_coro_as_sync
 
     assert "dedup-val-vs-train-into-night-1" in (run_coro_as_sync(names()) or [])
+
+
+def test_a_second_run_on_the_same_store_waits_for_the_first(world: World, tmp_path: Path) -> None:
+    from flows.runtime import store_lock
+
+    config = _config(world, tmp_path / "out").model_copy(update={"store": str(tmp_path / "store")})
+    finished = threading.Event()
+    runner = threading.Thread(target=lambda: (dedup(config), finished.set()), daemon=True)
+    with store_lock(config.store):  # another run holds the store
+        runner.start()
+        assert not finished.wait(8), "the flow wrote the store while another run held it"
+        assert not (tmp_path / "out" / "summary.json").exists()
+    runner.join(timeout=180)
+    assert finished.is_set() and (tmp_path / "out" / "summary.json").exists()

@@ -1,0 +1,96 @@
+"""Orchestration overhead: the Prefect/Dask dedup flow vs the same core functions in one process.
+
+    .venv/bin/python bench/orchestration.py --images 2000 4000
+
+For each size, on the same photographs (bench/photos.py), each from an empty store:
+- `core`: `run_encode` (a process pool of `--workers`) + `match_store` in one process, no Prefect;
+- `flow, running cluster`: the dedup flow on an already running Dask cluster (the production path:
+  `cluster.address`), Prefect API already up;
+- `flow, cold local cluster`: the same flow starting its own LocalCluster (what `dupflow run` does).
+Overhead is the flow's wall time over core's; per-task overhead divides the difference by the
+number of Prefect task runs. Results: bench/results/orchestration.{json,md}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from photos import make
+
+from dupflow.config import DatasetSource, EncodeSettings
+from dupflow.match_job import MatchSettings, match_store
+from dupflow.pipeline import auto_shard_size, run_encode
+from dupflow.run_config import validate_config
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def _core(data: Path, work: Path, workers: int) -> float:
+    start = time.perf_counter()
+    run_encode([DatasetSource("photos", str(data))], str(work / "core-store"), EncodeSettings(), workers=workers)
+    match_store(str(work / "core-store"), str(work / "core-out"), MatchSettings())
+    return time.perf_counter() - start
+
+
+def _flow(data: Path, work: Path, name: str, cluster: dict[str, Any], threads: int) -> tuple[float, int]:
+    from flows import dedup
+
+    config = validate_config({"datasets": [{"name": "photos", "url": str(data)}], "store": str(work / f"{name}-store"),
+                              "out": str(work / f"{name}-out"), "cluster": cluster})
+    start = time.perf_counter()
+    result = dedup(config)
+    seconds = time.perf_counter() - start
+    shards = -(-result.encode.listed // auto_shard_size(result.encode.listed, threads))
+    blocks = 2 * 2 * threads  # two rules (exact, phash<=10), two blocks per worker thread
+    tasks = 1 + 1 + shards + 1 + 1 + blocks + 1 + 1  # list, plan, shards, commit, plan-match, blocks, decide, report
+    return seconds, tasks
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--images", type=int, nargs="+", default=[2000])
+    parser.add_argument("--workers", type=int, default=2)
+    args = parser.parse_args()
+
+    from distributed import LocalCluster
+    from prefect.testing.utilities import prefect_test_harness
+
+    rows = []
+    with prefect_test_harness(server_startup_timeout=120), \
+            LocalCluster(n_workers=args.workers, threads_per_worker=1, host="127.0.0.1",
+                         dashboard_address=":0") as cluster:
+        for n in args.images:
+            data = make(Path(__file__).parent / ".work" / f"photos-{n}", n)
+            work = Path(tempfile.mkdtemp(prefix="dupflow-orch-"))
+            try:
+                core = _core(data, work, args.workers)
+                warm, tasks = _flow(data, work, "warm", {"address": cluster.scheduler_address}, args.workers)
+                cold, _ = _flow(data, work, "cold", {"workers": args.workers}, args.workers)
+            finally:
+                shutil.rmtree(work, ignore_errors=True)
+            rows.append({"images": n, "core_s": round(core, 2), "flow_running_cluster_s": round(warm, 2),
+                         "flow_cold_local_cluster_s": round(cold, 2), "tasks": tasks,
+                         "overhead_running_pct": round(100 * (warm - core) / core, 1),
+                         "overhead_cold_pct": round(100 * (cold - core) / core, 1),
+                         "per_task_ms": round(1000 * (warm - core) / tasks)})
+            print(json.dumps(rows[-1]), flush=True)
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "orchestration.json").write_text(json.dumps(rows, indent=2) + "\n")
+    lines = ["| images | core, one process | flow, running cluster | overhead | flow, cold LocalCluster | overhead "
+             "| Prefect task runs | overhead per task |", "|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        lines.append(f"| {r['images']:,} | {r['core_s']} s | {r['flow_running_cluster_s']} s | "
+                     f"{r['overhead_running_pct']}% | {r['flow_cold_local_cluster_s']} s | {r['overhead_cold_pct']}% | "
+                     f"{r['tasks']} | {r['per_task_ms']} ms |")
+    (RESULTS / "orchestration.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,58 @@
+"""DedupConfig: the flow's one parameter, `dupflow run`'s flags and dupflow.yaml, validated in one place."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from dupflow.errors import ConfigError, StorageError
+from dupflow.run_config import ADDRESS_ENV, load_config, validate_config
+
+BASE = {"datasets": [{"name": "train", "url": "/data/train"}, {"name": "corpus", "url": "s3://b/corpus"}],
+        "store": "s3://b/store", "out": "s3://b/runs/one"}
+
+
+def test_yaml_config_with_overrides_becomes_settings(tmp_path: Path) -> None:
+    path = tmp_path / "dupflow.yaml"
+    path.write_text("datasets:\n  - {name: train, url: /data/train}\n  - {name: corpus, url: s3://b/corpus}\n"
+                    "store: s3://b/store\nout: s3://b/runs/one\nreference: [corpus]\nrules: ['phash<=8']\n"
+                    "storage_options: [endpoint_url=http://127.0.0.1:9000]\n")
+    config = load_config(str(path), {"out": "/tmp/out"})
+    assert config.out == "/tmp/out" and config.run_name() == "dedup-train-vs-corpus-into-out"
+    match = config.match_settings()
+    assert match.datasets == ("train", "corpus") and match.reference == ("corpus",) and match.rules == ("phash<=8",)
+    assert config.encode_settings().storage_options["endpoint_url"] == "http://127.0.0.1:9000"
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    ({"datasets": []}, "at least 1"),
+    ({"reference": ["nope"]}, "not among the datasets"),
+    ({"reference": ["train", "corpus"]}, "at least one must be matched"),
+    ({"rules": ["phash<=x"]}, "phash"),
+    ({"encoders": ["md5"]}, "unknown encoder"),
+    ({"cluster": {"address": "scheduler:8786"}}, "tcp://HOST:8786"),
+    ({"cluster": {"address": "tcp://s:8786", "workers": 2}}, "drop it"),
+    ({"keep": ["biggest"]}, "keep"),
+    ({"apply": True}, "apply"),
+    ({"datasets": [{"name": "a", "url": "/x"}, {"name": "a", "url": "/y"}]}, "used twice"),
+])
+def test_bad_settings_are_refused_with_the_fix(change: dict[str, object], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        validate_config({**BASE, **change})
+
+
+def test_scheduler_address_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(ADDRESS_ENV, "tcp://scheduler:8786")
+    assert validate_config(BASE).cluster.address == "tcp://scheduler:8786"
+    monkeypatch.delenv(ADDRESS_ENV)
+    assert validate_config(BASE).cluster.address is None
+
+
+def test_a_config_file_that_is_not_a_mapping_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "dupflow.yaml"
+    path.write_text("- just\n- a list\n")
+    with pytest.raises(ConfigError, match="mapping"):
+        load_config(str(path))
+    with pytest.raises(StorageError, match="does not exist"):
+        load_config(str(tmp_path / "missing.yaml"))
