@@ -91,6 +91,17 @@ def free_port() -> int:
         return port
 
 
+def stop(*procs: subprocess.Popen[bytes]) -> None:
+    """SIGTERM, then SIGKILL what has not exited 20 s later."""
+    for proc in procs:
+        proc.terminate()
+    for proc in procs:
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
 @pytest.fixture()
 def dask_processes(tmp_path: Path) -> Iterator[str]:
     """A real Dask cluster as separate processes: `dask scheduler` and `dask worker` (two worker
@@ -119,12 +130,6 @@ def dask_processes(tmp_path: Path) -> Iterator[str]:
                 time.sleep(0.5)
         yield address
     finally:
-        for proc in (workers, scheduler):
-            proc.terminate()
-        for proc in (workers, scheduler):
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        stop(workers, scheduler)
         logs.close()
         shutil.rmtree(tmp_path / "dask-work", ignore_errors=True)

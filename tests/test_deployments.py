@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 import pytest
 import s3fs
 
-from conftest import free_port, run_cli
+from conftest import free_port, run_cli, stop
 from dupflow.match_job import OUTPUT_FILES
 from imagegen import dataset
 
@@ -60,11 +60,7 @@ def server_env(tmp_path: Path, s3_endpoint: str, dask_processes: str) -> Iterato
         _wait_for(healthy, "the Prefect server", 90)
         yield env
     finally:
-        server.terminate()
-        try:
-            server.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            server.kill()
+        stop(server)
         log.close()
 
 
@@ -117,9 +113,5 @@ def test_deployments_run_ad_hoc_and_on_the_ingest_event(server_env: dict[str, st
         assert sorted((r["dataset"], r["rel_path"]) for r in manifest) == [
             ("batch1", f"again_img_{i:04d}.jpg") for i in range(3)]
     finally:
-        worker.terminate()
-        try:
-            worker.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            worker.kill()
+        stop(worker)
         log.close()
