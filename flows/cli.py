@@ -44,12 +44,10 @@ def config_from_flags(ctx: click.Context, config_file: str | None, flags: dict[s
     if flags["datasets"] or flags["root"]:
         sources = parse_datasets(list(flags["datasets"]), flags["root"], list(flags["dirs"]))
         body["datasets"] = [{"name": s.name, "url": s.url} for s in sources]
-    simple = {"store": "store", "out": "out", "max_pixels": "max_pixels", "shard_size": "shard_size",
-              "orientations": "orientations", "duplicates_root": "duplicates_root", "examples": "examples",
-              "match_blocks": "match_blocks"}
-    for flag, key in simple.items():
-        if _given(ctx, flag) or (config_file is None and flags[flag] is not None):
-            body[key] = flags[flag]
+    for key in ("store", "out", "max_pixels", "shard_size", "orientations", "duplicates_root", "examples",
+                "match_blocks"):  # flags named as the config's keys
+        if _given(ctx, key) or (config_file is None and flags[key] is not None):
+            body[key] = flags[key]
     if _given(ctx, "hash_size") or config_file is None:
         body["hash_size"] = int(flags["hash_size"])
     if flags["encoders"] or config_file is None:

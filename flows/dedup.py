@@ -77,7 +77,7 @@ def _dedup_steps(config: DedupConfig) -> DedupResult:
         totals.add(future.result())
         log.info("encoded %s/%s shards (%s files)", done, len(shards), f"{totals.files:,}")
     encoded = commit_encode_task(plan, sources, refs, totals)
-    encoded.listing = _merged_listing([stats for _, stats in listed])
+    encoded.listing = ListingStats.merged(stats for _, stats in listed)
     encoded.wall_seconds = time.perf_counter() - start
 
     job = plan_match_task(config.store, config.out, config.match_settings(), settings.storage_options)
@@ -92,10 +92,3 @@ def _dedup_steps(config: DedupConfig) -> DedupResult:
     log.info("%s groups, %s files to move; outputs in %s", f"{totals_out['groups']:,}",
              f"{totals_out['to_move']:,}", report.out)
     return DedupResult(encoded, report)
-
-
-def _merged_listing(stats: list[ListingStats]) -> ListingStats:
-    merged = ListingStats(unreadable_dirs=[])
-    for s in stats:
-        merged.add(s)
-    return merged

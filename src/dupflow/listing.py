@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -40,6 +40,14 @@ class ListingStats:
     skipped_hidden: int = 0
     skipped_links: int = 0
     unreadable_dirs: list[str] | None = None
+
+    @classmethod
+    def merged(cls, parts: Iterable[ListingStats]) -> ListingStats:
+        """One listing's counts from those of several datasets."""
+        total = cls(unreadable_dirs=[])
+        for part in parts:
+            total.add(part)
+        return total
 
     def add(self, other: ListingStats) -> None:
         """Fold another listing's counts into these."""

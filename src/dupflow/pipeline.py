@@ -73,13 +73,8 @@ def list_sources(
     sources: Sequence[DatasetSource], storage_options: dict[str, Any] | None = None
 ) -> tuple[list[ImageRef], ListingStats]:
     """Every image of every source, and what listing skipped."""
-    stats = ListingStats(unreadable_dirs=[])
-    refs: list[ImageRef] = []
-    for source in sources:
-        found, skipped = list_source(source, storage_options)
-        refs.extend(found)
-        stats.add(skipped)
-    return refs, stats
+    listed = [list_source(source, storage_options) for source in sources]
+    return [ref for found, _ in listed for ref in found], ListingStats.merged(stats for _, stats in listed)
 
 
 def refs_table(refs: Sequence[ImageRef]) -> pa.Table:
