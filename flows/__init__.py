@@ -1,5 +1,5 @@
-"""Prefect flows: the dedup flow (encode, match, report) composed from `tasks`, run on Dask."""
+"""Prefect flows: the dedup flow (encode, match, apply, report) composed from `tasks`, run on Dask.
 
-from flows.dedup import DedupResult, dedup, dedup_on_dask
-
-__all__ = ["DedupResult", "dedup", "dedup_on_dask"]
+Import `flows.dedup` for the flow itself; this package stays empty so that the `dupflow` console
+script (rooted at `flows.cli`) does not import Prefect for commands that never use it.
+"""

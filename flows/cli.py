@@ -24,9 +24,9 @@ from dupflow.cli import (
     parse_encoders,
     print_encode_report,
     print_match_summary,
-    report_errors,
-    storage_option,
 )
+from dupflow.cli_apply import print_apply_brief
+from dupflow.cli_common import report_errors, storage_option
 from dupflow.config import parse_datasets, parse_storage_options
 from dupflow.errors import ConfigError
 from dupflow.run_config import DedupConfig, load_config, validate_config
@@ -57,6 +57,11 @@ def config_from_flags(ctx: click.Context, config_file: str | None, flags: dict[s
             body[key] = list(flags[key])
     if flags["storage_options"]:
         body["storage_options"] = parse_storage_options(list(flags["storage_options"]))
+    if flags["apply"] or flags["execute"]:  # replaces the config file's apply section
+        body["apply"] = {"execute": flags["execute"], "on_conflict": flags["on_conflict"],
+                         "sidecars": [x.strip() for x in flags["sidecars"].split(",") if x.strip()]}
+        if flags["journal"]:
+            body["apply"]["journal"] = flags["journal"]
     cluster = {k: v for k, v in (("address", flags["address"]), ("workers", flags["workers"])) if v}
     if cluster:
         body["cluster"] = cluster
@@ -81,6 +86,12 @@ def config_from_flags(ctx: click.Context, config_file: str | None, flags: dict[s
               help="Run on this Dask scheduler (default: $DUPFLOW_DASK_ADDRESS, else a local cluster).")
 @click.option("--workers", "-j", type=click.IntRange(min=1), default=None,
               help="Local cluster worker processes [default: CPU count].")
+@click.option("--apply", is_flag=True, help="End with an apply step over the manifest (a dry run unless --execute).")
+@click.option("--execute", is_flag=True, help="Apply for real: move the files (implies --apply).")
+@click.option("--sidecars", default="", metavar=".txt,.json", help="With --apply: files that move with their image.")
+@click.option("--on-conflict", type=click.Choice(["skip", "suffix"]), default="skip",
+              help="With --apply: what happens when a destination exists.")
+@click.option("--journal", default=None, metavar="URL", help="With --apply: the journal [default: OUT/apply-journal].")
 @storage_option
 @click.pass_context
 def run(ctx: click.Context, /, config_file: str | None, **flags: Any) -> None:
@@ -92,7 +103,7 @@ def run(ctx: click.Context, /, config_file: str | None, **flags: Any) -> None:
     dupflow run --config dupflow.yaml --address tcp://scheduler:8786
 
     Dataset order is keep priority (the first dataset's copy is kept). Without PREFECT_API_URL the
-    flow runs against an embedded Prefect API (no server needed); nothing is moved.
+    flow runs against an embedded Prefect API (no server needed). Nothing moves unless --execute.
     """
 
     def go() -> None:
@@ -109,6 +120,8 @@ def run(ctx: click.Context, /, config_file: str | None, **flags: Any) -> None:
             result = dedup(config)
         print_encode_report(result.encode)
         print_match_summary(result.match)
+        if result.apply is not None:
+            print_apply_brief(result.apply)
 
     report_errors(go)
 

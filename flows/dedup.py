@@ -1,11 +1,12 @@
 """The dedup flow: list -> shard -> encode on Dask workers -> commit the store -> match in blocks on
-the workers -> groups, scores, manifest, summary -> report. Nothing moves."""
+the workers -> groups, scores, manifest, summary -> apply (only when configured; dry unless execute)
+-> report."""
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import cast
+from typing import Any, cast
 
 from prefect import flow, get_run_logger, unmapped
 from prefect.futures import as_completed
@@ -20,6 +21,7 @@ from dupflow.pipeline import EncodeReport
 from dupflow.run_config import DedupConfig, validate_config
 from flows.runtime import cluster_threads, dask_task_runner, store_lock
 from tasks import (
+    apply_manifest_task,
     commit_encode_task,
     encode_shard_task,
     finish_match_task,
@@ -39,6 +41,7 @@ class DedupResult:
 
     encode: EncodeReport
     match: MatchReport
+    apply: dict[str, Any] | None = None  # ApplyReport.brief() when config.apply is set
 
 
 def _run_name() -> str:
@@ -87,8 +90,15 @@ def _dedup_steps(config: DedupConfig) -> DedupResult:
     log.info("matching: %s rule(s) x %s blocks on %s worker thread(s)", len(parts), blocks, threads)
     # the futures resolve on the worker that decides: block results never pass through this process
     report = finish_match_task.submit(job, cast(list[list[ClassPairs]], parts)).result()
-    publish_summary_task(report)
     totals_out = report.summary["totals"]
     log.info("%s groups, %s files to move; outputs in %s", f"{totals_out['groups']:,}",
              f"{totals_out['to_move']:,}", report.out)
-    return DedupResult(encoded, report)
+    applied = None
+    if config.apply is not None:
+        applied = apply_manifest_task.submit(f"{config.out.rstrip('/')}/manifest.parquet", config.journal(),
+                                             config.apply.options(), config.apply.execute,
+                                             settings.storage_options).result()
+        log.info("apply %s: %s", "run" if applied["executed"] else "dry run",
+                 ", ".join(f"{k} {v:,}" for k, v in applied["counts"].items()) or "nothing to do")
+    publish_summary_task(report, applied)
+    return DedupResult(encoded, report, applied)

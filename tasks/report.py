@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from prefect import task
 from prefect.artifacts import create_markdown_artifact
 
@@ -13,8 +15,8 @@ __all__ = ["publish_summary_task"]
 
 
 @task(name="publish-summary", **NOT_CACHED)
-def publish_summary_task(report: MatchReport) -> str:
-    """Attach the summary to the flow run (Artifacts tab) and return the Markdown."""
-    text = summary_markdown(report.summary, report.out)
+def publish_summary_task(report: MatchReport, applied: dict[str, Any] | None = None) -> str:
+    """Attach the summary (and what the apply step did) to the flow run (Artifacts tab); return the Markdown."""
+    text = summary_markdown(report.summary, report.out, applied)
     create_markdown_artifact(text, key="dupflow-summary", description=f"dupflow summary of {report.out}")
     return text

@@ -22,8 +22,13 @@ def test_run_leaves_the_same_files_as_encode_then_match(tmp_path: Path) -> None:
     config.write_text(f"datasets:\n  - {{name: train, url: {train}}}\n  - {{name: val, url: {val}}}\n"
                       f"store: {tmp_path / 'run-store'}\nout: {tmp_path / 'ignored'}\n"
                       f"duplicates_root: {tmp_path / 'dups'}\ncluster: {{workers: 2}}\n")
-    ran = run_cli("run", "--config", str(config), "--out", str(tmp_path / "run-out"))
+    files = sorted(p for p in world.root.rglob("*") if p.is_file())
+    ran = run_cli("run", "--config", str(config), "--out", str(tmp_path / "run-out"), "--apply",
+                  "--journal", str(tmp_path / "journal"))
     assert "files to move" in ran.stdout and "encoded" in ran.stdout
+    would = len(world.within) + len(world.leaks)
+    assert f"apply dry run (nothing moved): would_move {would}" in ran.stdout
+    assert sorted(p for p in world.root.rglob("*") if p.is_file()) == files
     run_cli("encode", "-d", f"train={train}", "-d", f"val={val}", "--store", str(tmp_path / "store"))
     run_cli("match", "--store", str(tmp_path / "store"), "--out", str(tmp_path / "match-out"),
             "--datasets", "train,val", "--duplicates-root", str(tmp_path / "dups"))

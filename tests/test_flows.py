@@ -18,7 +18,7 @@ from dupflow.config import DatasetSource, EncodeSettings
 from dupflow.match_job import OUTPUT_FILES, MatchSettings, match_store
 from dupflow.pipeline import run_encode
 from dupflow.run_config import DedupConfig, validate_config
-from flows import dedup
+from flows.dedup import dedup
 from imagegen import dataset
 from worlds import World, plant_world
 
@@ -185,3 +185,18 @@ def test_a_second_run_on_the_same_store_waits_for_the_first(world: World, tmp_pa
         assert not (tmp_path / "out" / "summary.json").exists()
     runner.join(timeout=180)
     assert finished.is_set() and (tmp_path / "out" / "summary.json").exists()
+
+
+def test_flow_ends_with_the_apply_step_when_configured(tmp_path: Path) -> None:
+    world = plant_world(tmp_path / "w")
+    for _, copy in [*world.within, *world.leaks]:
+        copy.with_suffix(".txt").write_text("label")
+    out = tmp_path / "out"
+    result = dedup(_config(world, out, apply={"execute": True, "sidecars": [".txt"]}))
+    rows = pq.read_table(out / "manifest.parquet").to_pylist()
+    assert result.apply is not None and result.apply["executed"]
+    assert result.apply["counts"]["moved"] >= len(rows) == len(world.within) + len(world.leaks)
+    for row in rows:
+        assert not Path(row["source"]).exists() and Path(row["destination"]).is_file()
+    journal = out / "apply-journal"
+    assert (journal / "journal.jsonl").is_file() and result.apply["journal"] == str(journal)

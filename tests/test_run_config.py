@@ -35,6 +35,11 @@ def test_yaml_config_with_overrides_becomes_settings(tmp_path: Path) -> None:
     ({"cluster": {"address": "tcp://s:8786", "workers": 2}}, "drop it"),
     ({"keep": ["biggest"]}, "keep"),
     ({"apply": True}, "apply"),
+    ({"apply": {"execute": "yes please"}}, "apply.execute"),
+    ({"apply": {"on_conflict": "overwrite"}}, "apply.on_conflict"),
+    ({"apply": {"sidecars": ["txt"]}}, "look like .txt"),
+    ({"apply": {"annotations": {"nope": "/labels"}}}, "apply.annotations are not among"),
+    ({"apply": {"execute": True, "delete": True}}, "apply.delete"),
     ({"datasets": [{"name": "a", "url": "/x"}, {"name": "a", "url": "/y"}]}, "used twice"),
 ])
 def test_bad_settings_are_refused_with_the_fix(change: dict[str, object], message: str) -> None:
@@ -56,3 +61,11 @@ def test_a_config_file_that_is_not_a_mapping_is_refused(tmp_path: Path) -> None:
         load_config(str(path))
     with pytest.raises(StorageError, match="does not exist"):
         load_config(str(tmp_path / "missing.yaml"))
+
+
+def test_apply_is_off_by_default_and_journals_beside_the_outputs() -> None:
+    assert validate_config(BASE).apply is None
+    config = validate_config({**BASE, "apply": {"sidecars": [".txt"]}})
+    assert config.apply is not None and not config.apply.execute
+    assert config.journal() == f"{BASE['out']}/apply-journal"
+    assert config.apply.options().sidecars == (".txt",)

@@ -10,8 +10,9 @@ from typing import Any
 import click
 
 from dupflow import __version__
+from dupflow.cli_apply import apply_cmd, export_cmd, undo_cmd
+from dupflow.cli_common import report_errors, storage_option
 from dupflow.config import DEFAULT_ENCODERS, DEFAULT_MAX_PIXELS, EncodeSettings, parse_datasets, parse_storage_options
-from dupflow.errors import DupflowError
 from dupflow.hashing import ENCODERS
 from dupflow.match_job import MatchReport, MatchSettings, match_store
 from dupflow.pipeline import EncodeReport, run_encode
@@ -31,29 +32,15 @@ def parse_encoders(value: str | None) -> tuple[str, ...]:
     return tuple(n for n in names if n != "exact")  # exact (SHA-256) is always computed
 
 
-def report_errors(fn: Callable[[], None]) -> None:
-    """Run a command body; dupflow's own errors become one clean message and exit code 1."""
-    try:
-        fn()
-    except DupflowError as exc:
-        raise click.ClickException(str(exc)) from exc
-
-
-storage_option = click.option(
-    "--storage-option",
-    "-o",
-    "storage_options",
-    multiple=True,
-    metavar="KEY=VALUE",
-    help="fsspec option for remote stores, e.g. endpoint_url=http://127.0.0.1:9000 (repeatable). "
-    "The environment (AWS_*, FSSPEC_S3_*) is read too.",
-)
-
-
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="dupflow")
 def main() -> None:
     """Find exact and near-duplicate images within and across datasets."""
+
+
+main.add_command(apply_cmd)
+main.add_command(undo_cmd)
+main.add_command(export_cmd)
 
 
 def _stack(fn: Callable[..., Any], options: list[Callable[..., Any]]) -> Callable[..., Any]:

@@ -274,7 +274,9 @@ def _manifest_table(
     return pa.Table.from_arrays(
         [
             t["uri"].take(take), pa.array(destinations, pa.string()), pa.array(datasets, pa.string()),
-            pa.array(rel, pa.string()), t["size"].take(take), pa.array(group_of[src], pa.int64()),
+            pa.array(rel, pa.string()), t["size"].take(take), t["mtime"].take(take), t["etag"].take(take),
+            pa.array([d.hex() if d else None for d in t["exact"].take(take).to_pylist()], pa.string()),
+            pa.array(group_of[src], pa.int64()),
             pa.array(keeper_uris, pa.string()), pa.array(rule_labels, pa.string()),
             pa.array(methods, pa.string()), pa.array(np.round(best.similarity[src], 6), pa.float64()),
             pa.array(matched, pa.string()), pa.array(reasons, pa.string()),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import json
 import os
 import uuid
 from typing import Any
@@ -10,7 +11,7 @@ from typing import Any
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
-from dupflow.errors import ErrorKind, StorageError
+from dupflow.errors import ConfigError, ErrorKind, StorageError
 
 __all__ = [
     "atomic_write",
@@ -18,6 +19,7 @@ __all__ = [
     "is_local",
     "join",
     "open_fs",
+    "read_json",
     "storage_error",
     "to_uri",
 ]
@@ -36,6 +38,19 @@ def open_fs(url: str, storage_options: dict[str, Any] | None = None) -> tuple[fs
     except (ImportError, ValueError) as exc:
         raise StorageError(f"cannot open {url!r}: {exc}. Check the URL scheme and its fsspec package") from exc
     return fs, path
+
+
+def read_json(url: str, storage_options: dict[str, Any] | None = None, what: str = "JSON file") -> Any:
+    """A JSON document from any store; a missing or malformed file is a ConfigError naming it."""
+    fs, path = open_fs(url, storage_options)
+    try:
+        return json.loads(fs.cat_file(path))
+    except FileNotFoundError as exc:
+        raise ConfigError(f"{what} {url} does not exist") from exc
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{url} is not valid JSON: {exc}") from exc
+    except OSError as exc:
+        raise storage_error(exc, url, "read") from exc
 
 
 def is_local(fs: fsspec.AbstractFileSystem) -> bool:

@@ -14,7 +14,7 @@ from dupflow.config import DatasetSource
 from dupflow.errors import ConfigError
 from dupflow.fs import is_local, open_fs, storage_error, to_uri
 
-__all__ = ["IMAGE_EXTENSIONS", "ImageRef", "ListingStats", "list_dataset"]
+__all__ = ["IMAGE_EXTENSIONS", "ImageRef", "ListingStats", "info_etag", "info_mtime_ns", "list_dataset"]
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"})
 
@@ -106,8 +106,8 @@ def list_dataset(
                     dataset=source.name,
                     rel_path=path[len(root) + 1 :],
                     size=int(info.get("size") or 0),
-                    mtime_ns=_mtime_ns(info),
-                    etag=_etag(info),
+                    mtime_ns=info_mtime_ns(info),
+                    etag=info_etag(info),
                 )
     except (ConfigError, GeneratorExit):
         raise
@@ -137,7 +137,8 @@ def _regular_inside(path: str, info: dict[str, Any], real_root: str) -> bool:
     return os.path.isfile(target) and (target + os.sep).startswith(real_root + os.sep)
 
 
-def _mtime_ns(info: dict[str, Any]) -> int | None:
+def info_mtime_ns(info: dict[str, Any]) -> int | None:
+    """A file's modification time from fsspec `info`, in ns rounded to microseconds (every store's grain)."""
     value = info.get("mtime", info.get("LastModified"))
     if value is None:
         return None
@@ -148,6 +149,7 @@ def _mtime_ns(info: dict[str, Any]) -> int | None:
     return round(float(value) * 1_000_000) * 1000
 
 
-def _etag(info: dict[str, Any]) -> str | None:
+def info_etag(info: dict[str, Any]) -> str | None:
+    """An object's ETag from fsspec `info`, without quotes; None for local files."""
     value = info.get("ETag") or info.get("etag")
     return str(value).strip('"') if value else None

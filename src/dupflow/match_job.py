@@ -8,7 +8,7 @@ import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -22,7 +22,7 @@ from dupflow.index.hamming import Block
 from dupflow.keep import KeepPolicy
 from dupflow.matching import ClassPairs, Images, RuleSearch, prepare_search
 from dupflow.rules import Rule, parse_rules
-from dupflow.schemas import parquet_bytes
+from dupflow.schemas import manifest_metadata, parquet_bytes
 from dupflow.store import EncodingsStore
 from dupflow.summary import build_summary
 
@@ -44,7 +44,7 @@ __all__ = [
 ]
 
 OUTPUT_FILES = ("pairs.parquet", "groups.parquet", "scores.parquet", "manifest.parquet", "summary.json")
-_BASE_COLUMNS = ["uri", "rel_path", "size", "mtime", "width", "height", "error", "dataset", "exact"]
+_BASE_COLUMNS = ["uri", "rel_path", "size", "mtime", "etag", "width", "height", "error", "dataset", "exact"]
 
 
 @dataclass(frozen=True)
@@ -162,6 +162,7 @@ class PreparedMatch:
     errors: pa.Table
     hash_size: int
     searches: tuple[RuleSearch, ...]
+    dataset_urls: dict[str, str]  # absolute URL of each matched dataset, where the store knows it
 
 
 def plan_match(store_url: str, out_url: str, settings: MatchSettings,
@@ -189,7 +190,10 @@ def prepared(job: MatchJob) -> PreparedMatch:
                 raise StoreError(f"the store {job.store_url} was re-encoded while matching: run the match again")
             images, errors, hash_size = load_images(store, job.settings)
             searches = tuple(plan_rules(images, job.settings, hash_size))
-            _PREPARED[job] = PreparedMatch(images, errors, hash_size, searches)
+            urls = {name: _absolute(info["url"], job.options)
+                    for name, info in store.complete_record().datasets.items()
+                    if info.get("url") and name in images.datasets}
+            _PREPARED[job] = PreparedMatch(images, errors, hash_size, searches, urls)
         return _PREPARED[job]
 
 
@@ -212,6 +216,8 @@ def finish_match(job: MatchJob, parts: Sequence[Sequence[ClassPairs]], seconds: 
     settings, options = job.settings, job.options
     duplicates_root = _absolute(settings.duplicates_root or join(job.out_url, "duplicates"), options)
     decisions = decide(ready.images, matches, settings.keep_policy(), duplicates_root, ready.errors)
+    decisions = replace(decisions, manifest=decisions.manifest.replace_schema_metadata(
+        manifest_metadata(duplicates_root, ready.dataset_urls)))
     described = {"store": job.store_url, **settings.describe(ready.hash_size), "duplicates_root": duplicates_root}
     summary = build_summary(ready.images, decisions, ready.errors, described, settings.examples)
     decided = time.perf_counter()

@@ -12,7 +12,7 @@ import pyarrow as pa
 
 from dupflow.config import DatasetSource, EncodeSettings
 from dupflow.errors import ConfigError, StoreError
-from dupflow.fs import join, open_fs
+from dupflow.fs import join, open_fs, read_json
 from dupflow.hashing import ENCODERS
 from dupflow.schemas import encodings_schema
 from dupflow.store import EncodingsStore, conform_table, dedupe
@@ -68,13 +68,7 @@ def import_imagededup(
     if method not in IMAGEDEDUP_METHODS:
         raise ConfigError(f"--method must be one of {', '.join(IMAGEDEDUP_METHODS)} (imagededup's hash methods)")
     path = json_path if os.path.exists(json_path) or json_path.endswith(".json") else f"{json_path}.json"
-    fs_json, p = open_fs(path, storage_options)
-    try:
-        mapping = json.loads(fs_json.cat_file(p))
-    except FileNotFoundError as exc:
-        raise ConfigError(f"encodings file {path} does not exist") from exc
-    except json.JSONDecodeError as exc:
-        raise ConfigError(f"{path} is not valid JSON: {exc}") from exc
+    mapping = read_json(path, storage_options, "encodings file")
     if not isinstance(mapping, dict):
         raise ConfigError(f"{path} is not an imagededup encodings file ({{file name: hash}})")
     fs, root = open_fs(dataset.url, storage_options)

@@ -10,6 +10,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from dupflow.apply import ApplyOptions
 from dupflow.config import (
     DEFAULT_ENCODERS,
     DEFAULT_MAX_PIXELS,
@@ -21,7 +22,15 @@ from dupflow.errors import ConfigError
 from dupflow.fs import open_fs, storage_error
 from dupflow.match_job import MatchSettings
 
-__all__ = ["ADDRESS_ENV", "ClusterConfig", "DatasetConfig", "DedupConfig", "load_config", "validate_config"]
+__all__ = [
+    "ADDRESS_ENV",
+    "ApplyConfig",
+    "ClusterConfig",
+    "DatasetConfig",
+    "DedupConfig",
+    "load_config",
+    "validate_config",
+]
 
 # Where production points every run at its Dask scheduler without naming it in each deployment.
 ADDRESS_ENV = "DUPFLOW_DASK_ADDRESS"
@@ -71,8 +80,31 @@ class ClusterConfig(_Strict):
         return self
 
 
+class ApplyConfig(_Strict):
+    """Apply the manifest at the end of the run: a dry run unless `execute`; journaled and resumable."""
+
+    execute: bool = False
+    journal: str | None = None  # default OUT/apply-journal
+    sidecars: list[str] = Field(default_factory=list)  # e.g. [.txt, .json]
+    annotations: dict[str, str] = Field(default_factory=dict)  # dataset -> annotation folder URL
+    on_conflict: Literal["skip", "suffix"] = "skip"
+    threads: int = Field(default=8, ge=1)
+
+    @model_validator(mode="after")
+    def _valid(self) -> ApplyConfig:
+        try:
+            self.options()
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from exc
+        return self
+
+    def options(self) -> ApplyOptions:
+        return ApplyOptions(sidecars=tuple(self.sidecars), annotations=dict(self.annotations),
+                            on_conflict=self.on_conflict, threads=self.threads)
+
+
 class DedupConfig(_Strict):
-    """Datasets to encode into `store`, how to match them, and where the outputs go (nothing moves)."""
+    """Datasets to encode into `store`, how to match them, where the outputs go, and whether to apply."""
 
     datasets: list[DatasetConfig] = Field(min_length=1)  # in keep priority order
     store: str
@@ -90,6 +122,7 @@ class DedupConfig(_Strict):
     match_blocks: int = Field(default=0, ge=0)  # per rule; 0: two per worker thread
     storage_options: dict[str, Any] = Field(default_factory=dict)
     cluster: ClusterConfig = Field(default_factory=ClusterConfig)
+    apply: ApplyConfig | None = None  # None: nothing moves; the manifest waits for review
 
     @field_validator("encoders")
     @classmethod
@@ -103,13 +136,22 @@ class DedupConfig(_Strict):
         if twice:
             raise ValueError(f"dataset name(s) {', '.join(twice)} used twice: give each dataset its own name")
         unknown = sorted(set(self.reference) - set(names))
+        if self.apply is not None:
+            unknown += sorted(set(self.apply.annotations) - set(names))
         if unknown:
-            raise ValueError(f"reference dataset(s) {', '.join(unknown)} are not among the datasets {names}")
+            raise ValueError(f"dataset(s) {', '.join(unknown)} named in reference or apply.annotations are not among "
+                             f"the datasets {names}")
         if set(self.reference) == set(names):
             raise ValueError("every dataset is a reference: at least one must be matched (leave it out of reference)")
         self.encode_settings()
         self.match_settings().parsed_rules(self.hash_size)
         return self
+
+    def journal(self) -> str:
+        """Where the apply step journals its moves."""
+        if self.apply is not None and self.apply.journal:
+            return self.apply.journal
+        return f"{self.out.rstrip('/')}/apply-journal"
 
     def sources(self) -> list[DatasetSource]:
         return [DatasetSource(d.name, d.url) for d in self.datasets]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 from collections.abc import Iterable
 
 import pyarrow as pa
@@ -13,6 +14,8 @@ from dupflow.errors import StoreError
 from dupflow.hashing import ENCODERS
 
 __all__ = [
+    "APPLY_ACTIONS",
+    "APPLY_RESULTS",
     "ENCODINGS_BASE",
     "GROUPS",
     "MANIFEST",
@@ -20,6 +23,7 @@ __all__ = [
     "SCHEMA_VERSION",
     "SCORES",
     "encodings_schema",
+    "manifest_metadata",
     "parquet_bytes",
     "read_meta",
     "with_meta",
@@ -144,7 +148,12 @@ MANIFEST = with_meta(
             pa.field("destination", pa.string(), nullable=False),
             pa.field("dataset", pa.string(), nullable=False),
             pa.field("rel_path", pa.string(), nullable=False),
+            # The source as encoded: apply skips a source whose size, mtime (local) or ETag (object
+            # stores) differ, or whose bytes no longer hash to sha256 (the manifest is stale).
             pa.field("size", pa.int64()),
+            pa.field("mtime", pa.timestamp("ns", tz="UTC")),
+            pa.field("etag", pa.string()),
+            pa.field("sha256", pa.string()),  # hex
             pa.field("group", pa.int64(), nullable=False),
             pa.field("keeper", pa.string(), nullable=False),
             pa.field("rule", pa.string(), nullable=False),
@@ -156,6 +165,56 @@ MANIFEST = with_meta(
     ),
     "manifest",
 )
+
+
+# apply: the files a run will move (images and the sidecars that move with them) and what happened.
+APPLY_ACTIONS = with_meta(
+    pa.schema(
+        [
+            pa.field("action", pa.int64(), nullable=False),
+            pa.field("unit", pa.int64(), nullable=False),  # the image action this file moves with (itself for images)
+            pa.field("kind", pa.string(), nullable=False),  # image | sidecar
+            pa.field("source", pa.string(), nullable=False),
+            pa.field("destination", pa.string(), nullable=False),
+            pa.field("dataset", pa.string()),
+            pa.field("rel_path", pa.string()),
+            pa.field("size", pa.int64()),  # as planned; null: not known (sidecars)
+            pa.field("mtime", pa.timestamp("ns", tz="UTC")),
+            pa.field("etag", pa.string()),
+            pa.field("sha256", pa.string()),
+            pa.field("group", pa.int64()),
+            pa.field("refused", pa.string()),  # why the plan will not move it (e.g. its destination escapes)
+        ]
+    ),
+    "apply_actions",
+)
+
+APPLY_RESULTS = with_meta(
+    pa.schema(
+        [
+            pa.field("action", pa.int64(), nullable=False),
+            pa.field("unit", pa.int64(), nullable=False),
+            pa.field("kind", pa.string(), nullable=False),
+            pa.field("source", pa.string(), nullable=False),
+            pa.field("destination", pa.string(), nullable=False),  # where it went (or would go): suffixed on conflict
+            # moved | already_moved | restored | already_restored | would_move | would_restore | skipped |
+            # refused | failed
+            pa.field("outcome", pa.string(), nullable=False),
+            pa.field("reason", pa.string()),
+            pa.field("size", pa.int64()),
+            pa.field("sha256", pa.string()),
+        ]
+    ),
+    "apply_results",
+)
+
+
+def manifest_metadata(duplicates_root: str, dataset_urls: dict[str, str]) -> dict[bytes, bytes]:
+    """The manifest's schema metadata: apply confines destinations to `duplicates_root` and sources to
+    their dataset's URL."""
+    extra = {"duplicates_root": duplicates_root, "dataset_urls": json.dumps(dataset_urls, sort_keys=True)}
+    meta: dict[bytes, bytes] = with_meta(MANIFEST, "manifest", extra).metadata
+    return meta
 
 
 def parquet_bytes(table: pa.Table) -> bytes:

@@ -110,15 +110,16 @@ def human_size(n: int) -> str:
     return f"{value:.1f} TB"
 
 
-def summary_markdown(summary: dict[str, Any], out: str) -> str:
-    """summary.json as a short Markdown report: per dataset, per pair of datasets, totals."""
+def summary_markdown(summary: dict[str, Any], out: str, applied: dict[str, Any] | None = None) -> str:
+    """summary.json as a short Markdown report: per dataset, per pair of datasets, totals; and what
+    the apply step did (`ApplyReport.brief()`), if it ran."""
     t, settings = summary["totals"], summary["settings"]
     lines = [
         f"# dupflow: {t['groups']:,} duplicate groups, {t['to_move']:,} files to move "
         f"({human_size(t['bytes_to_move'])})",
         "",
         f"Rules `{' | '.join(settings['rules'])}`, keep `{settings['keep']}`. Outputs in `{out}` "
-        "(pairs, groups, scores, manifest.parquet, summary.json); nothing was moved.",
+        f"(pairs, groups, scores, manifest.parquet, summary.json); {_applied_line(applied)}",
         "",
         "| dataset | role | images | unreadable | duplicate groups | appearances | to move | bytes to move |",
         "|---|---|---:|---:|---:|---:|---:|---:|",
@@ -137,3 +138,13 @@ def summary_markdown(summary: dict[str, Any], out: str) -> str:
     lines += ["", f"{t['images']:,} images, {t['pairs']:,} pairs, {t['leakage_groups']:,} groups across datasets, "
               f"{t['failed']:,} images fail the rules; unreadable: {errors}."]
     return "\n".join(lines) + "\n"
+
+
+def _applied_line(applied: dict[str, Any] | None) -> str:
+    if applied is None:
+        return "nothing was moved."
+    counts = ", ".join(f"{k} {v:,}" for k, v in applied["counts"].items()) or "nothing to do"
+    if not applied["executed"]:
+        return f"apply dry run, nothing was moved: {counts} (every file: `{applied['results']}`)."
+    return (f"apply run `{applied['run']}`: {counts}, {human_size(applied['bytes'])} (journal `{applied['journal']}`; "
+            f"`dupflow undo` reverses it).")
