@@ -156,3 +156,22 @@ def test_sigkill_at_random_moments_of_the_real_command_then_resume(tmp_path: Pat
         assert finish.returncode == 0, finish.stderr
         assert scene.files() == expected, f"attempt {attempt}"
     assert killed >= 3
+
+
+def test_a_stale_source_caught_mid_move_stays_in_place_after_resume(tmp_path: Path) -> None:
+    scene = Scene(tmp_path)
+    for path in scene.m.moving:  # same size, same mtime, other bytes: only the SHA-256 can tell
+        st = path.stat()
+        data = bytearray(path.read_bytes())
+        data[-3] ^= 0xFF
+        path.write_bytes(bytes(data))
+        os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    edited = tree(*scene.m.data)
+    journal = tmp_path / "journal"
+    assert _run(scene.m.manifest, journal, faults="apply.linked=1") == -signal.SIGKILL
+    assert _run(scene.m.manifest, journal) == 0
+    results = Journal(str(journal)).runs()[-1].done.values()
+    images = [r for r in results if r["kind"] == "image"]
+    assert images and all(r["outcome"] == "skipped" and "stale" in r["reason"] for r in images)
+    assert tree(*scene.m.data) == edited
+    assert not [p for p in (scene.m.out / "duplicates").rglob("*") if p.is_file()]

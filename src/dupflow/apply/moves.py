@@ -132,9 +132,10 @@ class Files:
         fault_point("apply.source-removed")
         return copied
 
-    def settle(self, src: str, dst: str, tag: str) -> Moved | None:
+    def settle(self, src: str, dst: str, tag: str, expect_sha256: str | None = None) -> Moved | None:
         """After a crash mid-move: finish it if the destination holds the source's bytes (deleting the
-        source), report it finished if only the destination is left, or None if it never landed."""
+        source), report it finished if only the destination is left, or None if it never landed. A
+        copy of a source that no longer hashes to `expect_sha256` is taken back (stale manifest)."""
         dfs, dpath = self.locate(dst)
         if is_local(dfs):
             leftover = partial_name(dpath, tag)
@@ -148,6 +149,9 @@ class Files:
         sfs, spath = self.locate(src)
         if self.digest(src) != landed:
             raise Skip("destination exists with other content (it appeared during the move); both left in place")
+        if expect_sha256 and landed.sha256 != expect_sha256:
+            _remove(dfs, dpath)  # the copy we made of it, checked identical to the source just above
+            raise Skip("stale manifest: the source's bytes no longer match its SHA-256")
         _remove(sfs, spath)
         return landed
 

@@ -230,7 +230,7 @@ class _Run:
                 continue
             row = self.rows[a]
             try:
-                landed = self.files.settle(row["source"], intent["dst"], self._tag(row))
+                landed = self.files.settle(row["source"], intent["dst"], self._tag(row), row["sha256"])
             except Skip as exc:
                 records.append(self._done(row, "skipped", str(exc), intent["dst"]))
                 continue
