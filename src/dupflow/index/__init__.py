@@ -1,5 +1,6 @@
-"""Exact similarity search: Hamming range search over hashes (cosine search joins it later)."""
+"""Exact similarity search: Hamming range search over hashes, tiled cosine threshold search over embeddings."""
 
+from dupflow.index.cosine import CosinePairs, cosine_pairs, normalized
 from dupflow.index.hamming import (
     Block,
     HammingIndex,
@@ -17,13 +18,16 @@ from dupflow.index.hamming import (
 
 __all__ = [
     "Block",
+    "CosinePairs",
     "HammingIndex",
     "Pairs",
     "SearchPlan",
     "as_words",
     "brute_force_pairs",
     "concat_pairs",
+    "cosine_pairs",
     "hamming_pairs",
+    "normalized",
     "plan_search",
     "search_block",
     "search_blocks",
