@@ -24,6 +24,7 @@ from dupflow.listing import info_etag, info_mtime_ns
 __all__ = ["Files", "Moved", "Skip", "partial_name"]
 
 CHUNK = 8 << 20
+STALE_BYTES = "stale manifest: the source's bytes no longer match its SHA-256"
 _NO_LINK = frozenset({errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP, errno.EOPNOTSUPP})
 
 
@@ -73,15 +74,11 @@ class Files:
     def digest(self, uri: str) -> Moved:
         """Size and SHA-256 of the bytes at `uri`."""
         fs, path = self.locate(uri)
-        h, size = hashlib.sha256(), 0
         try:
             with fs.open(path, "rb") as fh:
-                while chunk := fh.read(CHUNK):
-                    h.update(chunk)
-                    size += len(chunk)
+                return _stream(fh)
         except OSError as exc:
             raise storage_error(exc, uri, "read") from exc
-        return Moved(size, h.hexdigest())
 
     def stale_reason(self, info: dict[str, Any], size: int | None, mtime_ns: int | None,
                      etag: str | None) -> str | None:
@@ -106,15 +103,16 @@ class Files:
                 linked = _move_by_link(spath, dpath, expect_sha256)
                 if linked is not None:
                     return linked
-            return self._copy_verify_delete(src, dst, expect_sha256, tag)
+            return self._copy_verify_delete(src, dst, expect_sha256, tag, (sfs, spath), (dfs, dpath))
         except (Skip, FileNotFoundError):
             raise
         except OSError as exc:
             raise storage_error(exc, f"{src} -> {dst}", "move") from exc
 
-    def _copy_verify_delete(self, src: str, dst: str, expect: str | None, tag: str) -> Moved:
-        sfs, spath = self.locate(src)
-        dfs, dpath = self.locate(dst)
+    def _copy_verify_delete(self, src: str, dst: str, expect: str | None, tag: str,
+                            source: tuple[fsspec.AbstractFileSystem, str],
+                            destination: tuple[fsspec.AbstractFileSystem, str]) -> Moved:
+        (sfs, spath), (dfs, dpath) = source, destination
         if self.exists(dst):
             raise Skip("destination exists")
         if is_local(dfs):
@@ -151,7 +149,7 @@ class Files:
             raise Skip("destination exists with other content (it appeared during the move); both left in place")
         if expect_sha256 and landed.sha256 != expect_sha256:
             _remove(dfs, dpath)  # the copy we made of it, checked identical to the source just above
-            raise Skip("stale manifest: the source's bytes no longer match its SHA-256")
+            raise Skip(STALE_BYTES)
         _remove(sfs, spath)
         return landed
 
@@ -180,10 +178,11 @@ def _move_by_link(src: str, dst: str, expect: str | None) -> Moved | None:
         raise
     _fsync_dir(os.path.dirname(dst))
     fault_point("apply.linked")
-    got = _hash_local(dst)
+    with open(dst, "rb") as fh:
+        got = _stream(fh)
     if expect and got.sha256 != expect:
         os.unlink(dst)
-        raise Skip("stale manifest: the source's bytes no longer match its SHA-256")
+        raise Skip(STALE_BYTES)
     os.unlink(src)
     _fsync_dir(os.path.dirname(src))
     fault_point("apply.source-removed")
@@ -192,21 +191,16 @@ def _move_by_link(src: str, dst: str, expect: str | None) -> Moved | None:
 
 def _copy_to_local(sfs: fsspec.AbstractFileSystem, spath: str, dst: str, partial: str, expect: str | None) -> Moved:
     os.makedirs(os.path.dirname(dst), exist_ok=True)
-    h, size = hashlib.sha256(), 0
     with sfs.open(spath, "rb") as src, open(partial, "wb") as out:
-        while chunk := src.read(CHUNK):
-            h.update(chunk)
-            size += len(chunk)
-            out.write(chunk)
-            fault_point("apply.copying")
+        copied = _stream(src, out)
         out.flush()
         os.fsync(out.fileno())
     if is_local(sfs):
         st = os.stat(spath)
         os.utime(partial, ns=(st.st_atime_ns, st.st_mtime_ns))
-    if expect and h.hexdigest() != expect:
+    if expect and copied.sha256 != expect:
         os.unlink(partial)
-        raise Skip("stale manifest: the source's bytes no longer match its SHA-256")
+        raise Skip(STALE_BYTES)
     try:
         os.link(partial, dst)  # never replaces an existing file, unlike rename
     except FileExistsError:
@@ -214,30 +208,28 @@ def _copy_to_local(sfs: fsspec.AbstractFileSystem, spath: str, dst: str, partial
     finally:
         os.unlink(partial)
     _fsync_dir(os.path.dirname(dst))
-    return Moved(size, h.hexdigest())
+    return copied
 
 
 def _copy_to_object(sfs: fsspec.AbstractFileSystem, spath: str, dfs: fsspec.AbstractFileSystem, dpath: str,
                     expect: str | None) -> Moved:
-    h, size = hashlib.sha256(), 0
     with sfs.open(spath, "rb") as src, dfs.open(dpath, "wb") as out:  # visible only once whole
-        while chunk := src.read(CHUNK):
-            h.update(chunk)
-            size += len(chunk)
+        copied = _stream(src, out)
+    if expect and copied.sha256 != expect:
+        _remove(dfs, dpath)
+        raise Skip(STALE_BYTES)
+    return copied
+
+
+def _stream(src: Any, out: Any = None) -> Moved:
+    """Read `src` to the end, hashing it (and writing it to `out`, if given)."""
+    h, size = hashlib.sha256(), 0
+    while chunk := src.read(CHUNK):
+        h.update(chunk)
+        size += len(chunk)
+        if out is not None:
             out.write(chunk)
             fault_point("apply.copying")
-    if expect and h.hexdigest() != expect:
-        _remove(dfs, dpath)
-        raise Skip("stale manifest: the source's bytes no longer match its SHA-256")
-    return Moved(size, h.hexdigest())
-
-
-def _hash_local(path: str) -> Moved:
-    h, size = hashlib.sha256(), 0
-    with open(path, "rb") as fh:
-        while chunk := fh.read(CHUNK):
-            h.update(chunk)
-            size += len(chunk)
     return Moved(size, h.hexdigest())
 
 
