@@ -16,6 +16,7 @@ __all__ = [
     "decode_size_for",
     "parse_datasets",
     "parse_storage_options",
+    "settings_conflict",
 ]
 
 DATASET_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,127}$")
@@ -114,6 +115,8 @@ class EncodeSettings:
     max_pixels: int = DEFAULT_MAX_PIXELS
     max_file_bytes: int = DEFAULT_MAX_FILE_BYTES
     storage_options: dict[str, Any] = field(default_factory=dict)
+    cnn_model: str | None = None  # with the cnn encoder: a model spec (dupflow.cnn); None: the store's or the default
+    torch_threads: int = 0  # PyTorch threads per encoding process; 0: PyTorch's default (every core)
 
     def __post_init__(self) -> None:
         from dupflow.hashing import ENCODERS  # the registry validates names
@@ -125,12 +128,41 @@ class EncodeSettings:
             raise ConfigError(f"hash_size must be 8 (64-bit hashes) or 16 (256-bit), not {self.hash_size}")
         if self.max_pixels < 1 or self.max_file_bytes < 1:
             raise ConfigError("max_pixels and max_file_bytes must be positive")
+        if self.torch_threads < 0:
+            raise ConfigError("torch_threads must be 0 (PyTorch's default) or more")
+        if "cnn" in self.encoders or self.cnn_model is not None:
+            from dupflow.cnn import ModelSpec, require_torch
+
+            ModelSpec.parse(self.cnn_model)
+            if "cnn" in self.encoders:
+                require_torch()
 
     @property
     def decode_size(self) -> int:
         """Smallest side the reduced-scale decode keeps; fixed by hash_size so stores stay comparable."""
         return decode_size_for(self.hash_size)
 
-    def value_settings(self) -> dict[str, int]:
-        """The settings that change hash values: a store refuses rows made with others."""
-        return {"hash_size": self.hash_size, "decode_size": self.decode_size}
+    def value_settings(self) -> dict[str, Any]:
+        """The settings that change encoded values: a store refuses rows made with others. With the cnn
+        encoder they name the model (weights digest included) and its embedding size."""
+        values: dict[str, Any] = {"hash_size": self.hash_size, "decode_size": self.decode_size}
+        if "cnn" in self.encoders:
+            from dupflow.cnn import ModelSpec, describe
+
+            values.update(describe(ModelSpec.parse(self.cnn_model)))
+        return values
+
+
+# Settings two encodings must share to live in one store (cnn_* only where both have embeddings).
+_SHARED_VALUES = ("hash_size", "decode_size")
+
+
+def settings_conflict(have: dict[str, Any], want: dict[str, Any]) -> str | None:
+    """Why encodings made with `want` cannot join encodings made with `have`, or None."""
+    for key in _SHARED_VALUES:
+        if key in have and key in want and have[key] != want[key]:
+            return f"{key} {have[key]} vs {want[key]}: use another store or the same --hash-size"
+    if "cnn_id" in have and "cnn_id" in want and have["cnn_id"] != want["cnn_id"]:
+        return (f"cnn embeddings from {have.get('cnn_model')} ({have['cnn_id']}) vs {want.get('cnn_model')} "
+                f"({want['cnn_id']}): use another store, or --cnn-model {have.get('cnn_model')}")
+    return None

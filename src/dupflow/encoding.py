@@ -9,8 +9,11 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
+from PIL import Image
 
+from dupflow.cnn import BATCH, Embedder, embedder
 from dupflow.config import EncodeSettings
 from dupflow.decoding import configure_pillow, decode_image
 from dupflow.errors import ErrorKind, FileFailure
@@ -65,26 +68,48 @@ def make_shards(refs: Sequence[ImageRef], shard_size: int) -> list[Shard]:
 
 
 def encode_refs(refs: Iterable[ImageRef], settings: EncodeSettings) -> tuple[pa.Table, EncodeStats]:
-    """Encode files into a staged encodings table (with `dataset`); failures become error rows."""
+    """Encode files into a staged encodings table (with `dataset`); failures become error rows.
+
+    With the cnn encoder, decoded pictures wait in batches of `cnn.BATCH` for the network, so each
+    file is still read and decoded once."""
     configure_pillow(settings.max_pixels)
     start = time.process_time()
-    schema = encodings_schema(settings.encoders, settings.hash_size, staged=True)
-    columns: dict[str, list[Any]] = {name: [] for name in schema.names}
-    stats = EncodeStats()
+    schema = encodings_schema(settings.encoders, settings.value_settings(), staged=True)
+    network = embedder(settings.cnn_model, settings.torch_threads) if "cnn" in settings.encoders else None
+    rows: list[dict[str, Any]] = []
+    waiting: list[tuple[dict[str, Any], np.ndarray]] = []
     for ref in refs:
-        row = _encode_one(ref, settings)
-        stats.files += 1
+        row, picture = _encode_one(ref, settings, network)
+        rows.append(row)
+        if network is not None and picture is not None:
+            waiting.append((row, network.prepare(picture)))
+            if len(waiting) >= BATCH:
+                _embed(network, waiting)
+    if network is not None and waiting:
+        _embed(network, waiting)
+    stats = EncodeStats(files=len(rows))
+    for row in rows:
         if row["error"] is None:
             stats.encoded += 1
         else:
             stats.errors[row["error"]] += 1
-        for name in schema.names:
-            columns[name].append(row.get(name))
+    columns = {name: [row.get(name) for row in rows] for name in schema.names}
     stats.cpu_seconds = time.process_time() - start
     return pa.Table.from_pydict(columns, schema=schema), stats
 
 
-def _encode_one(ref: ImageRef, settings: EncodeSettings) -> dict[str, Any]:
+def _embed(network: Embedder, waiting: list[tuple[dict[str, Any], np.ndarray]]) -> None:
+    """Run one batch through the network and fill the rows' `cnn` values; empties `waiting`."""
+    vectors = network.embed([x for _, x in waiting])
+    for (row, _), vector in zip(waiting, vectors, strict=True):
+        row["cnn"] = vector
+    waiting.clear()
+
+
+def _encode_one(
+    ref: ImageRef, settings: EncodeSettings, network: Embedder | None
+) -> tuple[dict[str, Any], Image.Image | None]:
+    """The row of one file, and the decoded picture when the network still has to embed it."""
     row: dict[str, Any] = {
         "uri": ref.uri,
         "dataset": ref.dataset,
@@ -95,6 +120,8 @@ def _encode_one(ref: ImageRef, settings: EncodeSettings) -> dict[str, Any]:
         "error": None,
         "error_message": None,
     }
+    # the network needs a larger picture than the hashes; hashes still read it box-reduced to decode_size
+    decode_size = max(settings.decode_size, network.spec.input_size if network else 0)
     try:
         data, digest = _read(ref, settings)
         row["exact"] = digest
@@ -105,23 +132,26 @@ def _encode_one(ref: ImageRef, settings: EncodeSettings) -> dict[str, Any]:
             )
         color = any(ENCODERS[e].needs_color for e in settings.encoders)
         decoded = decode_image(
-            data, mode="RGB" if color else "L", decode_size=settings.decode_size, max_pixels=settings.max_pixels
+            data, mode="RGB" if color else "L", decode_size=decode_size, max_pixels=settings.max_pixels
         )
     except FileFailure as failure:
         row["error"], row["error_message"] = failure.kind.value, failure.message
-        return row
+        return row, None
     row.update(width=decoded.width, height=decoded.height, format=decoded.format, mode=decoded.mode)
     gray = hash_input(decoded.image if decoded.image.mode == "L" else decoded.image.convert("L"), settings.decode_size)
     for name in settings.encoders:
+        fn = ENCODERS[name].fn
+        if fn is None:
+            continue
         try:
-            row[name] = ENCODERS[name].fn(decoded, gray, settings.hash_size)
+            row[name] = fn(decoded, gray, settings.hash_size)
         except Exception as exc:  # an encoder bug on one odd picture must not stop the run
             row["error"] = ErrorKind.CORRUPT.value
             row["error_message"] = f"encoder {name} failed: {type(exc).__name__}: {exc}"
             for other in settings.encoders:
                 row.pop(other, None)
-            break
-    return row
+            return row, None
+    return row, decoded.image
 
 
 def _read(ref: ImageRef, settings: EncodeSettings) -> tuple[bytes | None, bytes]:

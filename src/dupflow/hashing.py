@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,14 +36,15 @@ EncodeFn = Callable[[DecodedImage, Image.Image, int], Any]
 
 @dataclass(frozen=True)
 class Encoder:
-    """One named encoding: its column type, whether it needs colour, and the function."""
+    """One named encoding: its column type, whether it needs colour, and the function (None: batched
+    through a network, see `dupflow.cnn`)."""
 
     name: str
     description: str
     needs_color: bool
     bits: Callable[[int], int]  # hash_size -> bits (0: not a Hamming hash)
-    arrow_type: Callable[[int], pa.DataType]
-    fn: EncodeFn
+    arrow_type: Callable[[Mapping[str, Any]], pa.DataType]  # of the value settings (hash_size, cnn_dim)
+    fn: EncodeFn | None
 
 
 def hash_bits(bits: list[bool] | np.ndarray) -> int:
@@ -173,7 +174,7 @@ ENCODERS: dict[str, Encoder] = {
             "perceptual hash (DCT), robust to resizing and re-encoding",
             False,
             _square,
-            lambda s: _hash_type(_square(s)),
+            lambda v: _hash_type(_square(v["hash_size"])),
             _imagehash(imagehash.phash),
         ),
         Encoder(
@@ -181,7 +182,7 @@ ENCODERS: dict[str, Encoder] = {
             "difference hash (gradients), fast and robust to small edits",
             False,
             _square,
-            lambda s: _hash_type(_square(s)),
+            lambda v: _hash_type(_square(v["hash_size"])),
             _imagehash(imagehash.dhash),
         ),
         Encoder(
@@ -189,7 +190,7 @@ ENCODERS: dict[str, Encoder] = {
             "average hash, fastest, weakest",
             False,
             _square,
-            lambda s: _hash_type(_square(s)),
+            lambda v: _hash_type(_square(v["hash_size"])),
             _imagehash(imagehash.average_hash),
         ),
         Encoder(
@@ -197,16 +198,16 @@ ENCODERS: dict[str, Encoder] = {
             "pHash of the 7 flipped/rotated versions: lets `match --orientations` catch mirrored and rotated copies",
             False,
             lambda s: 0,
-            lambda s: pa.binary(len(DIHEDRAL) * _square(s) // 8),
+            lambda v: pa.binary(len(DIHEDRAL) * _square(v["hash_size"]) // 8),
             _phash_dihedral,
         ),
-        Encoder("whash", "wavelet hash (Haar)", False, _square, lambda s: _hash_type(_square(s)), _whash),
+        Encoder("whash", "wavelet hash (Haar)", False, _square, lambda v: _hash_type(_square(v["hash_size"])), _whash),
         Encoder(
             "colorhash",
             "colour distribution hash (42 bits), not a structure hash",
             True,
             lambda s: 14 * COLORHASH_BINBITS,
-            lambda s: pa.uint64(),
+            lambda v: pa.uint64(),
             _colorhash,
         ),
         Encoder(
@@ -214,7 +215,7 @@ ENCODERS: dict[str, Encoder] = {
             "crop-resistant segment hashes (slow, ~0.2 s/image)",
             True,
             lambda s: 0,
-            lambda s: pa.list_(pa.uint64()),
+            lambda v: pa.list_(pa.uint64()),
             _crop_resistant,
         ),
         Encoder(
@@ -222,8 +223,16 @@ ENCODERS: dict[str, Encoder] = {
             "SHA-256 of the decoded pixels: lossless re-encodes and metadata edits",
             True,
             lambda s: 0,
-            lambda s: pa.binary(32),
+            lambda v: pa.binary(32),
             lambda d, g, s: pixel_digest(d),
+        ),
+        Encoder(
+            "cnn",
+            "CNN embedding (EfficientNet-Lite0, packaged weights; needs dupflow[cnn]): crops, rotations, edits",
+            True,
+            lambda s: 0,
+            lambda v: pa.list_(pa.float32(), int(v["cnn_dim"])),
+            None,
         ),
     )
 }

@@ -3,14 +3,13 @@ imagededup's JSON encodings files."""
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Sequence
 from typing import Any
 
 import pyarrow as pa
 
-from dupflow.config import DatasetSource, EncodeSettings
+from dupflow.config import DatasetSource, EncodeSettings, settings_conflict
 from dupflow.errors import ConfigError, StoreError
 from dupflow.fs import join, open_fs, read_json
 from dupflow.hashing import ENCODERS
@@ -32,11 +31,16 @@ def merge_stores(inputs: Sequence[str], out: str, storage_options: dict[str, Any
         EncodingsStore(u, storage_options) for u in inputs
     ]
     records = [s.complete_record() for s in sources]
-    settings = {json.dumps(r.settings, sort_keys=True) for r in records}
-    if len(settings) > 1:
-        raise StoreError(f"cannot merge stores built with different settings: {sorted(settings)}")
+    values: dict[str, Any] = {}
+    for r in records:
+        conflict = settings_conflict(values, r.settings)
+        if conflict:
+            raise StoreError(f"cannot merge stores whose encodings were made differently ({conflict})")
+        values.update(r.settings)
     encoders = [e for e in ENCODERS if any(e in r.encoders for r in records)]
-    rec = out_store.begin(EncodeSettings(encoders=tuple(encoders), hash_size=records[0].settings["hash_size"]))
+    rec = out_store.begin(EncodeSettings(encoders=tuple(e for e in encoders if e != "cnn"),
+                                         hash_size=values["hash_size"]))
+    rec.encoders, rec.settings = encoders, {**rec.settings, **values}
     merged: dict[str, list[pa.Table]] = {}
     urls: dict[str, str] = {}
     for store, src_rec in zip(sources, records, strict=True):
@@ -44,7 +48,7 @@ def merge_stores(inputs: Sequence[str], out: str, storage_options: dict[str, Any
             merged.setdefault(name, []).append(store.read(datasets=[name]).drop_columns(["dataset"]))
             urls[name] = info.get("url", "")
             rec.datasets.setdefault(name, {}).setdefault("origin", {}).update(info.get("origin", {}))
-    schema = encodings_schema(rec.encoders, rec.settings["hash_size"])
+    schema = encodings_schema(rec.encoders, rec.settings)
     tables = {
         name: dedupe(pa.concat_tables([conform_table(p, schema) for p in parts]), "uri", keep="last")
         for name, parts in merged.items()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import multiprocessing
+import os
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -132,7 +133,10 @@ def prepare_encode(
     """Open the store for writing and split the files that need decoding into shards."""
     store = EncodingsStore(store_url, settings.storage_options)
     rec = store.begin(settings)
-    settings = dataclasses.replace(settings, encoders=tuple(rec.encoders))  # the store keeps every encoder
+    # the store keeps every encoder (and its cnn model); processes share the cores PyTorch would each take
+    settings = dataclasses.replace(
+        settings, encoders=tuple(rec.encoders), cnn_model=settings.cnn_model or rec.settings.get("cnn_model"),
+        torch_threads=settings.torch_threads or max(1, (os.cpu_count() or 1) // max(1, workers)))
     todo = plan_encode(store, rec, refs)
     shards = make_shards(todo, shard_size or auto_shard_size(len(todo), workers))
     return EncodePlan(store_url, rec, settings, tuple(shards), len(refs), len(refs) - len(todo))

@@ -27,7 +27,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from dupflow.config import EncodeSettings
+from dupflow.config import EncodeSettings, settings_conflict
 from dupflow.errors import ErrorKind, StoreError
 from dupflow.fs import atomic_write, join, open_fs, storage_error, to_uri
 from dupflow.hashing import ENCODERS
@@ -49,7 +49,7 @@ class StoreRecord:
 
     state: str = "complete"
     run_id: str = ""
-    settings: dict[str, int] = field(default_factory=dict)
+    settings: dict[str, Any] = field(default_factory=dict)
     encoders: list[str] = field(default_factory=list)
     datasets: dict[str, dict[str, Any]] = field(default_factory=dict)
     writer: dict[str, Any] = field(default_factory=dict)
@@ -127,12 +127,11 @@ class EncodingsStore:
                 f"another dupflow run (pid {rec.writer['pid']} on this machine, started "
                 f"{rec.writer.get('started_at')}) is writing {self.url}; wait for it to finish"
             )
-        if rec.settings and rec.settings != settings.value_settings():
-            raise StoreError(
-                f"{self.url} was built with {rec.settings}, this run asks for {settings.value_settings()}: "
-                "use another --store or the same --hash-size"
-            )
-        rec.settings = settings.value_settings()
+        wanted = settings.value_settings()
+        conflict = settings_conflict(rec.settings, wanted)
+        if conflict:
+            raise StoreError(f"{self.url} holds encodings made differently from this run's ({conflict})")
+        rec.settings = {**rec.settings, **wanted}
         rec.encoders = [e for e in ENCODERS if e in set(rec.encoders) | set(settings.encoders)]
         rec.state, rec.run_id = "writing", uuid.uuid4().hex[:12]
         rec.writer = {"host": socket.gethostname(), "pid": os.getpid(), "started_at": datetime.now(UTC).isoformat()}
@@ -162,7 +161,7 @@ class EncodingsStore:
         loaded, staged = self._rows(rec.encoders, datasets, None)
         committed = [_valid(t, rec.encoders) for t in loaded]  # staged rows are fresh: all kept, and first
         old_uris = {t["dataset"][0].as_py(): t["uri"] for t in loaded if t.num_rows}
-        schema = encodings_schema(rec.encoders, rec.settings["hash_size"], staged=True)
+        schema = encodings_schema(rec.encoders, rec.settings, staged=True)
         table = pa.concat_tables([conform_table(t, schema) for t in staged + committed] or [schema.empty_table()])
         table = dedupe(table.append_column("_key", row_keys(table)), "_key")
         table = table.filter(pc.is_in(table["_key"], value_set=row_keys(listed)))
@@ -187,7 +186,7 @@ class EncodingsStore:
 
     def write_tables(self, rec: StoreRecord, tables: dict[str, pa.Table], urls: dict[str, str]) -> None:
         """Replace whole datasets with the given tables (used by merge and import), then finish."""
-        schema = encodings_schema(rec.encoders, rec.settings["hash_size"])
+        schema = encodings_schema(rec.encoders, rec.settings)
         for name, t in tables.items():
             self._write_dataset(rec, name, conform_table(t, schema).sort_by("uri"), urls.get(name, ""))
         self.finish(rec)
@@ -208,7 +207,7 @@ class EncodingsStore:
         """The committed encodings as one table with a `dataset` column (complete stores only)."""
         rec = self.complete_record()
         names = [n for n in sorted(rec.datasets) if datasets is None or n in datasets]
-        schema = encodings_schema(rec.encoders, rec.settings["hash_size"], staged=True)
+        schema = encodings_schema(rec.encoders, rec.settings, staged=True)
         cols = columns or schema.names
         tables = [self._read_dataset(rec, n, cols) for n in names]
         return pa.concat_tables(tables) if tables else schema.empty_table().select(cols)
@@ -217,8 +216,8 @@ class EncodingsStore:
     def _read_dataset(self, rec: StoreRecord, name: str, columns: list[str] | None) -> pa.Table:
         """One committed dataset; encoder columns its files lack (added later) come back null."""
         info = rec.datasets[name]
-        schema = encodings_schema(info.get("encoders", rec.encoders), rec.settings["hash_size"], staged=True)
-        full = encodings_schema(rec.encoders, rec.settings["hash_size"], staged=True)
+        schema = encodings_schema(info.get("encoders", rec.encoders), rec.settings, staged=True)
+        full = encodings_schema(rec.encoders, rec.settings, staged=True)
         wanted = [c for c in (columns or full.names) if c != "dataset"]
         present = [c for c in wanted if c in schema.names]
         tables = []
@@ -242,13 +241,15 @@ class EncodingsStore:
             self._read_dataset(rec, name, cols) for name in datasets if rec is not None and name in rec.datasets
         ]
         staged = []
-        hash_size = rec.settings.get("hash_size") if rec else None
+        values = rec.settings if rec else {}
         for path in self._staged_files():
             t = pq.read_table(path, filesystem=self.fs)
-            if int(read_meta(t.schema, "encodings").get("hash_size", 0)) != hash_size:
+            made = read_meta(t.schema, "encodings")
+            keys = ("hash_size", "cnn_id") if "cnn" in t.schema.names else ("hash_size",)
+            if any(made.get(k) != str(values.get(k)) for k in keys):
                 continue  # staged under other settings: not reusable
             t = t.filter(pc.is_in(t["dataset"], value_set=pa.array(datasets, pa.string())))
-            schema = encodings_schema(encoders, hash_size or 8, staged=True)
+            schema = encodings_schema(encoders, values, staged=True)
             staged.append(conform_table(t, schema) if cols is None else conform_table(t, schema).select(cols))
         return committed, staged
 
