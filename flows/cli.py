@@ -45,7 +45,8 @@ def config_from_flags(ctx: click.Context, config_file: str | None, flags: dict[s
         sources = parse_datasets(list(flags["datasets"]), flags["root"], list(flags["dirs"]))
         body["datasets"] = [{"name": s.name, "url": s.url} for s in sources]
     for key in ("store", "out", "max_pixels", "shard_size", "orientations", "duplicates_root", "examples",
-                "match_blocks"):  # flags named as the config's keys
+                "match_blocks", "cnn_model", "embeddings", "embed_col_name",
+                "allow_missing_embeddings"):  # flags named as the config's keys
         if _given(ctx, key) or (config_file is None and flags[key] is not None):
             body[key] = flags[key]
     if _given(ctx, "hash_size") or config_file is None:

@@ -10,14 +10,20 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 from distributed import Client
 
 from dupflow.config import DatasetSource, EncodeSettings
+from dupflow.embeddings import embeddings_from_store
+from dupflow.encoding import encode_refs
+from dupflow.listing import list_dataset
 from dupflow.match_job import OUTPUT_FILES, MatchSettings, match_store
 from dupflow.pipeline import run_encode
 from dupflow.run_config import DedupConfig, validate_config
+from dupflow.store import EncodingsStore
 from flows.dedup import dedup
 from imagegen import dataset
 from worlds import World, plant_world
@@ -200,3 +206,23 @@ def test_flow_ends_with_the_apply_step_when_configured(tmp_path: Path) -> None:
         assert not Path(row["source"]).exists() and Path(row["destination"]).is_file()
     journal = out / "apply-journal"
     assert (journal / "journal.jsonl").is_file() and result.apply["journal"] == str(journal)
+
+
+def test_flow_embeds_on_the_workers_and_matches_with_the_combined_rule(world: World, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    config = _config(world, out, encoders=["phash", "dhash", "cnn"], shard_size=8)
+    config = config.model_copy(update={"store": str(tmp_path / "store")})
+    result = dedup(config)
+    assert result.encode.encoded == len(list(world.root.rglob("*.*g"))) - 1
+    table = EncodingsStore(config.store).read(["uri", "error", "cnn"])
+    table = table.filter(pc.is_null(table["error"])).sort_by("uri")
+    refs = sorted((r for s in config.sources() for r in list_dataset(s)), key=lambda r: r.uri)
+    here, _ = encode_refs(refs, EncodeSettings(encoders=("cnn",)))  # in this process, other batches
+    here = here.filter(pc.is_null(here["error"])).sort_by("uri")
+    assert table["uri"].to_pylist() == here["uri"].to_pylist()
+    assert np.allclose(embeddings_from_store(table).vectors, embeddings_from_store(here).vectors, atol=1e-4)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["settings"]["rules"] == ["exact", "phash<=10", "cosine>=0.85&dhash<=20", "cosine>=0.93"]
+    group = {Path(r["uri"]): r["group"] for r in pq.read_table(out / "groups.parquet").to_pylist()}
+    for original, copy in [*world.within, *world.leaks]:
+        assert group[original] == group[copy]

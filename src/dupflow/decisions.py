@@ -179,7 +179,7 @@ def _pairs_table(
             _uris(images, a), _uris(images, b),
             datasets.take(pa.array(a, pa.int64())), datasets.take(pa.array(b, pa.int64())),
             pa.array(rules, pa.string()), pa.array(methods, pa.string()),
-            pa.array(distance, pa.int32()), pa.array(np.round(similarity, 6), pa.float64()),
+            pa.array(distance, pa.int32(), mask=distance < 0), pa.array(np.round(similarity, 6), pa.float64()),
             pa.array(names[orientation], pa.string()),
         ],
         schema=PAIRS,

@@ -15,13 +15,15 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from dupflow.apply.paths import redact
 from dupflow.decisions import Decisions, decide
+from dupflow.embeddings import STORE_COLUMN, embeddings_from_file, embeddings_from_store, read_embeddings_file
 from dupflow.errors import ConfigError, StoreError
 from dupflow.fs import atomic_write, join, open_fs, storage_error, to_uri
 from dupflow.index.hamming import Block
 from dupflow.keep import KeepPolicy
 from dupflow.matching import ClassPairs, Images, RuleSearch, prepare_search
-from dupflow.rules import Rule, parse_rules
+from dupflow.rules import COSINE, Rule, parse_rules
 from dupflow.schemas import manifest_metadata, parquet_bytes
 from dupflow.store import EncodingsStore
 from dupflow.summary import build_summary
@@ -60,6 +62,9 @@ class MatchSettings:
     examples: int = 1000  # groups listed per section of summary.json
     threads: int = 0  # 0: every CPU
     blocks: int = 0  # per rule; 0: four per thread
+    embeddings: str | None = None  # the user's Parquet of embeddings (uri + a list column); None: the store's cnn
+    embed_col_name: str = "embedding"  # the embedding column of that file
+    allow_missing_embeddings: bool = False  # images absent from that file match by their hashes only
 
     def __post_init__(self) -> None:
         unknown = set(self.reference) - set(self.datasets) if self.datasets else set()
@@ -67,17 +72,21 @@ class MatchSettings:
             raise ConfigError(f"reference datasets {sorted(unknown)} are not among --datasets")
         if self.examples < 0:
             raise ConfigError("examples must be 0 or more")
+        if not self.embed_col_name:
+            raise ConfigError("embed_col_name is empty: name the embedding column of --embeddings")
         self.keep_policy()
 
     def keep_policy(self) -> KeepPolicy:
         return KeepPolicy.parse(self.keep)
 
-    def parsed_rules(self, hash_size: int) -> tuple[Rule, ...]:
-        return parse_rules(self.rules, hash_size)
+    def parsed_rules(self, hash_size: int, embeddings: bool = False) -> tuple[Rule, ...]:
+        """The rules; with no --rule, the recommended ones for what the store holds (`embeddings`: the
+        store has cnn embeddings or --embeddings was given)."""
+        return parse_rules(self.rules, hash_size, embeddings=embeddings or self.embeddings is not None)
 
-    def describe(self, hash_size: int) -> dict[str, Any]:
+    def describe(self, hash_size: int, embeddings: bool = False) -> dict[str, Any]:
         return {
-            "rules": [r.label for r in self.parsed_rules(hash_size)],
+            "rules": [r.label for r in self.parsed_rules(hash_size, embeddings)],
             "keep": self.keep_policy().label,
             "reference": list(self.reference),
             "orientations": self.orientations,
@@ -104,9 +113,13 @@ def load_images(store: EncodingsStore, settings: MatchSettings) -> tuple[Images,
     if missing:
         raise ConfigError(f"the store has no dataset {', '.join(sorted(set(missing)))}; it has: "
                           f"{', '.join(sorted(rec.datasets)) or 'none'}")
-    wanted = [m for r in settings.parsed_rules(hash_size) for m in (c.metric for c in r.conditions)]
+    rules = settings.parsed_rules(hash_size, "cnn" in rec.encoders)
+    cosine = any(r.uses_embeddings for r in rules)
+    wanted = [m for r in rules for m in (c.metric for c in r.conditions) if m != COSINE]
     if settings.orientations:
         wanted.append("phash_dihedral")
+    if cosine and settings.embeddings is None:
+        wanted.append(STORE_COLUMN)
     lacking = sorted({m for m in wanted if m != "exact" and m not in rec.encoders})
     if lacking:
         have = ",".join(rec.encoders)
@@ -126,14 +139,23 @@ def load_images(store: EncodingsStore, settings: MatchSettings) -> tuple[Images,
     valid = valid.take(pa.array(order, pa.int64()))
     dataset_ix = dataset_ix[order]
     reference = np.isin(dataset_ix, [rank[d] for d in settings.reference])
-    images = Images(valid, tuple(names), dataset_ix, reference)
+    embeddings = None
+    if cosine and settings.embeddings is not None:
+        found = read_embeddings_file(settings.embeddings, settings.embed_col_name, store.storage_options)
+        embeddings = embeddings_from_file(valid["uri"].combine_chunks(), found, settings.embed_col_name,
+                                          redact(settings.embeddings), settings.allow_missing_embeddings)
+    elif cosine:
+        embeddings = embeddings_from_store(valid)
+    images = Images(valid.drop_columns([STORE_COLUMN]) if STORE_COLUMN in valid.column_names else valid,
+                    tuple(names), dataset_ix, reference, embeddings)
     return images, errors, hash_size
 
 
-def plan_rules(images: Images, settings: MatchSettings, hash_size: int) -> list[RuleSearch]:
+def plan_rules(images: Images, settings: MatchSettings, hash_size: int, store_embeddings: bool = False
+               ) -> list[RuleSearch]:
     """One search per rule, ready to run block by block."""
     return [prepare_search(images, rule, orientations=settings.orientations)
-            for rule in settings.parsed_rules(hash_size)]
+            for rule in settings.parsed_rules(hash_size, store_embeddings)]
 
 
 @dataclass(frozen=True)
@@ -147,6 +169,7 @@ class MatchJob:
     storage_options_json: str = "{}"  # JSON keeps the job hashable (it keys the per-process cache)
     run_id: str = ""  # the store commit the job was planned against
     hash_size: int = 8
+    store_embeddings: bool = False  # the store holds cnn embeddings (the default rules then use them)
 
     @property
     def options(self) -> dict[str, Any]:
@@ -171,8 +194,9 @@ def plan_match(store_url: str, out_url: str, settings: MatchSettings,
     store = EncodingsStore(store_url, storage_options)
     rec = store.complete_record()
     options = json.dumps(storage_options or {}, sort_keys=True)
-    job = MatchJob(store.url, out_url, settings, options, rec.run_id, int(rec.settings.get("hash_size", 8)))
-    job.settings.parsed_rules(job.hash_size)  # a bad rule fails here, before any worker starts
+    job = MatchJob(store.url, out_url, settings, options, rec.run_id, int(rec.settings.get("hash_size", 8)),
+                   "cnn" in rec.encoders)
+    job.settings.parsed_rules(job.hash_size, job.store_embeddings)  # a bad rule fails here, before any worker
     return job
 
 
@@ -189,7 +213,7 @@ def prepared(job: MatchJob) -> PreparedMatch:
             if job.run_id and store.complete_record().run_id != job.run_id:
                 raise StoreError(f"the store {job.store_url} was re-encoded while matching: run the match again")
             images, errors, hash_size = load_images(store, job.settings)
-            searches = tuple(plan_rules(images, job.settings, hash_size))
+            searches = tuple(plan_rules(images, job.settings, hash_size, job.store_embeddings))
             urls = {name: _absolute(info["url"], job.options)
                     for name, info in store.complete_record().datasets.items()
                     if info.get("url") and name in images.datasets}
@@ -204,7 +228,7 @@ def match_block(job: MatchJob, rule: int, block: Block) -> ClassPairs:
 
 def rule_count(job: MatchJob) -> int:
     """How many searches (one per rule) the job runs."""
-    return len(job.settings.parsed_rules(job.hash_size))
+    return len(job.settings.parsed_rules(job.hash_size, job.store_embeddings))
 
 
 def finish_match(job: MatchJob, parts: Sequence[Sequence[ClassPairs]], seconds: dict[str, float] | None = None
@@ -218,7 +242,10 @@ def finish_match(job: MatchJob, parts: Sequence[Sequence[ClassPairs]], seconds: 
     decisions = decide(ready.images, matches, settings.keep_policy(), duplicates_root, ready.errors)
     decisions = replace(decisions, manifest=decisions.manifest.replace_schema_metadata(
         manifest_metadata(duplicates_root, ready.dataset_urls)))
-    described = {"store": job.store_url, **settings.describe(ready.hash_size), "duplicates_root": duplicates_root}
+    described = {"store": job.store_url, **settings.describe(ready.hash_size, job.store_embeddings),
+                 "duplicates_root": duplicates_root}
+    if ready.images.embeddings is not None:
+        described["embeddings"] = ready.images.embeddings.describe()
     summary = build_summary(ready.images, decisions, ready.errors, described, settings.examples)
     decided = time.perf_counter()
     write_outputs(job.out_url, decisions, summary, options)

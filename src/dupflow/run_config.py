@@ -113,6 +113,7 @@ class DedupConfig(_Strict):
     hash_size: Literal[8, 16] = 8
     max_pixels: int = Field(default=DEFAULT_MAX_PIXELS, ge=1)
     shard_size: int | None = Field(default=None, ge=1)  # files per encode task; default: auto
+    cnn_model: str | None = None  # with the cnn encoder: efficientnet-lite0 (default), ...=PATH, exported=PATH.pt2
     rules: list[str] = Field(default_factory=list)  # empty: exact, phash<=10
     keep: list[str] = Field(default_factory=list)  # empty: dataset resolution size oldest shortest-path path
     reference: list[str] = Field(default_factory=list)
@@ -120,6 +121,9 @@ class DedupConfig(_Strict):
     duplicates_root: str | None = None
     examples: int = Field(default=1000, ge=0)
     match_blocks: int = Field(default=0, ge=0)  # per rule; 0: two per worker thread
+    embeddings: str | None = None  # your own Parquet of embeddings (uri + a list column) for cosine rules
+    embed_col_name: str = "embedding"
+    allow_missing_embeddings: bool = False
     storage_options: dict[str, Any] = Field(default_factory=dict)
     cluster: ClusterConfig = Field(default_factory=ClusterConfig)
     apply: ApplyConfig | None = None  # None: nothing moves; the manifest waits for review
@@ -144,7 +148,7 @@ class DedupConfig(_Strict):
         if set(self.reference) == set(names):
             raise ValueError("every dataset is a reference: at least one must be matched (leave it out of reference)")
         self.encode_settings()
-        self.match_settings().parsed_rules(self.hash_size)
+        self.match_settings().parsed_rules(self.hash_size, "cnn" in self.encoders)
         return self
 
     def journal(self) -> str:
@@ -158,13 +162,15 @@ class DedupConfig(_Strict):
 
     def encode_settings(self) -> EncodeSettings:
         return EncodeSettings(encoders=tuple(self.encoders), hash_size=self.hash_size, max_pixels=self.max_pixels,
-                              storage_options=dict(self.storage_options))
+                              storage_options=dict(self.storage_options), cnn_model=self.cnn_model)
 
     def match_settings(self, threads: int = 0) -> MatchSettings:
         return MatchSettings(rules=tuple(self.rules), keep=tuple(self.keep),
                              datasets=tuple(d.name for d in self.datasets), reference=tuple(self.reference),
                              orientations=self.orientations, duplicates_root=self.duplicates_root,
-                             examples=self.examples, threads=threads, blocks=self.match_blocks)
+                             examples=self.examples, threads=threads, blocks=self.match_blocks,
+                             embeddings=self.embeddings, embed_col_name=self.embed_col_name,
+                             allow_missing_embeddings=self.allow_missing_embeddings)
 
     def run_name(self) -> str:
         """A flow-run name that says what the run matches: `train+val-vs-corpus-into-OUT`."""

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import io
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -51,15 +52,19 @@ ENCODINGS_BASE = pa.schema(
 )
 
 
-def encodings_schema(encoders: Iterable[str], hash_size: int, *, staged: bool = False) -> pa.Schema:
-    """The encodings table for these encoders (registry order); `staged` adds `dataset`."""
+def encodings_schema(encoders: Iterable[str], values: Mapping[str, Any], *, staged: bool = False) -> pa.Schema:
+    """The encodings table for these encoders (registry order) and value settings (`hash_size`; with
+    the cnn encoder `cnn_dim`, `cnn_id`, `cnn_model`), recorded in the metadata; `staged` adds `dataset`."""
     fields = list(ENCODINGS_BASE)
     wanted = set(encoders)
-    fields += [pa.field(name, enc.arrow_type(hash_size)) for name, enc in ENCODERS.items() if name in wanted]
+    fields += [pa.field(name, enc.arrow_type(values)) for name, enc in ENCODERS.items() if name in wanted]
     if staged:
         fields.append(pa.field("dataset", pa.string(), nullable=False))
-    sizes = {"hash_size": str(hash_size), "decode_size": str(decode_size_for(hash_size))}
-    return with_meta(pa.schema(fields), "encodings", sizes)
+    hash_size = int(values["hash_size"])
+    meta = {"hash_size": str(hash_size), "decode_size": str(decode_size_for(hash_size))}
+    if "cnn" in wanted:
+        meta.update({k: str(values[k]) for k in ("cnn_model", "cnn_id", "cnn_dim")})
+    return with_meta(pa.schema(fields), "encodings", meta)
 
 
 def with_meta(schema: pa.Schema, name: str, extra: dict[str, str] | None = None) -> pa.Schema:
@@ -94,7 +99,7 @@ PAIRS = with_meta(
             pa.field("b_dataset", pa.string(), nullable=False),
             pa.field("rule", pa.string(), nullable=False),  # the rule that accepted the pair, e.g. phash<=10
             pa.field("method", pa.string(), nullable=False),  # its metrics, e.g. phash or phash+dhash
-            pa.field("distance", pa.int32(), nullable=False),  # bits, of the rule's first metric
+            pa.field("distance", pa.int32()),  # bits, of the rule's first metric; null when that is cosine
             pa.field("similarity", pa.float64(), nullable=False),  # in [0, 1]; the least over the rule's metrics
             pa.field("orientation", pa.string()),  # with --orientations: how b maps onto a (hflip, rot90, ...)
         ]
