@@ -6,7 +6,7 @@ import pytest
 
 from dupflow.errors import ConfigError
 from dupflow.keep import KeepPolicy
-from dupflow.rules import DEFAULT_RULES, parse_rule, parse_rules
+from dupflow.rules import DEFAULT_RULES, DEFAULT_RULES_WITH_EMBEDDINGS, parse_rule, parse_rules
 
 
 def test_similarity_and_bits_name_the_same_rule() -> None:
@@ -60,3 +60,21 @@ def test_keep_policy_always_ends_with_path() -> None:
 def test_bad_keep_policies_are_refused(keys: list[str], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         KeepPolicy.parse(keys)
+
+
+def test_alternatives_join_with_a_bar_and_tight_hashes_drive_the_search() -> None:
+    rules = parse_rules(["exact | (dhash<=10 & cosine>=0.85)", "cosine>=0.85 & dhash<=20"])
+    assert [r.label for r in rules] == ["exact", "dhash<=10&cosine>=0.85", "cosine>=0.85&dhash<=20"]
+    assert [r.uses_embeddings for r in rules] == [False, True, True]
+    assert parse_rule("cosine>=0.9").conditions[0].min_similarity == 0.9
+    assert [r.label for r in parse_rules([], embeddings=True)] == list(DEFAULT_RULES_WITH_EMBEDDINGS)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [("cosine<=3", "cosine is a similarity"), ("cosine", "needs a threshold"), ("cosine>=0", "above 0"),
+     ("cnn>=0.9", "matched as cosine"), ("cosine>=0.9 | ", "empty")],
+)
+def test_bad_cosine_rules_say_what_to_write(text: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        parse_rules([text])

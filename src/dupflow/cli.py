@@ -186,8 +186,8 @@ def match_options(fn: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--rule", "rules", multiple=True, metavar="RULE",
                      help="METRIC<=BITS, METRIC>=SIMILARITY, cosine>=SIMILARITY, exact or pixel; join conditions "
                      "with & (all must hold) and alternatives with | or by repeating --rule (any may hold), e.g. "
-                     "'exact | (dhash<=10 & cosine>=0.85)'. Default: exact | phash<=10, plus cosine>=0.92 when "
-                     "embeddings are available."),
+                     "'exact | (dhash<=10 & cosine>=0.85)'. Default: exact | phash<=10; with embeddings also "
+                     "(cosine>=0.85 & dhash<=20) | cosine>=0.93."),
         click.option("--keep", "keep", multiple=True, metavar="KEY",
                      help="keep policy, one key per flag, in order: dataset[:A,B], resolution, size, oldest, "
                      "newest, shortest-path, path. Default: dataset resolution size oldest shortest-path path."),
