@@ -223,7 +223,8 @@ def prepare_search(images: Images, rule: Rule, *, orientations: bool = False) ->
         else:
             valid &= images.table[metric].is_valid().to_numpy(zero_copy_only=False)
     member = np.flatnonzero(valid)
-    columns = [_vectors(images, m) if m == COSINE else _column_words(images, m) for m in metrics]
+    vectors = None if images.embeddings is None else images.embeddings.vectors
+    columns = [vectors if m == COSINE else _column_words(images, m) for m in metrics]
     words = [_rows(w, member) for w in columns if w is not None]
     if len(words) != len(metrics):
         member = np.zeros(0, np.int64)
@@ -250,10 +251,6 @@ def _rows(x: np.ndarray, ids: np.ndarray) -> np.ndarray:
         return x
     out: np.ndarray = x[ids]
     return out
-
-
-def _vectors(images: Images, metric: str) -> np.ndarray | None:
-    return None if images.embeddings is None else images.embeddings.vectors
 
 
 def _digest_words(vectors: np.ndarray) -> np.ndarray:
