@@ -3,6 +3,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/bootstrap.sh test,cnn
+scripts/install-browser.sh
 export PATH="$PWD/.venv/bin:$PATH"
 ruff check src tests tasks flows bench
 mypy

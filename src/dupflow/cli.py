@@ -12,6 +12,7 @@ import click
 from dupflow import __version__
 from dupflow.cli_apply import apply_cmd, export_cmd, undo_cmd
 from dupflow.cli_common import report_errors, storage_option
+from dupflow.cli_report import report_cmd
 from dupflow.config import DEFAULT_ENCODERS, DEFAULT_MAX_PIXELS, EncodeSettings, parse_datasets, parse_storage_options
 from dupflow.hashing import ENCODERS
 from dupflow.match_job import MatchReport, MatchSettings, match_store
@@ -41,6 +42,7 @@ def main() -> None:
 main.add_command(apply_cmd)
 main.add_command(undo_cmd)
 main.add_command(export_cmd)
+main.add_command(report_cmd)
 
 
 def _stack(fn: Callable[..., Any], options: list[Callable[..., Any]]) -> Callable[..., Any]:

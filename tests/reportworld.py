@@ -1,0 +1,71 @@
+"""A matched world for the report tests: planted copies, a hostile file name, scores of a model."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+
+from dupflow.config import DatasetSource, EncodeSettings
+from dupflow.match_job import MatchSettings, match_store
+from dupflow.pipeline import run_encode
+from worlds import World, plant_world
+
+__all__ = ["HOSTILE", "Reported", "components", "page_data", "report_world"]
+
+# A file name that runs script wherever a page pastes names in as HTML.
+HOSTILE = "<img src=x onerror=alert(1)>.jpg"
+
+
+@dataclass
+class Reported:
+    world: World
+    out: Path
+    scores_file: Path
+    hostile: Path
+
+
+def report_world(root: Path) -> Reported:
+    """The planted world plus a byte copy of t06 under a hostile name, encoded and matched into root/out,
+    and a CSV of per-image model scores keyed by uri."""
+    world = plant_world(root)
+    hostile = root / "train" / HOSTILE
+    shutil.copy(world.distinct[6], hostile)
+    run_encode([DatasetSource("train", str(root / "train")), DatasetSource("val", str(root / "val"))], world.store,
+               EncodeSettings(encoders=("phash", "dhash")))
+    out = root / "out"
+    match_store(world.store, str(out), MatchSettings())
+    uris = pq.read_table(out / "scores.parquet")["uri"].to_pylist()
+    scores_file = root / "model-scores.csv"
+    pacsv.write_csv(pa.table({"uri": uris, "confidence": [round(i / 100, 2) for i in range(len(uris))],
+                              "label": [f"class-{i % 3}" for i in range(len(uris))]}), scores_file)
+    return Reported(world, out, scores_file, hostile)
+
+
+def page_data(html: str, block: str = "dupflow-data") -> Any:
+    """The JSON a report page carries in one of its data blocks."""
+    m = re.search(rf'<script type="application/json" id="{block}">(.*?)</script>', html, re.S)
+    assert m, f"no {block} block"
+    return json.loads(m.group(1))
+
+
+def components(pairs: pa.Table, threshold: float) -> int:
+    """Duplicate groups among the pairs at or above `threshold` (what the viewer's slider must show)."""
+    parent: dict[str, str] = {}
+
+    def find(x: str) -> str:
+        while parent.setdefault(x, x) != x:
+            x = parent[x]
+        return x
+
+    for a, b, s in zip(pairs["a"].to_pylist(), pairs["b"].to_pylist(), pairs["similarity"].to_pylist(), strict=True):
+        if s >= threshold - 1e-9:
+            parent[find(a)] = find(b)
+    return len({find(x) for x in list(parent)})

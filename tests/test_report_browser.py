@@ -1,0 +1,172 @@
+"""The report in a real browser (Debian's headless Chromium): the slider, toggles, filters and views do
+what the data says, hostile names stay text, and the console stays clean. Screenshots go to the
+test run's artifacts (test-artifacts/, or $DUPFLOW_TEST_ARTIFACTS)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pyarrow.parquet as pq
+import pytest
+
+from browser import ARTIFACTS, chromium, missing_browser
+from dupflow.report import ReportSettings, write_report
+from reportworld import HOSTILE, Reported, components, page_data, report_world
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def reported(tmp_path_factory: pytest.TempPathFactory) -> Reported:
+    world = report_world(tmp_path_factory.mktemp("browser-world"))
+    write_report(str(world.out), ReportSettings(extra_scores=str(world.scores_file)))
+    return world
+
+
+@pytest.fixture(scope="module")
+def driver() -> Iterator[Any]:
+    why = missing_browser()
+    if why:
+        pytest.fail(why)
+    with chromium() as d:
+        yield d
+
+
+@pytest.fixture()
+def opened(driver: Any, reported: Reported) -> Any:
+    driver.get((reported.out / "report.html").as_uri())
+    wait_for(driver, "return document.body.dataset.rendered >= 1")
+    driver.get_log("browser")  # start each test with an empty console
+    yield driver
+    errors = [e for e in driver.get_log("browser") if e["level"] in ("SEVERE", "WARNING")]
+    assert not errors, f"console: {errors}"
+
+
+def wait_for(driver: Any, script: str, *args: Any) -> Any:
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    return WebDriverWait(driver, 10).until(lambda d: d.execute_script(script, *args))
+
+
+def shown(driver: Any, key: str = "groups") -> int:
+    return int(driver.find_element("id", "shown-count").get_attribute(f"data-{key}"))
+
+
+def rendered(driver: Any) -> int:
+    return int(driver.execute_script("return Number(document.body.dataset.rendered)"))
+
+
+def act(driver: Any, fn: Any) -> None:
+    """Do something on the page, then wait until the viewer has rendered its result."""
+    before = rendered(driver)
+    fn()
+    wait_for(driver, "return Number(document.body.dataset.rendered) > arguments[0]", before)
+
+
+def set_slider(driver: Any, value: float) -> None:
+    slider = driver.find_element("id", "threshold")
+    act(driver, lambda: driver.execute_script(
+        "arguments[0].value = arguments[1]; arguments[0].dispatchEvent(new Event('input'))", slider, str(value)))
+
+
+def test_the_threshold_slider_regroups_as_the_pairs_say(opened: Any, reported: Reported) -> None:
+    from selenium.webdriver.common.keys import Keys
+
+    pairs = pq.read_table(reported.out / "pairs.parquet")
+    start = float(opened.find_element("id", "threshold").get_attribute("value"))
+    assert shown(opened) == components(pairs, start) == json.loads(
+        (reported.out / "summary.json").read_text())["totals"]["groups"]
+    levels = sorted(set(pairs["similarity"].to_pylist()))
+    assert len({components(pairs, t) for t in levels}) >= 3, "the world needs pairs at several similarities"
+    for t in levels[1:]:
+        set_slider(opened, round(t, 3) if round(t, 3) <= t else round(t, 3) - 0.001)
+        assert shown(opened) == components(pairs, t), t
+        assert len(opened.find_elements("css selector", "section.group")) == components(pairs, t)
+    set_slider(opened, start)
+    assert shown(opened) == components(pairs, start)
+    act(opened, lambda: opened.find_element("id", "threshold").send_keys(Keys.END))  # as a user would: to 1.0
+    assert shown(opened) == components(pairs, 1.0)
+    assert opened.find_element("id", "threshold-value").text == "1.000"
+
+
+def test_only_duplicates_and_sort_order_toggle(opened: Any, reported: Reported) -> None:
+    scores = pq.read_table(reported.out / "scores.parquet")
+    groups = shown(opened)
+    assert shown(opened, "items") == groups
+    act(opened, lambda: opened.find_element("id", "only-dup").click())
+    singles = sum(1 for s in scores["status"].to_pylist() if s == "pass")
+    assert shown(opened, "items") == groups + singles
+    assert len(opened.find_elements("css selector", "section.group")) == groups + singles
+    act(opened, lambda: opened.find_element("id", "only-dup").click())
+    tops = [float(s.get_attribute("data-top")) for s in opened.find_elements("css selector", "section.group")]
+    assert tops == sorted(tops, reverse=True) and tops[0] > tops[-1]
+    button = opened.find_element("id", "sort-order")
+    act(opened, button.click)
+    assert button.get_attribute("data-order") == "asc" and button.text == "Ascending order"
+    tops = [float(s.get_attribute("data-top")) for s in opened.find_elements("css selector", "section.group")]
+    assert tops == sorted(tops)
+
+
+def test_filters_by_dataset_leakage_method_and_name(opened: Any, reported: Reported) -> None:
+    from selenium.webdriver.support.ui import Select
+
+    summary = json.loads((reported.out / "summary.json").read_text())
+    act(opened, lambda: opened.find_element("id", "leak").click())
+    assert shown(opened) == summary["totals"]["leakage_groups"] == len(reported.world.leaks)
+    act(opened, lambda: opened.find_element("id", "leak").click())
+    act(opened, lambda: Select(opened.find_element("id", "dataset")).select_by_visible_text("val"))
+    val = summary["datasets"]["val"]["duplicate_groups"] + summary["totals"]["leakage_groups"]
+    assert shown(opened) == val
+    act(opened, lambda: Select(opened.find_element("id", "dataset")).select_by_visible_text("all"))
+    act(opened, lambda: Select(opened.find_element("id", "method")).select_by_visible_text("exact"))
+    exact = [r for r in pq.read_table(reported.out / "pairs.parquet").to_pylist() if r["method"] == "exact"]
+    assert shown(opened, "pairs") == len(exact)
+    act(opened, lambda: Select(opened.find_element("id", "method")).select_by_visible_text("all"))
+    act(opened, lambda: opened.find_element("id", "search").send_keys("t03_half"))
+    names = [e.text for e in opened.find_elements("css selector", "section.group .name")]
+    assert shown(opened) == 1 and "leak/t03_half.jpg" in names
+
+
+def test_hostile_names_show_as_text_and_run_nothing(opened: Any) -> None:
+    from selenium.common.exceptions import NoAlertPresentException
+
+    title = opened.title
+    act(opened, lambda: opened.find_element("id", "search").send_keys("onerror"))
+    tiles = opened.find_elements("css selector", "section.group .name")
+    assert HOSTILE in [t.text for t in tiles]
+    act(opened, lambda: opened.find_element("id", "tab-images").click())
+    assert HOSTILE in opened.find_element("id", "view").text
+    with pytest.raises(NoAlertPresentException):
+        _ = opened.switch_to.alert.text
+    assert opened.title == title
+    assert opened.execute_script("return document.querySelectorAll('img[src=\"x\"], img[onerror]').length") == 0
+
+
+def test_every_view_renders_and_the_pair_view_shows_both_images(opened: Any, reported: Reported) -> None:
+    data = page_data((reported.out / "report.html").read_text())
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    opened.save_screenshot(str(ARTIFACTS / "report-groups.png"))
+    duplicate = opened.find_element("css selector", "section.group .tile:not(.keeper)")
+    duplicate.click()
+    wait_for(opened, "return document.getElementById('modal').open")
+    assert len(opened.find_elements("css selector", "#modal img.large")) == 2
+    assert opened.find_element("id", "pair-title").text.startswith("similarity ")
+    opened.save_screenshot(str(ARTIFACTS / "report-pair.png"))
+    opened.find_element("id", "modal-close").click()
+    expected = {"pairs": len(data["pairs"]["a"]), "errors": 1,
+                "images": sum(1 for s in data["images"]["status"] if s == "fail")}
+    for view in ("summary", "pairs", "images", "cross", "errors"):
+        act(opened, lambda v=view: opened.find_element("id", f"tab-{v}").click())
+        assert opened.find_element("id", f"tab-{view}").get_attribute("aria-selected") == "true"
+        if view in expected:
+            rows = opened.find_elements("css selector", "#view tbody tr")
+            assert len(rows) == expected[view], view
+        opened.save_screenshot(str(ARTIFACTS / f"report-{view}.png"))
+    act(opened, lambda: opened.find_element("id", "tab-summary").click())
+    assert len(opened.find_elements("css selector", "svg[data-method]")) == len(data["methods"])
+    assert len(opened.find_elements("css selector", "svg circle")) == len(data["projection"]["img"])
+    assert "confidence" in opened.page_source
+    for name in ("groups", "pair", "summary", "images"):
+        assert (ARTIFACTS / f"report-{name}.png").stat().st_size > 10_000
