@@ -30,6 +30,7 @@ from dupflow.cli_common import report_errors, storage_option
 from dupflow.config import parse_datasets, parse_storage_options
 from dupflow.errors import ConfigError
 from dupflow.run_config import DedupConfig, load_config, validate_config
+from dupflow.summary import human_size
 
 __all__ = ["main"]
 
@@ -63,6 +64,10 @@ def config_from_flags(ctx: click.Context, config_file: str | None, flags: dict[s
                          "sidecars": [x.strip() for x in flags["sidecars"].split(",") if x.strip()]}
         if flags["journal"]:
             body["apply"]["journal"] = flags["journal"]
+    if flags["no_report"]:
+        body["report"] = None
+    elif flags["thumbnails"] is not None:
+        body["report"] = {"thumbnails": flags["thumbnails"]}
     cluster = {k: v for k, v in (("address", flags["address"]), ("workers", flags["workers"])) if v}
     if cluster:
         body["cluster"] = cluster
@@ -93,6 +98,10 @@ def config_from_flags(ctx: click.Context, config_file: str | None, flags: dict[s
 @click.option("--on-conflict", type=click.Choice(["skip", "suffix"]), default="skip",
               help="With --apply: what happens when a destination exists.")
 @click.option("--journal", default=None, metavar="URL", help="With --apply: the journal [default: OUT/apply-journal].")
+@click.option("--no-report", is_flag=True,
+              help="Skip OUT/report.html (the HTML report; `dupflow report` can write it later).")
+@click.option("--thumbnails", type=click.IntRange(min=0), default=None,
+              help="Images with a thumbnail in the report [default: 20000].")
 @storage_option
 @click.pass_context
 def run(ctx: click.Context, /, config_file: str | None, **flags: Any) -> None:
@@ -123,6 +132,9 @@ def run(ctx: click.Context, /, config_file: str | None, **flags: Any) -> None:
         print_match_summary(result.match)
         if result.apply is not None:
             print_apply_brief(result.apply)
+        if result.report is not None:
+            click.echo(f"report: {result.report['path']} ({human_size(result.report['bytes'])}, "
+                       f"{result.report['thumbnails']:,} thumbnails)")
 
     report_errors(go)
 

@@ -30,6 +30,7 @@ from tasks import (
     plan_match_task,
     prepare_encode_task,
     publish_summary_task,
+    write_report_task,
 )
 
 __all__ = ["DedupResult", "dedup", "dedup_on_dask"]
@@ -42,6 +43,7 @@ class DedupResult:
     encode: EncodeReport
     match: MatchReport
     apply: dict[str, Any] | None = None  # ApplyReport.brief() when config.apply is set
+    report: dict[str, Any] | None = None  # ReportResult.brief() unless config.report is None
 
 
 def _run_name() -> str:
@@ -100,5 +102,10 @@ def _dedup_steps(config: DedupConfig) -> DedupResult:
                                              settings.storage_options).result()
         log.info("apply %s: %s", "run" if applied["executed"] else "dry run",
                  ", ".join(f"{k} {v:,}" for k, v in applied["counts"].items()) or "nothing to do")
-    publish_summary_task(report, applied)
-    return DedupResult(encoded, report, applied)
+    page = None
+    if config.report is not None:
+        page = write_report_task.submit(config.out, config.report.settings(config.max_pixels), config.store,
+                                        settings.storage_options).result()
+        log.info("report: %s (%s bytes, %s thumbnails)", page["path"], f"{page['bytes']:,}", f"{page['thumbnails']:,}")
+    publish_summary_task(report, applied, page)
+    return DedupResult(encoded, report, applied, page)

@@ -7,7 +7,7 @@ tasks (listing, encoding a shard) retry; a task that fails because of the settin
 from tasks.apply import apply_manifest_task
 from tasks.encode import commit_encode_task, encode_shard_task, list_source_task, prepare_encode_task
 from tasks.match import finish_match_task, match_block_task, plan_match_task
-from tasks.report import publish_summary_task
+from tasks.report import publish_summary_task, write_report_task
 
 __all__ = [
     "apply_manifest_task",
@@ -19,4 +19,5 @@ __all__ = [
     "plan_match_task",
     "prepare_encode_task",
     "publish_summary_task",
+    "write_report_task",
 ]

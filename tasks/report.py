@@ -1,4 +1,4 @@
-"""The run's report in Prefect: a Markdown artifact with the summary, next to the flow run."""
+"""The run's reports: the HTML page in OUT, and a Markdown artifact with the summary next to the flow run."""
 
 from __future__ import annotations
 
@@ -8,15 +8,25 @@ from prefect import task
 from prefect.artifacts import create_markdown_artifact
 
 from dupflow.match_job import MatchReport
+from dupflow.report import ReportSettings, write_report
 from dupflow.summary import summary_markdown
-from tasks.policy import NOT_CACHED
+from tasks.policy import IO_RETRIES, NOT_CACHED
 
-__all__ = ["publish_summary_task"]
+__all__ = ["publish_summary_task", "write_report_task"]
+
+
+@task(name="write-report", **IO_RETRIES)
+def write_report_task(out: str, settings: ReportSettings, store: str, storage_options: dict[str, Any]
+                      ) -> dict[str, Any]:
+    """Write OUT/report.html for the match run in OUT; returns `ReportResult.brief()`."""
+    return write_report(out, settings, store, storage_options=storage_options).brief()
 
 
 @task(name="publish-summary", **NOT_CACHED)
-def publish_summary_task(report: MatchReport, applied: dict[str, Any] | None = None) -> str:
-    """Attach the summary (and what the apply step did) to the flow run (Artifacts tab); return the Markdown."""
-    text = summary_markdown(report.summary, report.out, applied)
+def publish_summary_task(report: MatchReport, applied: dict[str, Any] | None = None,
+                         page: dict[str, Any] | None = None) -> str:
+    """Attach the summary (what the apply step did, where the HTML report is) to the flow run (Artifacts
+    tab); return the Markdown."""
+    text = summary_markdown(report.summary, report.out, applied, page)
     create_markdown_artifact(text, key="dupflow-summary", description=f"dupflow summary of {report.out}")
     return text

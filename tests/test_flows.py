@@ -77,7 +77,9 @@ def test_flow_on_a_local_cluster_writes_what_encode_and_match_write(world: World
                                                                     tmp_path: Path) -> None:
     out = tmp_path / "out"
     result = dedup(_config(world, out, shard_size=8, match_blocks=3))
-    assert sorted(p.name for p in out.iterdir()) == sorted(OUTPUT_FILES)
+    assert sorted(p.name for p in out.iterdir()) == sorted([*OUTPUT_FILES, "report.html"])
+    assert result.report is not None and result.report["path"] == f"{out}/report.html"
+    assert json.loads((out / "summary.json").read_text())["report"]["bytes"] == (out / "report.html").stat().st_size
     _assert_same_tables(out, expected)
     manifest = pq.read_table(out / "manifest.parquet").to_pylist()
     moved = {Path(r["source"]) for r in manifest}
@@ -152,7 +154,9 @@ def test_flow_reads_and_writes_s3(world: World, expected: Path, bucket: str, s3_
         "cluster": {"workers": 2},
     })
     dedup(config)
-    assert sorted(Path(p).name for p in fs.ls(f"{bucket}/out")) == sorted(OUTPUT_FILES)
+    assert sorted(Path(p).name for p in fs.ls(f"{bucket}/out")) == sorted([*OUTPUT_FILES, "report.html"])
+    # served as a page, so that a presigned link to it opens in a browser
+    assert fs.call_s3("head_object", Bucket=bucket, Key="out/report.html")["ContentType"].startswith("text/html")
     with fs.open(f"{bucket}/store/_dupflow/store.json") as f:
         assert json.load(f)["state"] == "complete"
     for name in TABLES:

@@ -21,6 +21,7 @@ from dupflow.config import (
 from dupflow.errors import ConfigError
 from dupflow.fs import open_fs, storage_error
 from dupflow.match_job import MatchSettings
+from dupflow.report import ReportSettings
 
 __all__ = [
     "ADDRESS_ENV",
@@ -28,6 +29,7 @@ __all__ = [
     "ClusterConfig",
     "DatasetConfig",
     "DedupConfig",
+    "ReportConfig",
     "load_config",
     "validate_config",
 ]
@@ -103,6 +105,26 @@ class ApplyConfig(_Strict):
                             on_conflict=self.on_conflict, threads=self.threads)
 
 
+class ReportConfig(_Strict):
+    """The HTML report written at the end of the run (OUT/report.html); see `dupflow report --help`."""
+
+    thumbnails: int = Field(default=20_000, ge=0)
+    thumb_size: int = Field(default=160, ge=16, le=1024)
+    thumb_format: Literal["webp", "jpeg"] = "webp"
+    plot_points: int = Field(default=5_000, ge=0)
+    extra_scores: str | None = None  # Parquet/CSV keyed by uri (or rel_path [+ dataset])
+    extra_score_cols: list[str] = Field(default_factory=list)
+    originals: Literal["auto", "none", "presign"] = "auto"
+    presign_seconds: int = Field(default=3600, ge=1, le=604800)
+    threads: int = Field(default=8, ge=1)
+
+    def settings(self, max_pixels: int) -> ReportSettings:
+        return ReportSettings(thumbnails=self.thumbnails, thumb_size=self.thumb_size, thumb_format=self.thumb_format,
+                              plot_points=self.plot_points, extra_scores=self.extra_scores,
+                              extra_score_cols=tuple(self.extra_score_cols), originals=self.originals,
+                              presign_seconds=self.presign_seconds, max_pixels=max_pixels, threads=self.threads)
+
+
 class DedupConfig(_Strict):
     """Datasets to encode into `store`, how to match them, where the outputs go, and whether to apply."""
 
@@ -127,6 +149,7 @@ class DedupConfig(_Strict):
     storage_options: dict[str, Any] = Field(default_factory=dict)
     cluster: ClusterConfig = Field(default_factory=ClusterConfig)
     apply: ApplyConfig | None = None  # None: nothing moves; the manifest waits for review
+    report: ReportConfig | None = Field(default_factory=ReportConfig)  # None: no report.html
 
     @field_validator("encoders")
     @classmethod

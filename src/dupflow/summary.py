@@ -110,9 +110,10 @@ def human_size(n: int) -> str:
     return f"{value:.1f} TB"
 
 
-def summary_markdown(summary: dict[str, Any], out: str, applied: dict[str, Any] | None = None) -> str:
-    """summary.json as a short Markdown report: per dataset, per pair of datasets, totals; and what
-    the apply step did (`ApplyReport.brief()`), if it ran."""
+def summary_markdown(summary: dict[str, Any], out: str, applied: dict[str, Any] | None = None,
+                     page: dict[str, Any] | None = None) -> str:
+    """summary.json as a short Markdown report: per dataset, per pair of datasets, totals; what
+    the apply step did (`ApplyReport.brief()`), if it ran; where the HTML report is (`ReportResult.brief()`)."""
     t, settings = summary["totals"], summary["settings"]
     lines = [
         f"# dupflow: {t['groups']:,} duplicate groups, {t['to_move']:,} files to move "
@@ -137,6 +138,9 @@ def summary_markdown(summary: dict[str, Any], out: str, applied: dict[str, Any] 
     errors = ", ".join(f"{k} {v:,}" for k, v in t["errors"].items()) or "none"
     lines += ["", f"{t['images']:,} images, {t['pairs']:,} pairs, {t['leakage_groups']:,} groups across datasets, "
               f"{t['failed']:,} images fail the rules; unreadable: {errors}."]
+    if page is not None:
+        lines += ["", f"Review the groups in `{page['path']}` ({human_size(page['bytes'])}, {page['thumbnails']:,} "
+                  "thumbnails; opens from disk, fetches nothing)."]
     return "\n".join(lines) + "\n"
 
 
