@@ -41,6 +41,8 @@ def test_yaml_config_with_overrides_becomes_settings(tmp_path: Path) -> None:
     ({"apply": {"annotations": {"nope": "/labels"}}}, "apply.annotations are not among"),
     ({"apply": {"execute": True, "delete": True}}, "apply.delete"),
     ({"datasets": [{"name": "a", "url": "/x"}, {"name": "a", "url": "/y"}]}, "used twice"),
+    ({"report": {"thumb_size": 4}}, "report.thumb_size"),
+    ({"report": {"originals": "public"}}, "report.originals"),
 ])
 def test_bad_settings_are_refused_with_the_fix(change: dict[str, object], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
@@ -69,3 +71,12 @@ def test_apply_is_off_by_default_and_journals_beside_the_outputs() -> None:
     assert config.apply is not None and not config.apply.execute
     assert config.journal() == f"{BASE['out']}/apply-journal"
     assert config.apply.options().sidecars == (".txt",)
+
+
+def test_the_report_is_on_by_default_and_can_be_turned_off() -> None:
+    report = validate_config(BASE).report
+    assert report is not None and report.settings(1000).thumbnails == 20_000
+    assert report.settings(1000).max_pixels == 1000
+    assert validate_config({**BASE, "report": None}).report is None
+    tuned = validate_config({**BASE, "report": {"thumbnails": 5, "extra_score_cols": ["confidence"]}}).report
+    assert tuned is not None and tuned.settings(1).extra_score_cols == ("confidence",)

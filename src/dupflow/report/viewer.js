@@ -337,8 +337,8 @@
         td(human(x.bytes_to_move), "num"), td(fmtInt(live[d].groups), "num"), td(fmtInt(live[d].move), "num"));
     });
     view.append(table([{ label: "dataset" }, { label: "role" }, { label: "images", num: true }, { label: "unreadable", num: true },
-      { label: "groups (run)", num: true }, { label: "to move (run)", num: true }, { label: "bytes to move (run)", num: true },
-      { label: "groups at threshold", num: true }, { label: "to move at threshold", num: true }], rows));
+      { label: "groups inside it (run)", num: true }, { label: "to move (run)", num: true }, { label: "bytes to move (run)", num: true },
+      { label: "groups with its images at threshold", num: true }, { label: "to move at threshold", num: true }], rows));
     const plots = el("div", { class: "plots" });
     view.append(el("h2", { text: "Plots" }), plots);
     D.methods.forEach((m, mi) => plots.append(plot(`Pair similarity, ${m}: ${fmtInt(P.m.filter((x) => x === mi).length)} pairs`,
