@@ -100,7 +100,8 @@ def test_deployments_run_ad_hoc_and_on_the_ingest_event(server_env: dict[str, st
                               "--param", f"config={json.dumps(config)}", "--watch", "--watch-timeout", "300"],
                              env=server_env, capture_output=True, text=True, timeout=360)
         assert run.returncode == 0, run.stdout + run.stderr
-        assert sorted(Path(p).name for p in images.ls("dupflow/runs/adhoc-test")) == sorted(OUTPUT_FILES)
+        written = sorted(Path(p).name for p in images.ls("dupflow/runs/adhoc-test"))
+        assert written == sorted([*OUTPUT_FILES, "report.html"])
 
         subprocess.run([sys.executable, "-c", "from flows.ingest import announce_ingest; "
                         "announce_ingest('batch1', 's3://images/ingest/batch1')"], env=server_env, check=True,
