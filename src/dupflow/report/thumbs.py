@@ -33,13 +33,11 @@ def make_thumbnails(uris: Sequence[str], *, size: int, fmt: str, quality: int, m
     """One thumbnail per URI (at most `size` px on the long side), in order; failures are recorded, never raised."""
     if fmt not in _MIME:
         raise ValueError(f"thumbnail format {fmt!r}: use webp or jpeg")
-    if not uris:
-        return []
-    fs, _ = open_fs(uris[0], storage_options)
 
     def one(uri: str) -> Thumbnail:
         try:
-            data = fs.cat_file(open_fs(uri, storage_options)[1])
+            fs, path = open_fs(uri, storage_options)  # per file: one store may hold local and S3 datasets
+            data = fs.cat_file(path)
         except Exception as exc:  # any storage library error: recorded for this file, the report goes on
             return Thumbnail(None, f"{file_error_kind(exc).value}: {exc}")
         try:
