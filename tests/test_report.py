@@ -85,6 +85,7 @@ def test_hostile_file_names_stay_inert_text(reported: Reported, page: str) -> No
     script = re.findall(r"<script>(.*?)</script>", page, re.S)[0]
     digest = base64.b64encode(hashlib.sha256(script.encode()).digest()).decode()
     assert f"sha256-{digest}" in policy.group(1)  # only this script may run
+    assert "img-src data: file:;" in policy.group(1)  # thumbnails, and the local originals the pair view shows
 
 
 def test_data_blocks_cannot_be_closed_by_data() -> None:
@@ -123,8 +124,11 @@ def test_unknown_score_columns_are_named(reported: Reported, tmp_path: Path) -> 
 
 
 def test_a_report_elsewhere_reads_the_run_and_copies_its_summary(reported: Reported, tmp_path: Path) -> None:
-    result = write_report(str(tmp_path / "elsewhere"), ReportSettings(thumbnails=3), matches=str(reported.out))
-    data = page_data((tmp_path / "elsewhere" / "report.html").read_text())
+    result = write_report(str(tmp_path / "elsewhere"), ReportSettings(thumbnails=3, originals="none"),
+                          matches=str(reported.out))
+    html = (tmp_path / "elsewhere" / "report.html").read_text()
+    data = page_data(html)
+    assert set(data["images"]["link"]) == {None} and "img-src data:;" in html  # no originals: nothing but data
     assert result.thumbnails == 3 == sum(1 for t in data["images"]["thumb"] if t >= 0)
     grouped = {i for i, g in enumerate(data["images"]["group"]) if g is not None}
     assert {i for i, t in enumerate(data["images"]["thumb"]) if t >= 0} <= grouped  # groups get them first

@@ -109,6 +109,29 @@ def test_only_duplicates_and_sort_order_toggle(opened: Any, reported: Reported) 
     assert tops == sorted(tops)
 
 
+def test_the_limit_pages_the_groups_and_images_per_row_resize_them(opened: Any) -> None:
+    groups = shown(opened)
+    limit = opened.find_element("id", "limit")
+    act(opened, lambda: opened.execute_script(
+        "arguments[0].value = 10; arguments[0].dispatchEvent(new Event('input'))", limit))
+    seen, pages = 0, 0
+    while True:
+        tiles = opened.find_elements("css selector", "section.group .tile")
+        assert 0 < len(tiles) <= 10 or len(opened.find_elements("css selector", "section.group")) == 1
+        seen += len(opened.find_elements("css selector", "section.group"))
+        pages += 1
+        nxt = opened.find_element("id", "next-page")
+        if not nxt.is_enabled():
+            break
+        act(opened, nxt.click)
+    assert seen == groups and pages > 1
+    width = opened.execute_script("return document.querySelector('.tile').getBoundingClientRect().width")
+    per_row = opened.find_element("id", "per-row")
+    opened.execute_script("arguments[0].value = 2; arguments[0].dispatchEvent(new Event('input'))", per_row)
+    wider = opened.execute_script("return document.querySelector('.tile').getBoundingClientRect().width")
+    assert wider > 2 * width
+
+
 def test_filters_by_dataset_leakage_method_and_name(opened: Any, reported: Reported) -> None:
     from selenium.webdriver.support.ui import Select
 
@@ -151,7 +174,13 @@ def test_every_view_renders_and_the_pair_view_shows_both_images(opened: Any, rep
     duplicate = opened.find_element("css selector", "section.group .tile:not(.keeper)")
     duplicate.click()
     wait_for(opened, "return document.getElementById('modal').open")
-    assert len(opened.find_elements("css selector", "#modal img.large")) == 2
+    large = opened.find_elements("css selector", "#modal img.large")
+    assert len(large) == 2
+    # both at full size: the originals, which the page links (file://) and its CSP lets it show
+    wait_for(opened, "return [...document.querySelectorAll('#modal img.large')].every(i => i.complete)")
+    for img in large:
+        assert img.get_attribute("src").startswith("file:///")
+        assert opened.execute_script("return arguments[0].naturalWidth", img) in (320, 160)
     assert opened.find_element("id", "pair-title").text.startswith("similarity ")
     opened.save_screenshot(str(ARTIFACTS / "report-pair.png"))
     opened.find_element("id", "modal-close").click()

@@ -7,6 +7,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from dupflow import __version__
 from dupflow.apply.paths import redact
@@ -124,7 +125,7 @@ def write_report(out: str, settings: ReportSettings, store: str | None = None, m
     }
     projected = projection(facts, outputs, settings.plot_points)
     data = build_payload(outputs, facts, thumb_index, failures, extra, links, projected, meta)
-    page = render_page(title, data, thumbs).encode("utf-8")
+    page = render_page(title, data, thumbs, _link_sources(links)).encode("utf-8")
     fs, root = open_fs(out, storage_options)
     path = join(root, REPORT_FILE)
     if is_local(fs):
@@ -142,6 +143,17 @@ def write_report(out: str, settings: ReportSettings, store: str | None = None, m
                          "generated": meta["generated"]}
     atomic_write(fs, join(root, "summary.json"), json.dumps(summary, indent=2).encode() + b"\n")
     return result
+
+
+def _link_sources(links: list[str | None]) -> tuple[str, ...]:
+    """What the page's CSP must allow for the pair view to show linked originals: `file:` and the
+    origins of presigned links."""
+    sources = set()
+    for link in links:
+        if link:
+            parts = urlsplit(link)
+            sources.add("file:" if parts.scheme == "file" else f"{parts.scheme}://{parts.netloc}")
+    return tuple(sorted(sources))
 
 
 def _signer(uris: list[str], settings: ReportSettings, storage_options: dict[str, Any] | None) -> Any:

@@ -30,12 +30,14 @@ def safe_json(value: Any) -> str:
     return text
 
 
-def render_page(title: str, data: dict[str, Any], thumbnails: list[str]) -> str:
-    """The whole report page."""
+def render_page(title: str, data: dict[str, Any], thumbnails: list[str], image_sources: tuple[str, ...] = ()) -> str:
+    """The whole report page; `image_sources` (`file:`, or the origin of presigned links) may serve the
+    originals that the pair view shows full size."""
     assets = resources.files("dupflow.report")
     script = (assets / "viewer.js").read_text(encoding="utf-8")
     digest = base64.b64encode(hashlib.sha256(script.encode()).digest()).decode()
-    policy = (f"default-src 'none'; img-src data:; style-src 'unsafe-inline'; script-src 'sha256-{digest}'; "
+    images = " ".join(["data:", *image_sources])
+    policy = (f"default-src 'none'; img-src {images}; style-src 'unsafe-inline'; script-src 'sha256-{digest}'; "
               "base-uri 'none'; form-action 'none'")
     parts = {
         "CSP": html.escape(policy, quote=True),

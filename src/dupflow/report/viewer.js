@@ -438,7 +438,15 @@
     const link = safeLink(I.link[i]);
     return el("div", null, t, link ? el("a", { href: link, target: "_blank", rel: "noopener noreferrer", text: "open the original" }) : null);
   }
-  function large(i) { return I.thumb[i] >= 0 ? thumb(i, "large") : thumb(i, "nothumb"); }
+  // the original at full size where the page links it (local files, presigned links), else the thumbnail
+  function large(i) {
+    const fallback = I.thumb[i] >= 0 ? thumb(i, "large") : thumb(i, "nothumb");
+    const link = safeLink(I.link[i]);
+    if (!link) return fallback;
+    const img = el("img", { class: "large original", src: link, alt: I.name[i], decoding: "async" });
+    img.addEventListener("error", () => img.replaceWith(fallback));
+    return img;
+  }
   function openModal(...kids) {
     const body = $("modal-body");
     body.replaceChildren(...kids);
