@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -84,6 +86,7 @@ def main() -> None:
     parser.add_argument("--threshold", type=float, default=0.9)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--peer-limit", type=int, default=20000)
+    parser.add_argument("--repeat", type=int, default=3, help="runs per method, interleaved; medians reported")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "cosine_speed.md")
     parser.add_argument("--child", nargs=2, metavar=("METHOD", "NPY"))
     args = parser.parse_args()
@@ -94,27 +97,36 @@ def main() -> None:
     for d in (int(v) for v in args.dims.split(",")):
         for n in (int(v) for v in args.sizes.split(",")):
             path = make(n, d)
-            for method in ("dupflow", "scikit-learn radius_neighbors"):
-                if method != "dupflow" and n > args.peer_limit:
-                    continue
-                done = subprocess.run([sys.executable, __file__, "--threshold", str(args.threshold), "--threads",
-                                       str(args.threads), "--child", method.split()[0], str(path)],
-                                      capture_output=True, text=True, check=True)
-                r = json.loads(done.stdout.strip().splitlines()[-1])
-                rows.append({"n": n, "d": d, "method": method, **r,
-                             "pairs_per_second": n * (n - 1) / 2 / r["seconds"]})
-                print(rows[-1], flush=True)
+            runs: dict[str, list[dict[str, Any]]] = {}
+            for _ in range(args.repeat):
+                for method in ("dupflow", "scikit-learn radius_neighbors"):
+                    if method != "dupflow" and n > args.peer_limit:
+                        continue
+                    done = subprocess.run([sys.executable, __file__, "--threshold", str(args.threshold), "--threads",
+                                           str(args.threads), "--child", method.split()[0], str(path)],
+                                          capture_output=True, text=True, check=True)
+                    runs.setdefault(method, []).append(json.loads(done.stdout.strip().splitlines()[-1]))
+                    print(method, n, d, runs[method][-1], flush=True)
+            for method, got in runs.items():
+                seconds = statistics.median(r["seconds"] for r in got)
+                pairs = zip(got, runs["dupflow"], strict=False)
+                ratio = statistics.median(r["seconds"] / f["seconds"] for r, f in pairs)
+                rows.append({"n": n, "d": d, "method": method, "runs": len(got), "seconds": seconds,
+                             "pairs": got[0]["pairs"], "peak_extra_bytes": max(r["peak_extra_bytes"] for r in got),
+                             "pairs_per_second": n * (n - 1) / 2 / seconds, "x_dupflow": ratio})
     for n, d in {(r["n"], r["d"]) for r in rows}:
         counts = {r["pairs"] for r in rows if (r["n"], r["d"]) == (n, d)}
         assert len(counts) == 1, f"methods disagree on {n} x {d}: {counts}"
     lines = [f"# Cosine threshold search ({time.strftime('%Y-%m-%d')}, {args.threads} threads, threshold "
              f"{args.threshold})", "", f"Command: `.venv/bin/python bench/cosine_speed.py --sizes {args.sizes} --dims "
-             f"{args.dims} --threshold {args.threshold}`", "",
-             "| images | dims | method | seconds | pairs found | M pairs compared/s | peak memory above embeddings |",
-             "|---:|---:|---|---:|---:|---:|---:|"]
+             f"{args.dims} --threshold {args.threshold} --repeat {args.repeat}`; medians, ratios taken per "
+             "repetition", "",
+             "| images | dims | method | runs | median seconds | pairs found | M pairs compared/s "
+             "| peak memory above embeddings | x dupflow |", "|---:|---:|---|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
-        lines.append(f"| {r['n']:,} | {r['d']} | {r['method']} | {r['seconds']:.1f} | {r['pairs']:,} | "
-                     f"{r['pairs_per_second'] / 1e6:.0f} | {r['peak_extra_bytes'] / 2**20:.0f} MiB |")
+        lines.append(f"| {r['n']:,} | {r['d']} | {r['method']} | {r['runs']} | {r['seconds']:.1f} | {r['pairs']:,} | "
+                     f"{r['pairs_per_second'] / 1e6:.0f} | {r['peak_extra_bytes'] / 2**20:.0f} MiB | "
+                     f"{r['x_dupflow']:.1f} |")
     text = "\n".join(lines) + "\n"
     print(text)
     args.out.parent.mkdir(parents=True, exist_ok=True)

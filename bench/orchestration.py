@@ -8,13 +8,19 @@ For each size, on the same photographs (bench/photos.py), each from an empty sto
   `cluster.address`), Prefect API already up;
 - `flow, cold local cluster`: the same flow starting its own LocalCluster (what `dupflow run` does).
 Overhead is the flow's wall time over core's; per-task overhead divides the difference by the
-number of Prefect task runs. Results: bench/results/orchestration.{json,md}.
+number of Prefect task runs. Throughput is images per second of each whole run; peak memory is the
+largest resident set of one Dask worker process (the running cluster's, after its flow) and of the
+core run (its process and its encode processes). `--small` makes 640x480 photographs, so that 20,000+
+fit on a laptop disk (1.6 GB) and build in minutes. Results: bench/results/orchestration.{json,md}.
+
+    .venv/bin/python bench/orchestration.py --images 20000 --small
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import resource
 import shutil
 import tempfile
 import time
@@ -31,24 +37,29 @@ from dupflow.run_config import validate_config
 RESULTS = Path(__file__).parent / "results"
 
 
-def _core(data: Path, work: Path, workers: int) -> float:
+def _peak_mib(who: int = resource.RUSAGE_SELF) -> float:
+    return resource.getrusage(who).ru_maxrss / 1024  # KiB on Linux
+
+
+def _core(data: Path, work: Path, workers: int) -> tuple[float, float]:
     start = time.perf_counter()
     run_encode([DatasetSource("photos", str(data))], str(work / "core-store"), EncodeSettings(), workers=workers)
     match_store(str(work / "core-store"), str(work / "core-out"), MatchSettings())
-    return time.perf_counter() - start
+    return time.perf_counter() - start, max(_peak_mib(), _peak_mib(resource.RUSAGE_CHILDREN))
 
 
 def _flow(data: Path, work: Path, name: str, cluster: dict[str, Any], threads: int) -> tuple[float, int]:
     from flows.dedup import dedup
 
     config = validate_config({"datasets": [{"name": "photos", "url": str(data)}], "store": str(work / f"{name}-store"),
-                              "out": str(work / f"{name}-out"), "cluster": cluster})
+                              "out": str(work / f"{name}-out"), "cluster": cluster,
+                              "report": None})  # the same work as core: no HTML report
     start = time.perf_counter()
     result = dedup(config)
     seconds = time.perf_counter() - start
     shards = -(-result.encode.listed // auto_shard_size(result.encode.listed, threads))
     blocks = 2 * 2 * threads  # two rules (exact, phash<=10), two blocks per worker thread
-    tasks = 1 + 1 + shards + 1 + 1 + blocks + 1 + 1  # list, plan, shards, commit, plan-match, blocks, decide, report
+    tasks = 1 + 1 + shards + 1 + 1 + blocks + 1 + 1  # list, plan, shards, commit, plan-match, blocks, decide, summary
     return seconds, tasks
 
 
@@ -56,9 +67,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=int, nargs="+", default=[2000])
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--small", action="store_true", help="640x480 photographs (for 20,000 and more)")
     args = parser.parse_args()
 
-    from distributed import LocalCluster
+    from distributed import Client, LocalCluster
     from prefect.testing.utilities import prefect_test_harness
 
     rows = []
@@ -66,11 +78,15 @@ def main() -> None:
             LocalCluster(n_workers=args.workers, threads_per_worker=1, host="127.0.0.1",
                          dashboard_address=":0") as cluster:
         for n in args.images:
-            data = make(Path(__file__).parent / ".work" / f"photos-{n}", n)
+            sizes = [(640, 480)] if args.small else None
+            data = make(Path(__file__).parent / ".work" / f"photos-{n}{'-small' if args.small else ''}", n,
+                        sizes=sizes)
             work = Path(tempfile.mkdtemp(prefix="dupflow-orch-"))
             try:
-                core = _core(data, work, args.workers)
+                core, core_mib = _core(data, work, args.workers)
                 warm, tasks = _flow(data, work, "warm", {"address": cluster.scheduler_address}, args.workers)
+                with Client(cluster) as client:
+                    worker_mib = max(client.run(_peak_mib).values())
                 cold, _ = _flow(data, work, "cold", {"workers": args.workers}, args.workers)
             finally:
                 shutil.rmtree(work, ignore_errors=True)
@@ -78,16 +94,20 @@ def main() -> None:
                          "flow_cold_local_cluster_s": round(cold, 2), "tasks": tasks,
                          "overhead_running_pct": round(100 * (warm - core) / core, 1),
                          "overhead_cold_pct": round(100 * (cold - core) / core, 1),
-                         "per_task_ms": round(1000 * (warm - core) / tasks)})
+                         "per_task_ms": round(1000 * (warm - core) / tasks),
+                         "images_per_s_core": round(n / core), "images_per_s_flow": round(n / warm),
+                         "peak_core_mib": round(core_mib), "peak_worker_mib": round(worker_mib)})
             print(json.dumps(rows[-1]), flush=True)
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "orchestration.json").write_text(json.dumps(rows, indent=2) + "\n")
     lines = ["| images | core, one process | flow, running cluster | overhead | flow, cold LocalCluster | overhead "
-             "| Prefect task runs | overhead per task |", "|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "| Prefect task runs | overhead per task | images/s core / flow | peak MiB core / worker |",
+             "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         lines.append(f"| {r['images']:,} | {r['core_s']} s | {r['flow_running_cluster_s']} s | "
                      f"{r['overhead_running_pct']}% | {r['flow_cold_local_cluster_s']} s | {r['overhead_cold_pct']}% | "
-                     f"{r['tasks']} | {r['per_task_ms']} ms |")
+                     f"{r['tasks']} | {r['per_task_ms']} ms | {r['images_per_s_core']} / {r['images_per_s_flow']} | "
+                     f"{r['peak_core_mib']} / {r['peak_worker_mib']} |")
     (RESULTS / "orchestration.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

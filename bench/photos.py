@@ -34,8 +34,8 @@ def source_photos() -> list[tuple[str, Image.Image]]:
     return photos
 
 
-def make(out: Path, n: int, seed: int = 0) -> Path:
-    """Write `n` JPEGs into `out` (kept between runs: same seed, same files)."""
+def make(out: Path, n: int, seed: int = 0, sizes: list[tuple[int, int]] | None = None) -> Path:
+    """Write `n` JPEGs into `out` (kept between runs: same seed, same files), of `sizes` (default SIZES)."""
     marker = out / f".done-{n}-{seed}"
     if marker.exists():
         return out
@@ -44,7 +44,7 @@ def make(out: Path, n: int, seed: int = 0) -> Path:
     photos = source_photos()
     for i in range(n):
         _, photo = photos[i % len(photos)]
-        w, h = SIZES[int(rng.integers(len(SIZES)))]
+        w, h = (sizes or SIZES)[int(rng.integers(len(sizes or SIZES)))]
         cw, ch = int(photo.width * rng.uniform(0.5, 1.0)), int(photo.height * rng.uniform(0.5, 1.0))
         x, y = int(rng.integers(0, photo.width - cw + 1)), int(rng.integers(0, photo.height - ch + 1))
         img = photo.crop((x, y, x + cw, y + ch)).resize((w, h), Image.Resampling.BICUBIC)

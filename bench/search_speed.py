@@ -1,15 +1,17 @@
 """Exact Hamming range search speed: dupflow's index vs a numpy block scan vs imagededup, same hashes.
 
-Two kinds of 64-bit hash sets, N = 20k, 100k, 1M:
+Two kinds of 64-bit hash sets, N = 10k, 100k, 1M:
   uniform    random hashes, 1% planted near-duplicates (1-5 bits flipped from another hash)
   clustered  like real image hashes: N/50 centres, every hash 8% of its bits flipped from its centre,
              and 16 bits that barely vary across the whole set (buckets get very uneven)
 Each method runs in its own process on the same .npy file; the table gives wall seconds, the
 effective all-pairs rate (N(N-1)/2 / seconds), peak memory and the pair count (checked equal).
-imagededup's default search (`brute_force_cython`) and the numpy scan are run only where they
-finish within --peer-limit seconds per the measured growth (they are O(N^2)).
+imagededup's searches (`brute_force_cython`, its default, and `bktree`) and the numpy scan are run
+only where they finish within --peer-limit seconds per the measured growth (they are O(N^2)).
+Every method runs --repeat times, interleaved; the table gives medians, and "x dupflow" is the
+median of the ratios taken within each repetition (the machine is shared and noisy).
 
-Usage: python bench/search_speed.py [--sizes 20000,100000,1000000] [--threshold 10]
+Usage: python bench/search_speed.py [--sizes 10000,100000,1000000] [--threshold 10] [--repeat 3]
        PEER_PYTHON=bench/.venv-peer/bin/python for imagededup (see setup_peer.sh)
 """
 
@@ -19,6 +21,7 @@ import argparse
 import json
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import time
@@ -50,7 +53,7 @@ else:
     enc = {f"{i}.jpg": f"{int(w):016x}" for i, w in enumerate(words[:, 0])}
     start = time.perf_counter()
     dups = PHash(verbose=False).find_duplicates(encoding_map=enc, max_distance_threshold=t,
-                                                  search_method="brute_force_cython")
+                                                  search_method=method.split(":")[1])
     pairs = sum(len(v) for v in dups.values()) // 2
 seconds = time.perf_counter() - start
 print(json.dumps({"seconds": seconds, "pairs": pairs,
@@ -83,7 +86,8 @@ def _flips(rng: np.random.Generator, n: int, counts: np.ndarray) -> np.ndarray:
 
 
 def run(python: str, method: str, path: Path, t: int, limit: float) -> dict[str, float] | None:
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent / "src")} if method != "imagededup" else None
+    peer = method.startswith("imagededup")
+    env = None if peer else {**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent / "src")}
     try:
         out = subprocess.run([python, "-c", RUNNER, method, str(path), str(t)], capture_output=True, text=True,
                              timeout=limit, env=env, check=True)
@@ -98,7 +102,10 @@ def run(python: str, method: str, path: Path, t: int, limit: float) -> dict[str,
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--sizes", default="20000,100000,1000000")
+    parser.add_argument("--sizes", default="10000,100000,1000000")
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--bktree-limit", type=float, default=120.0,
+                        help="seconds before imagededup's bktree is cut off (its cost is not a simple N^2)")
     parser.add_argument("--threshold", type=int, default=10)
     parser.add_argument("--peer-limit", type=float, default=400.0, help="seconds before an O(N^2) method is cut off")
     args = parser.parse_args()
@@ -113,35 +120,51 @@ def main() -> None:
                 np.save(path, make(n, np.random.default_rng(n)))
             methods = [("dupflow", sys.executable), ("numpy-scan", sys.executable)]
             if Path(peer).exists():
-                methods.append(("imagededup", peer))
-            for method, python in methods:
-                quadratic = method != "dupflow"
-                # measured here: numpy scan ~15 s per 10^9 pairs, imagededup ~0.37 s per 10^6 pairs
-                expected = n * n / 2 * (1.5e-8 if method == "numpy-scan" else 3.7e-7)
-                if quadratic and expected > args.peer_limit:
-                    rows.append({"kind": kind, "n": n, "method": method, "seconds": None,
-                                 "note": f"skipped: ~{expected:,.0f} s expected"})
+                methods += [("imagededup:brute_force_cython", peer), ("imagededup:bktree", peer)]
+            runs: dict[str, list[dict[str, float]]] = {m: [] for m, _ in methods}
+            skipped: dict[str, str] = {}
+            for _ in range(args.repeat):
+                for method, python in methods:
+                    # measured here: numpy scan ~15 s per 10^9 pairs, imagededup ~0.37 s per 10^6 pairs
+                    expected = n * n / 2 * (1.5e-8 if method == "numpy-scan" else 3.7e-7)
+                    if method != "dupflow" and expected > args.peer_limit:
+                        skipped[method] = f"skipped: ~{expected:,.0f} s expected"
+                        continue
+                    if method in skipped:
+                        continue
+                    limit = args.bktree_limit if method.endswith("bktree") else args.peer_limit * 2
+                    r = run(python, method, path, args.threshold, limit)
+                    if r is None:
+                        skipped[method] = f"timed out after {limit:.0f} s"
+                        continue
+                    runs[method].append(r)
+                    print(json.dumps({"kind": kind, "n": n, "method": method, **r}), flush=True)
+            for method, _ in methods:
+                done = runs[method]
+                if not done:
+                    rows.append({"kind": kind, "n": n, "method": method, "seconds": None, "note": skipped[method]})
                     continue
-                r = run(python, method, path, args.threshold, args.peer_limit * 2)
-                row = {"kind": kind, "n": n, "method": method, **(r or {"seconds": None, "note": "timed out"})}
-                rows.append(row)
-                print(json.dumps(row), flush=True)
+                ratios = [r["seconds"] / d["seconds"] for r, d in zip(done, runs["dupflow"], strict=False)]
+                rows.append({"kind": kind, "n": n, "method": method, "runs": len(done),
+                             "seconds": statistics.median(r["seconds"] for r in done),
+                             "peak_mb": max(r["peak_mb"] for r in done), "pairs": done[0]["pairs"],
+                             "x_dupflow": statistics.median(ratios)})
     lines = [
         f"# Hamming range search, t = {args.threshold}, 64-bit hashes",
         "",
         f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, {time.strftime('%Y-%m-%d')}; "
         "wall seconds of the search (index build included), one process per method",
         "",
-        "| hashes | N | method | seconds | all-pairs rate | peak MB | pairs found |",
-        "|---|---|---|---|---|---|---|",
+        "| hashes | N | method | runs | median seconds | all-pairs rate | peak MB | pairs found | x dupflow |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         if r["seconds"] is None:
-            lines.append(f"| {r['kind']} | {r['n']:,} | {r['method']} | {r.get('note')} | | | |")
+            lines.append(f"| {r['kind']} | {r['n']:,} | {r['method']} | | {r.get('note')} | | | | |")
             continue
         rate = r["n"] * (r["n"] - 1) / 2 / r["seconds"]
-        lines.append(f"| {r['kind']} | {r['n']:,} | {r['method']} | {r['seconds']:.2f} | {rate / 1e9:.1f} G/s | "
-                     f"{r['peak_mb']:.0f} | {r['pairs']:,} |")
+        lines.append(f"| {r['kind']} | {r['n']:,} | {r['method']} | {r['runs']} | {r['seconds']:.2f} | "
+                     f"{rate / 1e9:.1f} G/s | {r['peak_mb']:.0f} | {r['pairs']:,} | {r['x_dupflow']:.1f} |")
     for kind in ("uniform", "clustered"):
         found = {(r["n"], r["method"]): r for r in rows if r["kind"] == kind and r["seconds"]}
         for n in sizes:
