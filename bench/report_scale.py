@@ -76,7 +76,7 @@ def synthetic(n: int, groups: int, seed: int = 0) -> tuple[MatchOutputs, StoreFa
                       "size": pa.array(rng.integers(50_000, 300_000, n), pa.int64()), "format": ["JPEG"] * n,
                       "mtime": pa.array([0] * n, pa.timestamp("ns", tz="UTC")),
                       "error_message": pa.array([None] * n, pa.string())})
-    vectors = rng.random((n, 64)).astype(np.float32)
+    vectors = pa.array(rng.integers(0, 2**63, n, dtype=np.uint64))  # pHash words
     empty = GROUPS.empty_table()
     return (MatchOutputs("/data/out", summary, pairs, empty, scores),
             StoreFacts(facts, vectors, np.arange(n), "phash", 8), int(sizes.sum()))

@@ -35,13 +35,19 @@ class MatchOutputs:
 @dataclass(frozen=True)
 class StoreFacts:
     """Per image of `scores` (same order): dimensions, size, format, mtime and error message; and
-    vectors to project in 2-D (the cnn embeddings, else pHash bits) with their row numbers."""
+    vectors to project in 2-D (the cnn embeddings, else pHash bits) with their row numbers. The
+    vectors stay an Arrow column: only the few thousand rows that get projected become a matrix."""
 
     table: pa.Table
-    vectors: np.ndarray | None
+    vectors: pa.Array | None
     vector_rows: np.ndarray
     vector_source: str | None
     hash_size: int
+
+    def matrix(self, picked: np.ndarray) -> np.ndarray:
+        """The vectors at positions `picked` (of `vector_rows`) as float rows: embeddings, or one 0/1 per bit."""
+        assert self.vectors is not None and self.vector_source is not None
+        return _as_matrix(self.vectors.take(pa.array(picked, pa.int64())), self.vector_source)
 
 
 def read_match_outputs(url: str, storage_options: dict[str, Any] | None = None) -> MatchOutputs:
@@ -81,15 +87,14 @@ def read_store_facts(store_url: str, scores: pa.Table, storage_options: dict[str
     if vector is not None:
         column = table[vector].take(at)
         rows = np.flatnonzero(pc.is_valid(column).to_numpy(zero_copy_only=False))
-        valid = column.take(pa.array(rows, pa.int64())).combine_chunks()
-        vectors = _as_matrix(valid, vector)
+        vectors = column.take(pa.array(rows, pa.int64())).combine_chunks()
     return StoreFacts(facts, vectors, rows, vector, int(rec.settings.get("hash_size", 8)))
 
 
 def _as_matrix(column: pa.Array, kind: str) -> np.ndarray:
     """Embeddings as float32 rows, or hashes unpacked to one 0/1 column per bit."""
     if kind == "cnn":
-        values: np.ndarray = column.values.to_numpy(zero_copy_only=False).astype(np.float32)
+        values: np.ndarray = column.flatten().to_numpy(zero_copy_only=False).astype(np.float32)
         return values.reshape(len(column), column.type.list_size)
     if pa.types.is_integer(column.type):
         words = column.to_numpy(zero_copy_only=False).astype(">u8")

@@ -56,11 +56,11 @@ def build_payload(outputs: MatchOutputs, facts: StoreFacts, thumb_index: Sequenc
     pair_cols = {
         "a": [at[u] for u in pairs["a"].to_pylist()],
         "b": [at[u] for u in pairs["b"].to_pylist()],
-        "m": [methods.index(m) for m in pairs["method"].to_pylist()],
-        "r": [rules.index(r) for r in pairs["rule"].to_pylist()],
+        "m": _codes(pairs["method"].to_pylist(), methods),
+        "r": _codes(pairs["rule"].to_pylist(), rules),
         "s": _rounded(pairs["similarity"].to_pylist(), 6),
         "d": pairs["distance"].to_pylist(),
-        "o": [orientations.index(o) if o else None for o in pairs["orientation"].to_pylist()],
+        "o": _codes(pairs["orientation"].to_pylist(), orientations),
     }
     return {
         "meta": meta,
@@ -128,7 +128,7 @@ def projection(facts: StoreFacts, outputs: MatchOutputs, points: int, seed: int 
     rest = np.flatnonzero(~grouped)
     take = min(len(rest), points - len(first))
     chosen = np.sort(np.concatenate([first, np.random.default_rng(seed).choice(rest, take, replace=False)]))
-    xy = PCA(n_components=2, random_state=seed).fit_transform(facts.vectors[chosen].astype(np.float64))
+    xy = PCA(n_components=2, random_state=seed).fit_transform(facts.matrix(chosen).astype(np.float64))
     span = np.maximum(xy.max(axis=0) - xy.min(axis=0), 1e-12)
     xy = (xy - xy.min(axis=0)) / span
     return {"source": facts.vector_source, "img": facts.vector_rows[chosen].tolist(),
@@ -158,6 +158,12 @@ def _summary_for_page(summary: dict[str, Any]) -> dict[str, Any]:
     datasets = {name: {k: v for k, v in d.items() if k != "groups"} for name, d in summary["datasets"].items()}
     crossings = {name: {k: v for k, v in x.items() if k != "groups"} for name, x in summary["intersections"].items()}
     return {"settings": settings, "totals": summary["totals"], "datasets": datasets, "intersections": crossings}
+
+
+def _codes(values: Sequence[str | None], names: Sequence[str]) -> list[int | None]:
+    """Each value's position in `names` (null stays null): the page stores names once."""
+    code = {name: i for i, name in enumerate(names)}
+    return [None if v is None else code[v] for v in values]
 
 
 def _rounded(values: Sequence[float | None], digits: int) -> list[float | None]:
