@@ -36,7 +36,7 @@ import subprocess
 import sys
 import time
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from itertools import combinations
 from pathlib import Path
 from typing import Any
@@ -46,9 +46,10 @@ import pyarrow.parquet as pq
 from embeddings import SKIMAGE, TRANSFORMS, _save
 from PIL import Image
 
-from dupflow.config import DatasetSource, EncodeSettings
-from dupflow.match_job import MatchSettings, match_store
-from dupflow.pipeline import run_encode
+from dupflow.encode.settings import EncodeSettings
+from dupflow.io.sources import DatasetSource
+from dupflow.match.job import MatchSettings, match_store
+from dupflow.store.encode_job import run_encode
 
 BENCH = Path(__file__).resolve().parent
 WORK = BENCH / ".work"
@@ -62,8 +63,8 @@ SAME_PICTURE = {"Elephants.jpg": ("Elephants_3840x2160.jpg", "Elephants_5640x317
 RECOLOURS = (("Ubuntu-Mate-Cold-no-logo.png", "Ubuntu-Mate-Dark-no-logo.png", "Ubuntu-Mate-Radioactive-no-logo.png",
               "Ubuntu-Mate-Warm-no-logo.png"), ("MATE-Stripes-Dark.png", "MATE-Stripes-Light.png"))
 TRANSFORMS_HERE = dict(TRANSFORMS)
-TRANSFORMS_HERE["resize 150%"] = (lambda i, r: i.resize((i.width * 3 // 2, i.height * 3 // 2),
-                                                        Image.Resampling.BICUBIC), "JPEG")
+TRANSFORMS_HERE["resize 150%"] = (lambda i, _r: i.resize((i.width * 3 // 2, i.height * 3 // 2),
+                                                         Image.Resampling.BICUBIC), "JPEG")
 PRESETS = {  # name -> (rules, orientations)
     "dupflow default (exact | phash<=10)": (("exact", "phash<=10"), False),
     "dupflow strict (exact | phash<=6)": (("exact", "phash<=6"), False),
@@ -148,12 +149,11 @@ def photographs() -> tuple[list[dict[str, Any]], list[tuple[str, list[Path], str
 
 
 # ---- the labelled set ----------------------------------------------------------------------------
-def build(root: Path, seed: int) -> list[dict[str, Any]]:
-    """Write the set under root/train and root/val; one label row per file."""
-    rng = np.random.default_rng(seed)
-    bases, extra = photographs()
-    labels: list[dict[str, Any]] = []
-    sources = ["| base | source | licence |", "|---|---|---|"]
+Label = Callable[[str, str, str, str, str], None]  # add(split, rel, family, kind, transform)
+
+
+def _families(bases: list[dict[str, Any]], sources: list[str]) -> list[tuple[str, Image.Image]]:
+    """Each base fitted (and cut into four tiles where it is a photograph); its source row added to `sources`."""
     families: list[tuple[str, Image.Image]] = []
     for b in bases:
         picture = _fit(b["image"])
@@ -163,11 +163,12 @@ def build(root: Path, seed: int) -> list[dict[str, Any]]:
             w, h = picture.width // 2, picture.height // 2
             families += [(f"{b['name']}-tile{x}{y}", picture.crop((x * w, y * h, (x + 1) * w, (y + 1) * h)))
                          for x in range(2) for y in range(2)]
+    return families
 
-    def add(split: str, rel: str, family: str, kind: str, transform: str) -> None:
-        labels.append({"path": f"{split}/{rel}", "family": family, "kind": kind, "transform": transform,
-                       "dataset": split})
 
+def _write_families(root: Path, families: list[tuple[str, Image.Image]], rng: np.random.Generator,
+                    add: Label) -> None:
+    """Each family's base and its variants, split between train and val."""
     for k, (family, picture) in enumerate(families):
         base_split, variant_split = (("train", "val") if k % 4 == 0 else ("val", "val") if k % 4 == 1
                                      else ("train", "train"))
@@ -178,6 +179,10 @@ def build(root: Path, seed: int) -> list[dict[str, Any]]:
             rel = f"{family}/{t.replace(' ', '_').replace('/', '_').replace('%', 'pc')}.{ext}"
             _save(fn(picture, rng), root / variant_split / rel, fmt)
             add(variant_split, rel, family, "variant", t)
+
+
+def _write_packaged(root: Path, extra: list[tuple[str, list[Path], str]], add: Label) -> None:
+    """The packages' own copies of one picture at other sizes, and the recolours, all in train."""
     for family, paths, _licence in extra:
         for p in paths:
             rel = f"packaged/{family.replace(':', '-')}/{p.name}"
@@ -186,7 +191,11 @@ def build(root: Path, seed: int) -> list[dict[str, Any]]:
             recolour = family.startswith("recolour:")
             add("train", rel, family, "recolour" if recolour else "variant",
                 "" if recolour else "packaged at another size")
-    for b in bases[:len(SKIMAGE) + 3]:  # hard negatives: crops of a photograph sharing <= 30% of their area
+
+
+def _write_hard_negatives(root: Path, bases: list[dict[str, Any]], add: Label) -> None:
+    """Crops of a photograph sharing <= 30% of their area, and scikit-image's stereo pair."""
+    for b in bases[:len(SKIMAGE) + 3]:
         photo = _fit(b["image"])
         w, h = photo.size
         for axis in ("x", "y"):
@@ -203,9 +212,12 @@ def build(root: Path, seed: int) -> list[dict[str, Any]]:
         rel = f"hardneg/stereo_motorcycle-{side}.jpg"
         _save(Image.fromarray(sk.stereo_motorcycle()[side]), root / "train" / rel, "JPEG")
         add("train", rel, f"hardneg:motorcycle-{side}", "hard_negative", "stereo_motorcycle")
+
+
+def _write_corrupt(root: Path, whole: bytes, add: Label) -> None:
+    """A truncated JPEG (of `whole`), an empty file, a text file and a decompression bomb."""
     corrupt = root / "train" / "corrupt"
     corrupt.mkdir(parents=True)
-    whole = (root / labels[0]["path"]).read_bytes()
     (corrupt / "truncated.jpg").write_bytes(whole[: len(whole) * 2 // 5])
     (corrupt / "empty.jpg").write_bytes(b"")
     (corrupt / "notes.jpg").write_bytes(b"meeting notes, not a picture\n" * 20)
@@ -216,6 +228,24 @@ def build(root: Path, seed: int) -> list[dict[str, Any]]:
     (corrupt / "bomb.png").write_bytes(bytes(bomb))
     for name in ("truncated.jpg", "empty.jpg", "notes.jpg", "bomb.png"):
         add("train", f"corrupt/{name}", f"corrupt:{name}", "corrupt", name)
+
+
+def build(root: Path, seed: int) -> list[dict[str, Any]]:
+    """Write the set under root/train and root/val; one label row per file."""
+    rng = np.random.default_rng(seed)
+    bases, extra = photographs()
+    labels: list[dict[str, Any]] = []
+    sources = ["| base | source | licence |", "|---|---|---|"]
+    families = _families(bases, sources)
+
+    def add(split: str, rel: str, family: str, kind: str, transform: str) -> None:
+        labels.append({"path": f"{split}/{rel}", "family": family, "kind": kind, "transform": transform,
+                       "dataset": split})
+
+    _write_families(root, families, rng, add)
+    _write_packaged(root, extra, add)
+    _write_hard_negatives(root, bases, add)
+    _write_corrupt(root, (root / labels[0]["path"]).read_bytes(), add)
     (root / "SOURCES.md").write_text("# Sources of the accuracy set\n\n" + "\n".join(sources) + "\n")
     return labels
 

@@ -93,7 +93,7 @@ def main() -> None:
         lambda: apply_manifest(str(manifest), str(work / "j-link"), options, execute=True))
     results["dupflow undo"] = _timed(lambda: undo_journal(str(work / "j-link"), execute=True, threads=args.threads))
     original = moves._move_by_link
-    moves._move_by_link = lambda *a: None  # type: ignore[assignment]
+    moves._move_by_link = lambda *_args: None  # type: ignore[assignment]
     results["dupflow execute, copy-verify-delete"] = _timed(
         lambda: apply_manifest(str(manifest), str(work / "j-copy"), options, execute=True))
     moves._move_by_link = original

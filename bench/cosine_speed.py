@@ -55,10 +55,10 @@ def child(method: str, path: str, threshold: float, threads: int) -> None:
 
         import pyarrow as pa
 
-        from dupflow.embeddings import Embeddings
         from dupflow.index import Block
-        from dupflow.matching import Images, prepare_search
-        from dupflow.rules import parse_rule
+        from dupflow.match.embeddings import Embeddings
+        from dupflow.match.matching import Images, prepare_search
+        from dupflow.match.rules import parse_rule
 
         # what `dupflow match --rule cosine>=T` runs: classes, then blocks on a thread pool
         n = len(x)

@@ -31,12 +31,13 @@ import numpy as np
 import pyarrow.compute as pc
 from PIL import Image, ImageDraw, ImageEnhance, ImageFilter
 
-from dupflow.config import DatasetSource, EncodeSettings
-from dupflow.embeddings import embeddings_from_store
+from dupflow.encode.settings import EncodeSettings
 from dupflow.index import as_words, brute_force_pairs, cosine_pairs
-from dupflow.pipeline import run_encode
-from dupflow.rules import parse_rules
-from dupflow.store import EncodingsStore
+from dupflow.io.sources import DatasetSource
+from dupflow.match.embeddings import embeddings_from_store
+from dupflow.match.rules import parse_rules
+from dupflow.store.encode_job import run_encode
+from dupflow.store.encodings import EncodingsStore
 
 WORK = Path(__file__).parent / ".work"
 SKIMAGE = ("astronaut", "coffee", "chelsea", "rocket", "camera", "moon", "coins", "text", "page", "hubble_deep_field",
@@ -96,23 +97,23 @@ def _combo(img: Image.Image, rng: np.random.Generator) -> Image.Image:
 # name -> (transform, file format)
 Transform = Callable[[Image.Image, np.random.Generator], Image.Image]
 TRANSFORMS: dict[str, tuple[Transform, str]] = {
-    "re-encode jpeg q30": (lambda i, r: _jpeg(i, 30), "JPEG"),
-    "resize 50%": (lambda i, r: i.resize((max(16, i.width // 2), max(16, i.height // 2)), Image.Resampling.BILINEAR),
+    "re-encode jpeg q30": (lambda i, _r: _jpeg(i, 30), "JPEG"),
+    "resize 50%": (lambda i, _r: i.resize((max(16, i.width // 2), max(16, i.height // 2)), Image.Resampling.BILINEAR),
                    "JPEG"),
     "crop 5%": (lambda i, r: _crop(i, 0.05, r), "JPEG"),
     "crop 10%": (lambda i, r: _crop(i, 0.10, r), "JPEG"),
     "crop 20%": (lambda i, r: _crop(i, 0.20, r), "JPEG"),
-    "rotate 3deg": (lambda i, r: _rotate(i, 3), "JPEG"),
-    "rotate 90": (lambda i, r: i.transpose(Image.Transpose.ROTATE_90), "JPEG"),
-    "flip": (lambda i, r: i.transpose(Image.Transpose.FLIP_LEFT_RIGHT), "JPEG"),
-    "saturation +50%": (lambda i, r: ImageEnhance.Color(i).enhance(1.5), "JPEG"),
-    "brightness/contrast": (lambda i, r: ImageEnhance.Contrast(ImageEnhance.Brightness(i).enhance(1.2)).enhance(1.3),
+    "rotate 3deg": (lambda i, _r: _rotate(i, 3), "JPEG"),
+    "rotate 90": (lambda i, _r: i.transpose(Image.Transpose.ROTATE_90), "JPEG"),
+    "flip": (lambda i, _r: i.transpose(Image.Transpose.FLIP_LEFT_RIGHT), "JPEG"),
+    "saturation +50%": (lambda i, _r: ImageEnhance.Color(i).enhance(1.5), "JPEG"),
+    "brightness/contrast": (lambda i, _r: ImageEnhance.Contrast(ImageEnhance.Brightness(i).enhance(1.2)).enhance(1.3),
                             "JPEG"),
-    "blur": (lambda i, r: i.filter(ImageFilter.GaussianBlur(2)), "JPEG"),
-    "watermark": (lambda i, r: _watermark(i), "JPEG"),
-    "grayscale": (lambda i, r: i.convert("L").convert("RGB"), "JPEG"),
-    "webp": (lambda i, r: i, "WEBP"),
-    "png": (lambda i, r: i, "PNG"),
+    "blur": (lambda i, _r: i.filter(ImageFilter.GaussianBlur(2)), "JPEG"),
+    "watermark": (lambda i, _r: _watermark(i), "JPEG"),
+    "grayscale": (lambda i, _r: i.convert("L").convert("RGB"), "JPEG"),
+    "webp": (lambda i, _r: i, "WEBP"),
+    "png": (lambda i, _r: i, "PNG"),
     "crop+resize+jpeg+brightness": (_combo, "JPEG"),
 }
 _EXT = {"JPEG": "jpg", "WEBP": "webp", "PNG": "png"}

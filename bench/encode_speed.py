@@ -44,7 +44,7 @@ def worker(method: str, folder: Path) -> dict[str, float]:
 
         from PIL import Image
 
-        from dupflow.decoding import reduction_factor
+        from dupflow.io.decoding import reduction_factor
 
         cpu0, wall0 = _usage()[0], time.perf_counter()
         for p in files:
@@ -54,8 +54,9 @@ def worker(method: str, folder: Path) -> dict[str, float]:
             im.draft("L", (w // f, h // f))
             im.load()
     elif method.startswith("dupflow:"):
-        from dupflow.config import DatasetSource, EncodeSettings
-        from dupflow.pipeline import run_encode
+        from dupflow.encode.settings import EncodeSettings
+        from dupflow.io.sources import DatasetSource
+        from dupflow.store.encode_job import run_encode
 
         settings = EncodeSettings(encoders=tuple(method.split(":")[1].split(",")))
         with tempfile.TemporaryDirectory() as store:

@@ -29,10 +29,11 @@ from typing import Any
 
 from photos import make
 
-from dupflow.config import DatasetSource, EncodeSettings
-from dupflow.match_job import MatchSettings, match_store
-from dupflow.pipeline import auto_shard_size, run_encode
-from dupflow.run_config import validate_config
+from dupflow.config import validate_config
+from dupflow.encode.settings import EncodeSettings
+from dupflow.io.sources import DatasetSource
+from dupflow.match.job import MatchSettings, match_store
+from dupflow.store.encode_job import auto_shard_size, run_encode
 
 RESULTS = Path(__file__).parent / "results"
 

@@ -29,7 +29,7 @@ def source_photos() -> list[tuple[str, Image.Image]]:
 
         for name in ("astronaut", "coffee", "chelsea", "rocket"):
             photos.append((f"scikit-image:{name}", Image.fromarray(getattr(sk, name)()).convert("RGB")))
-    except Exception:  # optional source
+    except (ImportError, OSError):  # optional source: scikit-image missing, or its data files unavailable
         pass
     return photos
 

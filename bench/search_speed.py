@@ -26,6 +26,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -100,7 +101,7 @@ def run(python: str, method: str, path: Path, t: int, limit: float) -> dict[str,
     return result
 
 
-def main() -> None:
+def _parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sizes", default="10000,100000,1000000")
     parser.add_argument("--repeat", type=int, default=3)
@@ -108,49 +109,55 @@ def main() -> None:
                         help="seconds before imagededup's bktree is cut off (its cost is not a simple N^2)")
     parser.add_argument("--threshold", type=int, default=10)
     parser.add_argument("--peer-limit", type=float, default=400.0, help="seconds before an O(N^2) method is cut off")
-    args = parser.parse_args()
-    sizes = [int(s) for s in args.sizes.split(",")]
-    peer = os.environ.get("PEER_PYTHON", str(Path(__file__).parent / ".venv-peer" / "bin" / "python"))
-    WORK.mkdir(parents=True, exist_ok=True)
-    rows = []
-    for kind, make in (("uniform", uniform), ("clustered", clustered)):
-        for n in sizes:
-            path = WORK / f"{kind}-{n}.npy"
-            if not path.exists():
-                np.save(path, make(n, np.random.default_rng(n)))
-            methods = [("dupflow", sys.executable), ("numpy-scan", sys.executable)]
-            if Path(peer).exists():
-                methods += [("imagededup:brute_force_cython", peer), ("imagededup:bktree", peer)]
-            runs: dict[str, list[dict[str, float]]] = {m: [] for m, _ in methods}
-            skipped: dict[str, str] = {}
-            for _ in range(args.repeat):
-                for method, python in methods:
-                    # measured here: numpy scan ~15 s per 10^9 pairs, imagededup ~0.37 s per 10^6 pairs
-                    expected = n * n / 2 * (1.5e-8 if method == "numpy-scan" else 3.7e-7)
-                    if method != "dupflow" and expected > args.peer_limit:
-                        skipped[method] = f"skipped: ~{expected:,.0f} s expected"
-                        continue
-                    if method in skipped:
-                        continue
-                    limit = args.bktree_limit if method.endswith("bktree") else args.peer_limit * 2
-                    r = run(python, method, path, args.threshold, limit)
-                    if r is None:
-                        skipped[method] = f"timed out after {limit:.0f} s"
-                        continue
-                    runs[method].append(r)
-                    print(json.dumps({"kind": kind, "n": n, "method": method, **r}), flush=True)
-            for method, _ in methods:
-                done = runs[method]
-                if not done:
-                    rows.append({"kind": kind, "n": n, "method": method, "seconds": None, "note": skipped[method]})
-                    continue
-                ratios = [r["seconds"] / d["seconds"] for r, d in zip(done, runs["dupflow"], strict=False)]
-                rows.append({"kind": kind, "n": n, "method": method, "runs": len(done),
-                             "seconds": statistics.median(r["seconds"] for r in done),
-                             "peak_mb": max(r["peak_mb"] for r in done), "pairs": done[0]["pairs"],
-                             "x_dupflow": statistics.median(ratios)})
+    return parser.parse_args()
+
+
+def _repeat_runs(
+    kind: str, n: int, path: Path, methods: list[tuple[str, str]], args: argparse.Namespace
+) -> tuple[dict[str, list[dict[str, float]]], dict[str, str]]:
+    """Every method's runs on one hash set, --repeat times interleaved, and why any method was skipped."""
+    runs: dict[str, list[dict[str, float]]] = {m: [] for m, _ in methods}
+    skipped: dict[str, str] = {}
+    for _ in range(args.repeat):
+        for method, python in methods:
+            # measured here: numpy scan ~15 s per 10^9 pairs, imagededup ~0.37 s per 10^6 pairs
+            expected = n * n / 2 * (1.5e-8 if method == "numpy-scan" else 3.7e-7)
+            if method != "dupflow" and expected > args.peer_limit:
+                skipped[method] = f"skipped: ~{expected:,.0f} s expected"
+                continue
+            if method in skipped:
+                continue
+            limit = args.bktree_limit if method.endswith("bktree") else args.peer_limit * 2
+            r = run(python, method, path, args.threshold, limit)
+            if r is None:
+                skipped[method] = f"timed out after {limit:.0f} s"
+                continue
+            runs[method].append(r)
+            print(json.dumps({"kind": kind, "n": n, "method": method, **r}), flush=True)
+    return runs, skipped
+
+
+def _summary_rows(kind: str, n: int, methods: list[tuple[str, str]], runs: dict[str, list[dict[str, float]]],
+                  skipped: dict[str, str]) -> list[dict[str, Any]]:
+    """One table row per method: medians over its runs, or the note saying why it has none."""
+    rows: list[dict[str, Any]] = []
+    for method, _ in methods:
+        done = runs[method]
+        if not done:
+            rows.append({"kind": kind, "n": n, "method": method, "seconds": None, "note": skipped[method]})
+            continue
+        ratios = [r["seconds"] / d["seconds"] for r, d in zip(done, runs["dupflow"], strict=False)]
+        rows.append({"kind": kind, "n": n, "method": method, "runs": len(done),
+                     "seconds": statistics.median(r["seconds"] for r in done),
+                     "peak_mb": max(r["peak_mb"] for r in done), "pairs": done[0]["pairs"],
+                     "x_dupflow": statistics.median(ratios)})
+    return rows
+
+
+def _report(rows: list[dict[str, Any]], sizes: list[int], threshold: int) -> str:
+    """The markdown table, with a MISMATCH line wherever the methods found different pair counts."""
     lines = [
-        f"# Hamming range search, t = {args.threshold}, 64-bit hashes",
+        f"# Hamming range search, t = {threshold}, 64-bit hashes",
         "",
         f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, {time.strftime('%Y-%m-%d')}; "
         "wall seconds of the search (index build included), one process per method",
@@ -171,7 +178,26 @@ def main() -> None:
             counts = {r["pairs"] for (m, _), r in found.items() if m == n}
             if len(counts) > 1:
                 lines.append(f"\n**MISMATCH** {kind} N={n}: pair counts {sorted(counts)}")
-    text = "\n".join(lines) + "\n"
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    args = _parse_args()
+    sizes = [int(s) for s in args.sizes.split(",")]
+    peer = os.environ.get("PEER_PYTHON", str(Path(__file__).parent / ".venv-peer" / "bin" / "python"))
+    WORK.mkdir(parents=True, exist_ok=True)
+    rows: list[dict[str, Any]] = []
+    for kind, make in (("uniform", uniform), ("clustered", clustered)):
+        for n in sizes:
+            path = WORK / f"{kind}-{n}.npy"
+            if not path.exists():
+                np.save(path, make(n, np.random.default_rng(n)))
+            methods = [("dupflow", sys.executable), ("numpy-scan", sys.executable)]
+            if Path(peer).exists():
+                methods += [("imagededup:brute_force_cython", peer), ("imagededup:bktree", peer)]
+            runs, skipped = _repeat_runs(kind, n, path, methods, args)
+            rows += _summary_rows(kind, n, methods, runs, skipped)
+    text = _report(rows, sizes, args.threshold)
     print(text)
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "search_speed.md").write_text(text)

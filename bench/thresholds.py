@@ -22,9 +22,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageEnhance
 
-from dupflow.decoding import decode_image
-from dupflow.hashing import DIHEDRAL, ENCODERS, hash_input
+from dupflow.encode.hashing import DIHEDRAL, ENCODERS, hash_input
 from dupflow.index import as_words, brute_force_pairs
+from dupflow.io.decoding import decode_image
 
 METRICS = ("phash", "dhash", "ahash", "whash")
 THRESHOLDS = range(0, 17, 2)

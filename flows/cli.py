@@ -14,68 +14,80 @@ from pathlib import Path
 from typing import Any
 
 import click
-from click.core import ParameterSource
+from pydantic import BaseModel
 
-from dupflow.cli import (
-    dataset_options,
-    encode_options,
-    main,
-    match_options,
-    parse_encoders,
-    print_encode_report,
-    print_match_summary,
-)
-from dupflow.cli_apply import print_apply_brief
-from dupflow.cli_common import report_errors, storage_option
-from dupflow.config import parse_datasets, parse_storage_options
+from dupflow.cli.apply import print_apply_brief
+from dupflow.cli.common import report_errors, say, storage_option
+from dupflow.cli.main import dataset_options, main, print_encode_report, print_match_summary
+from dupflow.cli.options import given, options
+from dupflow.config import ApplyStep, DedupConfig, load_config, merged, validate_config
+from dupflow.encode.settings import EncodeSettings
 from dupflow.errors import ConfigError
-from dupflow.run_config import DedupConfig, load_config, validate_config
-from dupflow.summary import human_size
+from dupflow.io.fs import parse_storage_options
+from dupflow.io.preflight import check_sources, check_storage
+from dupflow.io.secrets import split_secrets
+from dupflow.io.sources import parse_datasets
+from dupflow.match.settings import MatchSettings
+from dupflow.match.summary import human_size
+from dupflow.report.settings import ReportSettings
 
 __all__ = ["main"]
 
 
-def _given(ctx: click.Context, name: str) -> bool:
-    return ctx.get_parameter_source(name) in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)
+# The stages' settings that `run` takes as flags; each comes from its stage's settings model.
+RUN_SECTIONS: dict[str, tuple[type[BaseModel], tuple[str, ...]]] = {
+    "encode": (EncodeSettings, ()),
+    "match": (MatchSettings, ("datasets", "threads")),
+    "apply": (ApplyStep, ("duplicates_root", "threads")),
+    "report": (ReportSettings, ("threads",)),
+}
 
 
-def config_from_flags(ctx: click.Context, config_file: str | None, flags: dict[str, Any]) -> DedupConfig:
-    """The run's DedupConfig: `--config FILE` as the base, flags given on the command line on top."""
+def config_from_flags(config_file: str | None, flags: dict[str, Any]) -> tuple[DedupConfig, dict[str, Any]]:
+    """The run's DedupConfig (`--config FILE` as the base, flags given on the command line on top), and
+    the credentials among the `-o` storage options, which never go into the config."""
     body: dict[str, Any] = {}
+    public, credentials = split_secrets(parse_storage_options(list(flags["storage_options"])))
     if flags["datasets"] or flags["root"]:
         sources = parse_datasets(list(flags["datasets"]), flags["root"], list(flags["dirs"]))
         body["datasets"] = [{"name": s.name, "url": s.url} for s in sources]
-    for key in ("store", "out", "max_pixels", "shard_size", "orientations", "duplicates_root", "examples",
-                "match_blocks", "cnn_model", "embeddings", "embed_col_name",
-                "allow_missing_embeddings"):  # flags named as the config's keys
-        if _given(ctx, key) or (config_file is None and flags[key] is not None):
-            body[key] = flags[key]
-    if _given(ctx, "hash_size") or config_file is None:
-        body["hash_size"] = int(flags["hash_size"])
-    if flags["encoders"] or config_file is None:
-        body["encoders"] = list(parse_encoders(flags["encoders"]))
-    for key in ("rules", "keep", "reference"):
-        if flags[key]:
-            body[key] = list(flags[key])
-    if flags["storage_options"]:
-        body["storage_options"] = parse_storage_options(list(flags["storage_options"]))
-    if flags["apply"] or flags["execute"]:  # replaces the config file's apply section
-        body["apply"] = {"execute": flags["execute"], "on_conflict": flags["on_conflict"],
-                         "sidecars": [x.strip() for x in flags["sidecars"].split(",") if x.strip()]}
-        if flags["journal"]:
-            body["apply"]["journal"] = flags["journal"]
+    body.update({key: flags[key] for key in ("store", "out") if flags[key]})
+    sections = {name: given(name, model, flags) for name, (model, _) in RUN_SECTIONS.items()}
+    body.update({name: values for name, values in sections.items() if values and name != "apply"})
+    if public:
+        body["storage_options"] = public
+    if flags["apply"] or sections["apply"].get("execute"):
+        body["apply"] = sections["apply"]
+    elif sections["apply"]:
+        raise ConfigError(f"{', '.join(sorted(sections['apply']))} set how the apply step runs: add --apply")
     if flags["no_report"]:
         body["report"] = None
-    elif flags["thumbnails"] is not None:
-        body["report"] = {"thumbnails": flags["thumbnails"]}
     cluster = {k: v for k, v in (("address", flags["address"]), ("workers", flags["workers"])) if v}
     if cluster:
         body["cluster"] = cluster
     if config_file:
-        return load_config(config_file, body)
+        return load_config(config_file, body), credentials
     if "datasets" not in body:
         raise ConfigError("no dataset given: add --dataset NAME=URL (repeatable), --root DIR, or --config dupflow.yaml")
-    return validate_config(body, "the command line")
+    return validate_config(body, "the command line"), credentials
+
+
+def preflight(config: DedupConfig, credentials: dict[str, Any]) -> None:
+    """Fail in seconds, before the Prefect API and the cluster start, on a dataset that does not exist or
+    storage that does not answer (endpoint, credentials). With a Secret block the credentials are only
+    known inside the flow run, which then reports these problems itself."""
+    if config.storage_secret:
+        return
+    options = merged(config.storage_options, credentials)
+    check_sources(config.sources(), options)
+    check_storage(config.store, options, "store")
+    check_storage(config.out, options, "output folder")
+
+
+def _run_options(fn: Any) -> Any:
+    for name, (model, exclude) in reversed(RUN_SECTIONS.items()):
+        fn = options(name, model, exclude=exclude)(fn)
+    return fn
 
 
 @main.command()
@@ -84,27 +96,16 @@ def config_from_flags(ctx: click.Context, config_file: str | None, flags: dict[s
 @dataset_options
 @click.option("--store", "-s", metavar="STORE", help="Encodings store: a local folder or S3 prefix.")
 @click.option("--out", metavar="OUT", help="Folder or prefix for pairs, groups, scores, manifest and summary.")
-@encode_options
-@match_options
-@click.option("--match-blocks", type=click.IntRange(min=0), default=None,
-              help="Match tasks per rule [default: two per worker thread].")
+@_run_options
 @click.option("--address", metavar="tcp://HOST:8786",
               help="Run on this Dask scheduler (default: $DUPFLOW_DASK_ADDRESS, else a local cluster).")
 @click.option("--workers", "-j", type=click.IntRange(min=1), default=None,
               help="Local cluster worker processes [default: CPU count].")
 @click.option("--apply", is_flag=True, help="End with an apply step over the manifest (a dry run unless --execute).")
-@click.option("--execute", is_flag=True, help="Apply for real: move the files (implies --apply).")
-@click.option("--sidecars", default="", metavar=".txt,.json", help="With --apply: files that move with their image.")
-@click.option("--on-conflict", type=click.Choice(["skip", "suffix"]), default="skip",
-              help="With --apply: what happens when a destination exists.")
-@click.option("--journal", default=None, metavar="URL", help="With --apply: the journal [default: OUT/apply-journal].")
 @click.option("--no-report", is_flag=True,
               help="Skip OUT/report.html (the HTML report; `dupflow report` can write it later).")
-@click.option("--thumbnails", type=click.IntRange(min=0), default=None,
-              help="Images with a thumbnail in the report [default: 20000].")
 @storage_option
-@click.pass_context
-def run(ctx: click.Context, /, config_file: str | None, **flags: Any) -> None:
+def run(config_file: str | None, **flags: Any) -> None:
     """Encode and match in one Prefect flow on Dask; writes the same files into OUT as `match`.
 
     \b
@@ -114,26 +115,35 @@ def run(ctx: click.Context, /, config_file: str | None, **flags: Any) -> None:
 
     Dataset order is keep priority (the first dataset's copy is kept). Without PREFECT_API_URL the
     flow runs against an embedded Prefect API (no server needed). Nothing moves unless --execute.
+    Relative local paths are made absolute here, before any worker sees them. Credentials given with
+    -o (key, secret, token, ...) go to the run directly, never into its parameters.
     """
 
     def go() -> None:
-        config = config_from_flags(ctx, config_file, flags)
+        config, credentials = config_from_flags(config_file, flags)
+        relative = config.relative_paths()
+        if relative:  # workers of a cluster elsewhere would resolve them in their own folder
+            config = config.with_absolute_paths()
+            say(f"local paths made absolute against {os.getcwd()}: "
+                       + ", ".join(r.split("=", 1)[0] for r in relative), err=True)
+        preflight(config, credentials)
         quiet_dask = "DASK_LOGGING__DISTRIBUTED" not in os.environ
         os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")  # for the worker processes
         from flows.dedup import dedup
         from flows.runtime import prefect_api
+        from flows.secrets import storage_credentials
 
         if quiet_dask:  # Prefect's logging set-up brings back Dask's per-worker INFO lines
             logging.getLogger("distributed").setLevel(logging.WARNING)
 
-        with prefect_api():
+        with prefect_api(), storage_credentials(credentials):
             result = dedup(config)
         print_encode_report(result.encode)
         print_match_summary(result.match)
         if result.apply is not None:
             print_apply_brief(result.apply)
         if result.report is not None:
-            click.echo(f"report: {result.report['path']} ({human_size(result.report['bytes'])}, "
+            say(f"report: {result.report['path']} ({human_size(result.report['bytes'])}, "
                        f"{result.report['thumbnails']:,} thumbnails)")
 
     report_errors(go)
@@ -165,7 +175,7 @@ def deploy(names: tuple[str, ...], prefect_file: str, pool: str) -> None:
         done = subprocess.run(command, cwd=path.parent, env=os.environ.copy(), check=False)
         if done.returncode:
             raise ConfigError(f"prefect deploy failed (exit {done.returncode}); its output is above")
-        click.echo(f"deployed to {PREFECT_API_URL.value()}; start a worker: prefect worker start --pool {pool}")
+        say(f"deployed to {PREFECT_API_URL.value()}; start a worker: prefect worker start --pool {pool}")
 
     report_errors(go)
 
@@ -181,4 +191,4 @@ def ensure_work_pool(name: str) -> None:
             client.read_work_pool(name)
         except ObjectNotFound:
             client.create_work_pool(WorkPoolCreate(name=name, type="process"))
-            click.echo(f"created process work pool {name!r}")
+            say(f"created process work pool {name!r}")

@@ -12,14 +12,18 @@ from prefect import flow, get_run_logger, unmapped
 from prefect.futures import as_completed
 from prefect.runtime import flow_run
 
-from dupflow.encoding import EncodeStats
-from dupflow.index.hamming import Block
-from dupflow.listing import ListingStats
-from dupflow.match_job import MatchReport, rule_count
-from dupflow.matching import ClassPairs
-from dupflow.pipeline import EncodeReport
-from dupflow.run_config import DedupConfig, validate_config
+from dupflow.cli.common import shown
+from dupflow.config import DedupConfig, validate_config
+from dupflow.encode.encoding import EncodeStats
+from dupflow.errors import ConfigError
+from dupflow.index.blocks import Block
+from dupflow.io.listing import ListingStats
+from dupflow.match.job import MatchReport, rule_count
+from dupflow.match.matching import ClassPairs
+from dupflow.store.encode_job import EncodeReport
+from dupflow.store.lease import StoreLease
 from flows.runtime import cluster_threads, dask_task_runner, store_lock
+from flows.secrets import run_storage_options
 from tasks import (
     apply_manifest_task,
     commit_encode_task,
@@ -55,6 +59,11 @@ def _run_name() -> str:
 def dedup(config: DedupConfig) -> DedupResult:
     """Encode the datasets into the store, match them, write pairs, groups, scores, manifest and
     summary to `out`. Runs its tasks on the Dask cluster that `config.cluster` names (or a local one)."""
+    relative = config.relative_paths()
+    if relative and config.cluster.address:
+        raise ConfigError(f"relative local path(s) {', '.join(relative)} with the Dask cluster at "
+                          f"{config.cluster.address}: its workers would resolve them in their own folder; give "
+                          "absolute paths (dupflow run makes them absolute for you)")
     runner = dask_task_runner(config.cluster)
     return dedup_on_dask.with_options(task_runner=runner)(config)
 
@@ -62,18 +71,19 @@ def dedup(config: DedupConfig) -> DedupResult:
 @flow(name="dupflow-dedup-on-dask", flow_run_name=_run_name, persist_result=False)
 def dedup_on_dask(config: DedupConfig) -> DedupResult:
     """The dedup steps, fanned out over the flow's task runner."""
-    with store_lock(config.store, config.storage_options):
-        return _dedup_steps(config)
+    options = run_storage_options(config)  # credentials reach the tasks, never the flow's parameters
+    with store_lock(config.store, options) as lease:
+        return _dedup_steps(config, options, lease)
 
 
-def _dedup_steps(config: DedupConfig) -> DedupResult:
+def _dedup_steps(config: DedupConfig, options: dict[str, Any], lease: StoreLease) -> DedupResult:
     log = get_run_logger()
     start = time.perf_counter()
-    sources, settings = config.sources(), config.encode_settings()
+    sources, settings = config.sources(), config.encode_settings(options)
     threads = cluster_threads()
     listed = list_source_task.map(sources, unmapped(settings.storage_options)).result()
     refs = [ref for found, _ in listed for ref in found]
-    plan = prepare_encode_task(config.store, settings, refs, threads, config.shard_size)
+    plan = prepare_encode_task(config.store, settings, refs, threads)
     log.info("listed %s images in %s dataset(s): %s to encode in %s shards, %s unchanged",
              f"{len(refs):,}", len(sources), f"{plan.listed - plan.reused:,}", len(plan.shards), f"{plan.reused:,}")
     totals = EncodeStats()
@@ -81,20 +91,22 @@ def _dedup_steps(config: DedupConfig) -> DedupResult:
     for done, future in enumerate(as_completed(shards), start=1):
         totals.add(future.result())
         log.info("encoded %s/%s shards (%s files)", done, len(shards), f"{totals.files:,}")
+    lease.check()  # never commit into a store another run has taken over
     encoded = commit_encode_task(plan, sources, refs, totals)
     encoded.listing = ListingStats.merged(stats for _, stats in listed)
     encoded.wall_seconds = time.perf_counter() - start
 
     job = plan_match_task(config.store, config.out, config.match_settings(), settings.storage_options)
-    blocks = config.match_blocks or 2 * threads
+    blocks = config.match.blocks or 2 * threads
     parts = [[match_block_task.submit(job, rule, Block(k, blocks)) for k in range(blocks)]
              for rule in range(rule_count(job))]
     log.info("matching: %s rule(s) x %s blocks on %s worker thread(s)", len(parts), blocks, threads)
     # the futures resolve on the worker that decides: block results never pass through this process
+    lease.check()
     report = finish_match_task.submit(job, cast(list[list[ClassPairs]], parts)).result()
     totals_out = report.summary["totals"]
     log.info("%s groups, %s files to move; outputs in %s", f"{totals_out['groups']:,}",
-             f"{totals_out['to_move']:,}", report.out)
+             f"{totals_out['to_move']:,}", shown(report.out))
     applied = None
     if config.apply is not None:
         applied = apply_manifest_task.submit(f"{config.out.rstrip('/')}/manifest.parquet", config.journal(),
@@ -103,9 +115,10 @@ def _dedup_steps(config: DedupConfig) -> DedupResult:
         log.info("apply %s: %s", "run" if applied["executed"] else "dry run",
                  ", ".join(f"{k} {v:,}" for k, v in applied["counts"].items()) or "nothing to do")
     page = None
-    if config.report is not None:
-        page = write_report_task.submit(config.out, config.report.settings(config.max_pixels), config.store,
-                                        settings.storage_options).result()
-        log.info("report: %s (%s bytes, %s thumbnails)", page["path"], f"{page['bytes']:,}", f"{page['thumbnails']:,}")
+    report_settings = config.report_settings()
+    if report_settings is not None:
+        page = write_report_task.submit(config.out, report_settings, config.store, settings.storage_options).result()
+        log.info("report: %s (%s bytes, %s thumbnails)", shown(page["path"]), f"{page['bytes']:,}",
+                 f"{page['thumbnails']:,}")
     publish_summary_task(report, applied, page)
     return DedupResult(encoded, report, applied, page)

@@ -31,7 +31,7 @@ def check_ingest(dataset: str, prefix: str, *, corpus: str = "s3://images/corpus
     """Run the dedup deployment on the new prefix against the corpus and wait; returns the run's state."""
     config = {
         "datasets": [{"name": dataset, "url": prefix}, {"name": "corpus", "url": corpus}],
-        "reference": ["corpus"],
+        "match": {"reference": ["corpus"]},
         "store": store,
         "out": out or f"s3://dupflow/runs/ingest/{dataset}",
     }

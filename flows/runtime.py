@@ -3,25 +3,25 @@ embedded one that every local Dask worker shares)."""
 
 from __future__ import annotations
 
-import hashlib
+import logging
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from prefect.client.orchestration import get_client
-from prefect.concurrency.sync import concurrency
+from prefect import get_run_logger
 from prefect.context import FlowRunContext
+from prefect.exceptions import MissingContextError
 from prefect.logging.handlers import APILogWorker
 from prefect.server.api.server import SubprocessASGIServer
 from prefect.settings import PREFECT_API_URL, temporary_settings
 from prefect.task_runners import TaskRunner
 from prefect_dask.task_runners import DaskTaskRunner
 
-from dupflow.fs import open_fs, to_uri
-from dupflow.run_config import ClusterConfig
+from dupflow.config import ClusterConfig
+from dupflow.store.lease import LeaseRecord, StoreLease
 
-__all__ = ["cluster_threads", "dask_task_runner", "prefect_api", "store_lock", "store_lock_name"]
+__all__ = ["cluster_threads", "dask_task_runner", "prefect_api", "store_lock"]
 
 STARTUP_TIMEOUT_ENV = "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"
 
@@ -74,18 +74,27 @@ def prefect_api(startup_timeout: float = 120.0) -> Iterator[str]:
         server.stop()
 
 
-def store_lock_name(store_url: str, storage_options: dict[str, Any] | None = None) -> str:
-    """The global concurrency limit guarding one store (named by a digest of its absolute URI)."""
-    uri = to_uri(*open_fs(store_url, storage_options))
-    return "dupflow-store-" + hashlib.sha256(uri.encode()).hexdigest()[:16]
-
-
 @contextmanager
-def store_lock(store_url: str, storage_options: dict[str, Any] | None = None) -> Iterator[None]:
-    """One dedup run at a time per store, across machines: a Prefect global concurrency limit of 1
-    (created on first use) that a second run waits on instead of writing the same store."""
-    name = store_lock_name(store_url, storage_options)
-    with get_client(sync_client=True) as client:
-        client.upsert_global_concurrency_limit_by_name(name, 1)
-    with concurrency(name, occupy=1, strict=True):
-        yield
+def store_lock(store_url: str, storage_options: dict[str, Any] | None = None, *,
+               wait: float | None = None) -> Iterator[StoreLease]:
+    """One dedup run at a time per store, across machines and Prefect APIs: the store's own lease
+    (`STORE/_dupflow/lease.json`, see dupflow.store.lease), held and renewed for the whole run. A second
+    run waits up to `wait` seconds (DUPFLOW_STORE_LEASE_WAIT_SECONDS, default 1 h) for it, then fails
+    with a LeaseHeld naming the holder; the run fails with LeaseLost if its lease was lost meanwhile."""
+    context = FlowRunContext.get()
+    run = f"{context.flow_run.name} ({context.flow_run.id})" if context and context.flow_run else None
+
+    def waiting(holder: LeaseRecord) -> None:
+        lease_log().warning("waiting up to %g s for the store: %s", lease.wait, holder.describe(lease.store))
+
+    lease = StoreLease(store_url, storage_options, run=run, wait=wait, on_wait=waiting)
+    with lease:
+        yield lease
+
+
+def lease_log() -> logging.Logger | logging.LoggerAdapter[logging.Logger]:
+    """The flow run's logger inside a run, else this module's."""
+    try:
+        return get_run_logger()
+    except MissingContextError:
+        return logging.getLogger(__name__)

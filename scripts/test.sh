@@ -7,4 +7,5 @@ scripts/install-browser.sh
 export PATH="$PWD/.venv/bin:$PATH"
 ruff check src tests tasks flows bench
 mypy
-pytest -p no:cacheprovider "$@"
+# With coverage of dupflow, tasks and flows ([tool.coverage.run] in pyproject.toml): a table ending in TOTAL.
+pytest -p no:cacheprovider --cov --cov-report=term:skip-covered "$@"

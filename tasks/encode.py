@@ -7,10 +7,11 @@ from typing import Any
 
 from prefect import task
 
-from dupflow.config import DatasetSource, EncodeSettings
-from dupflow.encoding import EncodeStats, Shard
-from dupflow.listing import ImageRef, ListingStats
-from dupflow.pipeline import EncodePlan, EncodeReport, commit_encode, encode_shard, list_source, prepare_encode
+from dupflow.encode.encoding import EncodeStats, Shard
+from dupflow.encode.settings import EncodeSettings
+from dupflow.io.listing import ImageRef, ListingStats
+from dupflow.io.sources import DatasetSource
+from dupflow.store.encode_job import EncodePlan, EncodeReport, commit_encode, encode_shard, list_source, prepare_encode
 from tasks.policy import IO_RETRIES, NOT_CACHED
 
 __all__ = ["commit_encode_task", "encode_shard_task", "list_source_task", "prepare_encode_task"]
@@ -23,10 +24,9 @@ def list_source_task(source: DatasetSource, storage_options: dict[str, Any]) -> 
 
 
 @task(name="plan-encode", **IO_RETRIES)
-def prepare_encode_task(store_url: str, settings: EncodeSettings, refs: Sequence[ImageRef], workers: int,
-                        shard_size: int | None) -> EncodePlan:
+def prepare_encode_task(store_url: str, settings: EncodeSettings, refs: Sequence[ImageRef], workers: int) -> EncodePlan:
     """Open the store for writing; shard the files that are new or changed."""
-    return prepare_encode(store_url, settings, refs, workers=workers, shard_size=shard_size)
+    return prepare_encode(store_url, settings, refs, workers=workers)
 
 
 @task(name="encode-shard", task_run_name="encode shard {shard.key}", **IO_RETRIES)

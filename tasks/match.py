@@ -7,9 +7,10 @@ from typing import Any
 
 from prefect import task
 
-from dupflow.index.hamming import Block
-from dupflow.match_job import MatchJob, MatchReport, MatchSettings, finish_match, match_block, plan_match
-from dupflow.matching import ClassPairs
+from dupflow.index.blocks import Block
+from dupflow.match.job import MatchJob, MatchReport, finish_match, match_block, plan_match
+from dupflow.match.matching import ClassPairs
+from dupflow.match.settings import MatchSettings
 from tasks.policy import NOT_CACHED
 
 __all__ = ["finish_match_task", "match_block_task", "plan_match_task"]

@@ -7,14 +7,16 @@ from typing import Any
 from prefect.cache_policies import NO_CACHE
 from prefect.tasks import exponential_backoff
 
-from dupflow.errors import ConfigError
+from dupflow.errors import ConfigError, StorageError
 
 __all__ = ["IO_RETRIES", "NOT_CACHED"]
 
 
-def _retry_unless_config_error(task: Any, task_run: Any, state: Any) -> bool:
-    """A wrong setting fails the same way every time: retry only other failures (storage, network)."""
-    return not isinstance(state.result(raise_on_failure=False), ConfigError)
+def _retry_unless_config_error(_task: Any, _task_run: Any, state: Any) -> bool:
+    """A wrong setting, missing credentials or a missing bucket fail the same way every time: retry only
+    what can heal (network faults, other storage errors)."""
+    error = state.result(raise_on_failure=False)
+    return not (isinstance(error, ConfigError) or (isinstance(error, StorageError) and not error.transient))
 
 
 # Results are plain values passed between tasks; Prefect must not hash or persist them.

@@ -1,4 +1,5 @@
-"""The run's reports: the HTML page in OUT, and a Markdown artifact with the summary next to the flow run."""
+"""The run's reports: the HTML page (and its report.json) in OUT, and a Markdown artifact with the summary next
+to the flow run."""
 
 from __future__ import annotations
 
@@ -7,9 +8,9 @@ from typing import Any
 from prefect import task
 from prefect.artifacts import create_markdown_artifact
 
-from dupflow.match_job import MatchReport
+from dupflow.match.job import MatchReport
+from dupflow.match.summary import summary_markdown
 from dupflow.report import ReportSettings, write_report
-from dupflow.summary import summary_markdown
 from tasks.policy import IO_RETRIES, NOT_CACHED
 
 __all__ = ["publish_summary_task", "write_report_task"]
@@ -18,7 +19,8 @@ __all__ = ["publish_summary_task", "write_report_task"]
 @task(name="write-report", **IO_RETRIES)
 def write_report_task(out: str, settings: ReportSettings, store: str, storage_options: dict[str, Any]
                       ) -> dict[str, Any]:
-    """Write OUT/report.html for the match run in OUT; returns `ReportResult.brief()`."""
+    """Write OUT/report.html and its record OUT/report.json for the match run in OUT; returns
+    `ReportResult.brief()`."""
     return write_report(out, settings, store, storage_options=storage_options).brief()
 
 

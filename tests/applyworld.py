@@ -9,7 +9,8 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from dupflow.match_job import MatchSettings, match_store
+from dupflow.match.job import match_store
+from dupflow.match.settings import MatchSettings
 from worlds import World, build_world
 
 __all__ = ["Matched", "digests", "matched_world", "rewrite_manifest", "tree"]

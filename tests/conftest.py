@@ -55,7 +55,7 @@ def s3_endpoint() -> Iterator[str]:
             os.environ[k] = v
 
 
-@pytest.fixture()
+@pytest.fixture
 def bucket(s3_endpoint: str) -> str:
     """A fresh bucket on the loopback S3 server."""
     import boto3
@@ -102,7 +102,7 @@ def stop(*procs: subprocess.Popen[bytes]) -> None:
             proc.kill()
 
 
-@pytest.fixture()
+@pytest.fixture
 def dask_processes(tmp_path: Path) -> Iterator[str]:
     """A real Dask cluster as separate processes: `dask scheduler` and `dask worker` (two worker
     processes under a nanny) on 127.0.0.1; yields the scheduler address."""
@@ -121,7 +121,7 @@ def dask_processes(tmp_path: Path) -> Iterator[str]:
         deadline = time.monotonic() + 60
         while True:
             try:
-                with Client(address, timeout=5) as client:
+                with Client(address, timeout=5) as client:  # type: ignore[no-untyped-call]
                     client.wait_for_workers(2, timeout=60)
                 break
             except OSError:

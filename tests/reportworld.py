@@ -13,9 +13,11 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from dupflow.config import DatasetSource, EncodeSettings
-from dupflow.match_job import MatchSettings, match_store
-from dupflow.pipeline import run_encode
+from dupflow.encode.settings import EncodeSettings
+from dupflow.io.sources import DatasetSource
+from dupflow.match.job import match_store
+from dupflow.match.settings import MatchSettings
+from dupflow.store.encode_job import run_encode
 from worlds import World, plant_world
 
 __all__ = ["HOSTILE", "Reported", "components", "page_data", "report_world"]

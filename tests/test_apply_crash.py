@@ -20,7 +20,7 @@ from applyworld import Matched, matched_world, rewrite_manifest, tree
 from dupflow.apply import ApplyOptions, apply_manifest, undo_journal
 from dupflow.apply.journal import Journal
 from dupflow.errors import ConfigError
-from dupflow.faults import FAULTS_ENV
+from dupflow.io.faults import FAULTS_ENV
 
 pytestmark = pytest.mark.slow
 
@@ -32,7 +32,7 @@ def _child(manifest: str, journal: str, faults: str, no_links: bool, undo: bool)
     if no_links:  # a filesystem without hard links (or two filesystems): the copy-verify-delete path
         from dupflow.apply import moves
 
-        moves._move_by_link = lambda *args: None  # type: ignore[assignment]
+        moves._move_by_link = lambda *_args: None
     if undo:
         undo_journal(journal, execute=True, resume=True, threads=2)
     else:
@@ -71,7 +71,8 @@ def test_killed_at_every_point_then_resumed_gives_exactly_the_clean_result(tmp_p
     assert _run(manifest, tmp_path / "clean", no_links=no_links) == 0
     expected = scene.files()
     original = tree(scene.pristine / "train", scene.pristine / "val")
-    assert sorted(expected.values()) == sorted(original.values()) and expected != original
+    assert sorted(expected.values()) == sorted(original.values())
+    assert expected != original
 
     points = 0
     for k in range(1, 500):
@@ -85,7 +86,8 @@ def test_killed_at_every_point_then_resumed_gives_exactly_the_clean_result(tmp_p
         assert _run(manifest, journal, no_links=no_links) == 0, f"resume after kill {k} failed"
         assert scene.files() == expected, f"after kill {k} and resume"
         last = Journal(str(journal)).runs()[-1]
-        assert last.finished and "failed" not in last.end["counts"]  # type: ignore[index]
+        assert last.end is not None
+        assert "failed" not in last.end.counts
         assert not list((scene.m.out / "duplicates").rglob(".dupflow-partial-*"))
     assert points >= 40
 
@@ -127,7 +129,8 @@ def test_an_unfinished_run_must_be_resumed_and_only_with_its_own_manifest(tmp_pa
     dry = apply_manifest(str(scene.m.manifest), str(journal), OPTIONS)
     assert dry.unfinished is not None
     report = apply_manifest(None, str(journal), execute=True, resume=True)  # the manifest comes from the journal
-    assert report.resumed and "failed" not in report.counts
+    assert report.resumed
+    assert "failed" not in report.counts
     assert not any(p.exists() for p in scene.m.moving)
 
 
@@ -171,7 +174,8 @@ def test_a_stale_source_caught_mid_move_stays_in_place_after_resume(tmp_path: Pa
     assert _run(scene.m.manifest, journal, faults="apply.linked=1") == -signal.SIGKILL
     assert _run(scene.m.manifest, journal) == 0
     results = Journal(str(journal)).runs()[-1].done.values()
-    images = [r for r in results if r["kind"] == "image"]
-    assert images and all(r["outcome"] == "skipped" and "stale" in r["reason"] for r in images)
+    images = [r for r in results if r.kind == "image"]
+    assert images
+    assert all(r.outcome == "skipped" and "stale" in (r.reason or "") for r in images)
     assert tree(*scene.m.data) == edited
     assert not [p for p in (scene.m.out / "duplicates").rglob("*") if p.is_file()]

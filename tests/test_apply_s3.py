@@ -16,11 +16,13 @@ import pyarrow.parquet as pq
 import pytest
 
 from dupflow.apply import ApplyOptions, apply_manifest, undo_journal
-from dupflow.config import DatasetSource, EncodeSettings
-from dupflow.faults import FAULTS_ENV
-from dupflow.fs import open_fs
-from dupflow.match_job import MatchSettings, match_store
-from dupflow.pipeline import run_encode
+from dupflow.encode.settings import EncodeSettings
+from dupflow.io.faults import FAULTS_ENV
+from dupflow.io.fs import open_fs
+from dupflow.io.sources import DatasetSource
+from dupflow.match.job import match_store
+from dupflow.match.settings import MatchSettings
+from dupflow.store.encode_job import run_encode
 from worlds import plant_world
 
 pytestmark = [pytest.mark.s3, pytest.mark.slow]
@@ -48,8 +50,8 @@ def _s3_world(tmp: Path, bucket: str, duplicates_root: str | None = None) -> str
     out = f"s3://{bucket}/out"
     match_store(f"s3://{bucket}/store", out, MatchSettings(threads=1, duplicates_root=duplicates_root))
     manifest = f"{out}/manifest.parquet"
-    fs, path = open_fs(manifest)
-    for row in pq.read_table(fs.open(path, "rb")).to_pylist():  # an annotation beside every duplicate
+    fs, manifest_path = open_fs(manifest)
+    for row in pq.read_table(fs.open(manifest_path, "rb")).to_pylist():  # an annotation beside every duplicate
         key = row["source"].split("/", 3)[3]
         s3.put_object(Bucket=bucket, Key=key.rsplit(".", 1)[0] + ".txt", Body=f"label of {key}".encode())
     return manifest
@@ -62,15 +64,18 @@ def test_dry_run_execute_and_undo_on_s3(tmp_path: Path, bucket: str) -> None:
     options = ApplyOptions(sidecars=(".txt",))
 
     dry = apply_manifest(manifest, journal, options)
-    assert _listing(bucket) == before and set(dry.counts) == {"would_move"}
+    assert _listing(bucket) == before
+    assert set(dry.counts) == {"would_move"}
 
     done = apply_manifest(manifest, journal, options, execute=True)
     moved = done.results.to_pylist()
-    assert {r["outcome"] for r in moved} == {"moved"} and len(moved) == dry.counts["would_move"]
+    assert {r["outcome"] for r in moved} == {"moved"}
+    assert len(moved) == dry.counts["would_move"]
     after = _listing(bucket, "")
     for r in moved:
         src_key, dst_key = r["source"].split("/", 3)[3], r["destination"].split("/", 3)[3]
-        assert src_key not in after and after[dst_key] == before[src_key]
+        assert src_key not in after
+        assert after[dst_key] == before[src_key]
         assert dst_key.startswith("out/duplicates/")
     assert any(k.startswith("journal/journal/") for k in after)  # the log as whole objects
 
@@ -94,7 +99,8 @@ def test_s3_sources_move_into_a_local_duplicates_folder_and_back(tmp_path: Path,
         assert hashlib.sha256(landed.read_bytes()).hexdigest() == before[r["source"].split("/", 3)[3]]
     assert len(_listing(bucket)) == len(before) - report.results.num_rows
     undo_journal(journal, execute=True)
-    assert _listing(bucket) == before and not [p for p in local.rglob("*") if p.is_file()]
+    assert _listing(bucket) == before
+    assert not [p for p in local.rglob("*") if p.is_file()]
 
 
 def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -115,7 +121,9 @@ def test_credentials_never_reach_the_journal_or_the_output(tmp_path: Path, bucke
     s3 = boto3.client("s3")
     keys = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket, Prefix="journal/")["Contents"]]
     journal_bytes = b"".join(s3.get_object(Bucket=bucket, Key=k)["Body"].read() for k in keys)
-    assert len(keys) > 3 and b"AKIADUPFLOWTEST" not in journal_bytes and secret.encode() not in journal_bytes
+    assert len(keys) > 3
+    assert b"AKIADUPFLOWTEST" not in journal_bytes
+    assert secret.encode() not in journal_bytes
     assert not any(secret in o.stdout + o.stderr or "AKIADUPFLOWTEST" in o.stdout + o.stderr for o in outputs)
 
 

@@ -11,11 +11,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from dupflow.config import DatasetSource, EncodeSettings
+from dupflow.encode.settings import EncodeSettings
 from dupflow.errors import ConfigError
-from dupflow.match_job import MatchSettings, match_store
-from dupflow.pipeline import run_encode
-from dupflow.store import EncodingsStore
+from dupflow.io.sources import DatasetSource
+from dupflow.match.job import match_store
+from dupflow.match.settings import MatchSettings
+from dupflow.store.encode_job import run_encode
+from dupflow.store.encodings import EncodingsStore
 from imagegen import dataset
 
 DIM = 48
@@ -33,8 +35,8 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 
 def _uris(store: str) -> list[str]:
-    return EncodingsStore(store).read(["uri", "dataset"]).sort_by([("dataset", "ascending"), ("uri", "ascending")])[
-        "uri"].to_pylist()
+    table = EncodingsStore(store).read(["uri", "dataset"]).sort_by([("dataset", "ascending"), ("uri", "ascending")])
+    return [str(u) for u in table["uri"].to_pylist()]
 
 
 def _vectors(n: int, seed: int = 0) -> np.ndarray:
@@ -66,7 +68,8 @@ def test_cosine_rule_on_your_embeddings_equals_brute_force(store: str, tmp_path:
     unit = v / np.linalg.norm(v, axis=1, keepdims=True)
     sims = unit @ unit.T
     want = {(uris[i], uris[j]) for i in range(len(uris)) for j in range(i + 1, len(uris)) if sims[i, j] >= 0.9}
-    assert len(want) >= 5 and _pairs(tmp_path / "out") == want
+    assert len(want) >= 5
+    assert _pairs(tmp_path / "out") == want
     rows = pq.read_table(tmp_path / "out" / "pairs.parquet").to_pylist()
     similarity = {(r["a"], r["b"]): r["similarity"] for r in rows}
     for a, b in want:
@@ -94,11 +97,13 @@ def test_combined_rules_need_every_condition(store: str, tmp_path: Path) -> None
     uris = _uris(store)
     v = _vectors(len(uris), seed=4)
     emb = _write(tmp_path / "emb.parquet", uris, v)
-    settings = {"embeddings": emb, "embed_col_name": "clip"}
-    match_store(store, str(tmp_path / "cos"), MatchSettings(rules=("cosine>=0.9",), **settings))
-    match_store(store, str(tmp_path / "both"), MatchSettings(rules=("exact | (phash<=4 & cosine>=0.9)",), **settings))
+    settings = MatchSettings(embeddings=emb, embed_col_name="clip")
+    match_store(store, str(tmp_path / "cos"), settings.model_copy(update={"rules": ("cosine>=0.9",)}))
+    match_store(store, str(tmp_path / "both"),
+                settings.model_copy(update={"rules": ("exact | (phash<=4 & cosine>=0.9)",)}))
     cos = _pairs(tmp_path / "cos")
-    assert cos and not _pairs(tmp_path / "both")  # distinct pictures: their pHashes are far apart
+    assert cos
+    assert not _pairs(tmp_path / "both")
 
 
 @pytest.mark.parametrize(

@@ -11,7 +11,7 @@ import pyarrow.dataset as ds
 from PIL import Image
 
 from conftest import run_cli
-from dupflow.store import EncodingsStore
+from dupflow.store.encodings import EncodingsStore
 from imagegen import dataset, natural, write
 
 
@@ -22,9 +22,11 @@ def test_encode_contract_prints_summary_and_writes_store(tmp_path: Path) -> None
     out = run_cli("encode", "--dataset", f"train={tmp_path / 'train'}", "--dataset", f"val={tmp_path / 'val'}",
                   "--store", str(tmp_path / "store"), "--encoders", "phash,dhash,ahash")
     assert "9 listed: 8 encoded, 0 reused" in out.stdout
-    assert "empty=1" in out.stdout and "images per CPU-second" in out.stdout
+    assert "empty=1" in out.stdout
+    assert "images per CPU-second" in out.stdout
     table = ds.dataset(str(tmp_path / "store" / "encodings"), format="parquet", partitioning="hive").to_table()
-    assert table.num_rows == 9 and {"phash", "dhash", "ahash"} <= set(table.column_names)
+    assert table.num_rows == 9
+    assert {"phash", "dhash", "ahash"} <= set(table.column_names)
 
     again = run_cli("encode", "-d", f"train={tmp_path / 'train'}", "-d", f"val={tmp_path / 'val'}",
                     "-s", str(tmp_path / "store"))
@@ -36,16 +38,21 @@ def test_root_and_dirs_habit(tmp_path: Path) -> None:
     dataset(tmp_path / "root" / "dir_2", 2, seed=2)
     run_cli("encode", "--root", str(tmp_path / "root"), "--dirs", "dir_1", "dir_2", "--store", str(tmp_path / "s"))
     info = run_cli("info", "--store", str(tmp_path / "s")).stdout
-    assert "dir_1: 2 rows" in info and "dir_2: 2 rows" in info and "state      complete" in info
+    assert "dir_1: 2 rows" in info
+    assert "dir_2: 2 rows" in info
+    assert "state      complete" in info
 
 
 def test_bad_arguments_get_helpful_errors(tmp_path: Path) -> None:
     bad_encoder = run_cli("encode", "-d", f"x={tmp_path}", "-s", str(tmp_path / "s"), "-e", "phash,nope", check=False)
-    assert bad_encoder.returncode != 0 and "unknown encoder(s) nope; choose from" in bad_encoder.stderr
+    assert bad_encoder.returncode != 0
+    assert "unknown encoder(s) nope; choose from" in bad_encoder.stderr
     no_dataset = run_cli("encode", "-s", str(tmp_path / "s"), check=False)
-    assert no_dataset.returncode != 0 and "--dataset NAME=URL" in no_dataset.stderr
+    assert no_dataset.returncode != 0
+    assert "--dataset NAME=URL" in no_dataset.stderr
     missing = run_cli("encode", "-d", f"x={tmp_path / 'nope'}", "-s", str(tmp_path / "s"), check=False)
-    assert missing.returncode != 0 and "not a folder or prefix that exists" in missing.stderr
+    assert missing.returncode != 0
+    assert "not a folder or prefix that exists" in missing.stderr
     assert "Traceback" not in bad_encoder.stderr + no_dataset.stderr + missing.stderr
 
 
@@ -57,7 +64,8 @@ def test_merge_stores_later_input_wins(tmp_path: Path) -> None:
     run_cli("merge", "--encodings-in", str(tmp_path / "sa"), "--encodings-in", str(tmp_path / "sb"),
             "--encodings", str(tmp_path / "merged"))
     merged = EncodingsStore(str(tmp_path / "merged")).read()
-    assert sorted(set(merged["dataset"].to_pylist())) == ["a", "b"] and merged.num_rows == 5
+    assert sorted(set(merged["dataset"].to_pylist())) == ["a", "b"]
+    assert merged.num_rows == 5
     # dhash exists only in the second store: the first store's rows carry nulls, not made-up values
     assert merged.filter(pc.equal(merged["dataset"], "a"))["dhash"].null_count == 3
 
@@ -87,14 +95,17 @@ def test_match_contract_writes_five_files_and_prints_a_summary(tmp_path: Path) -
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(
         ["pairs.parquet", "groups.parquet", "scores.parquet", "manifest.parquet", "summary.json"])
     assert "train & val: 1 shared groups (train 1, val 1 images)" in out.stdout
-    assert "manifest: 1 files to move" in out.stdout and "nothing moved" in out.stdout
+    assert "manifest: 1 files to move" in out.stdout
+    assert "nothing moved" in out.stdout
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert summary["settings"]["rules"] == ["phash<=10", "exact"]
     assert (tmp_path / "val" / "leak.jpg").exists()  # match never moves anything
 
     bad = run_cli("match", "--store", str(tmp_path / "st"), "--out", str(tmp_path / "o2"), "--rule", "phash<<3",
                   check=False)
-    assert bad.returncode != 0 and "cannot read match condition" in bad.stderr
+    assert bad.returncode != 0
+    assert "cannot read match condition" in bad.stderr
     missing = run_cli("match", "--store", str(tmp_path / "st"), "--out", str(tmp_path / "o2"), "--rule", "whash<=8",
                       check=False)
-    assert missing.returncode != 0 and "--encoders phash,dhash,whash" in missing.stderr
+    assert missing.returncode != 0
+    assert "--encoders phash,dhash,whash" in missing.stderr

@@ -9,7 +9,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from conftest import run_cli
-from dupflow.match_job import OUTPUT_FILES
+from dupflow.match.job import OUTPUT_FILES
 from worlds import plant_world
 
 pytestmark = pytest.mark.slow
@@ -21,18 +21,19 @@ def test_run_leaves_the_same_files_as_encode_then_match(tmp_path: Path) -> None:
     config = tmp_path / "dupflow.yaml"
     config.write_text(f"datasets:\n  - {{name: train, url: {train}}}\n  - {{name: val, url: {val}}}\n"
                       f"store: {tmp_path / 'run-store'}\nout: {tmp_path / 'ignored'}\n"
-                      f"duplicates_root: {tmp_path / 'dups'}\ncluster: {{workers: 2}}\n")
+                      f"match: {{duplicates_root: {tmp_path / 'dups'}}}\ncluster: {{workers: 2}}\n")
     files = sorted(p for p in world.root.rglob("*") if p.is_file())
     ran = run_cli("run", "--config", str(config), "--out", str(tmp_path / "run-out"), "--apply",
                   "--journal", str(tmp_path / "journal"))
-    assert "files to move" in ran.stdout and "encoded" in ran.stdout
+    assert "files to move" in ran.stdout
+    assert "encoded" in ran.stdout
     would = len(world.within) + len(world.leaks)
     assert f"apply dry run (nothing moved): would_move {would}" in ran.stdout
     assert sorted(p for p in world.root.rglob("*") if p.is_file()) == files
     run_cli("encode", "-d", f"train={train}", "-d", f"val={val}", "--store", str(tmp_path / "store"))
     run_cli("match", "--store", str(tmp_path / "store"), "--out", str(tmp_path / "match-out"),
             "--datasets", "train,val", "--duplicates-root", str(tmp_path / "dups"))
-    assert sorted(p.name for p in (tmp_path / "run-out").iterdir()) == sorted([*OUTPUT_FILES, "report.html"])
+    assert sorted(p.name for p in (tmp_path / "run-out").iterdir()) == sorted([*OUTPUT_FILES, "report.html", "report.json"])
     assert f"report: {tmp_path / 'run-out'}/report.html" in ran.stdout
     assert not (tmp_path / "ignored").exists()  # --out overrides the file's out
     for name in OUTPUT_FILES[:4]:
@@ -44,7 +45,9 @@ def test_run_leaves_the_same_files_as_encode_then_match(tmp_path: Path) -> None:
 def test_run_refuses_bad_settings_before_starting_anything(tmp_path: Path) -> None:
     bad = run_cli("run", "-d", f"train={tmp_path}", "--store", str(tmp_path / "s"), "--out", str(tmp_path / "o"),
                   "--rule", "phash<=", check=False)
-    assert bad.returncode == 1 and "match condition" in bad.stderr
+    assert bad.returncode == 1
+    assert "match condition" in bad.stderr
     assert "Starting temporary server" not in bad.stdout + bad.stderr
     none = run_cli("run", "--store", str(tmp_path / "s"), "--out", str(tmp_path / "o"), check=False)
-    assert none.returncode == 1 and "--dataset" in none.stderr
+    assert none.returncode == 1
+    assert "--dataset" in none.stderr

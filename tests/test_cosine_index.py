@@ -7,8 +7,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from dupflow.index.blocks import Block
 from dupflow.index.cosine import cosine_pairs, normalized
-from dupflow.index.hamming import Block
 
 MARGIN = 1e-4  # pairs this close to the threshold may fall either side in float32 arithmetic
 

@@ -13,7 +13,7 @@ import pyarrow as pa
 import pytest
 
 from dupflow.errors import StoreError
-from dupflow.store import EncodingsStore
+from dupflow.store.encodings import EncodingsStore
 from imagegen import dataset
 
 pytestmark = pytest.mark.slow

@@ -10,11 +10,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from dupflow.config import DatasetSource, EncodeSettings
-from dupflow.decoding import decode_image
+from dupflow.encode.settings import EncodeSettings
 from dupflow.errors import ErrorKind, FileFailure
-from dupflow.pipeline import run_encode
-from dupflow.store import EncodingsStore
+from dupflow.io.decoding import decode_image
+from dupflow.io.sources import DatasetSource
+from dupflow.store.encode_job import run_encode
+from dupflow.store.encodings import EncodingsStore
 from imagegen import encode, natural, write
 
 
@@ -34,7 +35,7 @@ def _png_header_only(width: int, height: int) -> bytes:
 
 
 @pytest.mark.parametrize(
-    "data,kind",
+    ("data", "kind"),
     [
         (b"", ErrorKind.EMPTY),
         (b"this is a text file, not a JPEG" * 10, ErrorKind.NOT_AN_IMAGE),
@@ -54,7 +55,8 @@ def test_pixel_limit_is_the_users_to_raise() -> None:
     data = encode(natural(2, 300, 200), "PNG")
     with pytest.raises(FileFailure) as info:
         _decode(data, max_pixels=300 * 200 - 1)
-    assert info.value.kind is ErrorKind.DECOMPRESSION_BOMB and "--max-pixels" in info.value.message
+    assert info.value.kind is ErrorKind.DECOMPRESSION_BOMB
+    assert "--max-pixels" in info.value.message
     assert _decode(data, max_pixels=300 * 200).width == 300
 
 
@@ -94,10 +96,12 @@ def test_every_mode_normalises_to_8_bit(mode: str) -> None:
         img = base.convert(mode)
     fmt = "TIFF" if mode in ("CMYK", "F", "I") else "PNG"
     decoded = _decode(encode(img, fmt, **({"transparency": 0} if mode == "P+transparency" else {})))
-    assert decoded.image.mode == "RGB" and decoded.mode == mode.split("+")[0]
+    assert decoded.image.mode == "RGB"
+    assert decoded.mode == mode.split("+")[0]
     gray = np.asarray(decoded.image.convert("L"), np.float64)
     if mode != "1":  # 16-bit and float are scaled, not clipped to white or black
-        assert 20 < gray.mean() < 235 and gray.std() > 5
+        assert 20 < gray.mean() < 235
+        assert gray.std() > 5
 
 
 def test_transparent_pixels_are_composited_on_white() -> None:
@@ -128,5 +132,7 @@ def test_a_run_over_every_bad_kind_completes_with_error_rows(tmp_path: Path) -> 
     for name, kind in expected.items():
         assert rows[name]["error"] == kind, rows[name]
         assert (rows[name]["error_message"] is None) == (kind is None)
-    assert rows["good.jpg"]["phash"] is not None and rows["empty.jpg"]["phash"] is None
-    assert report.listed == 6 and report.errors["empty"] == 1
+    assert rows["good.jpg"]["phash"] is not None
+    assert rows["empty.jpg"]["phash"] is None
+    assert report.listed == 6
+    assert report.errors["empty"] == 1

@@ -18,7 +18,7 @@ import pytest
 import s3fs
 
 from conftest import free_port, run_cli, stop
-from dupflow.match_job import OUTPUT_FILES
+from dupflow.match.job import OUTPUT_FILES
 from imagegen import dataset
 
 pytestmark = [pytest.mark.slow, pytest.mark.s3]
@@ -36,8 +36,8 @@ def _wait_for(check: object, what: str, seconds: float = 180) -> None:
     raise AssertionError(f"timed out waiting for {what}")
 
 
-@pytest.fixture()
-def server_env(tmp_path: Path, s3_endpoint: str, dask_processes: str) -> Iterator[dict[str, str]]:
+@pytest.fixture
+def server_env(tmp_path: Path, s3_endpoint: str, dask_processes: str) -> Iterator[dict[str, str]]:  # noqa: ARG001 - s3_endpoint exports the server to the env
     """`prefect server start` on loopback (SQLite in a temporary home); the env for its clients."""
     port = free_port()
     env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect-home"),
@@ -64,7 +64,7 @@ def server_env(tmp_path: Path, s3_endpoint: str, dask_processes: str) -> Iterato
         log.close()
 
 
-@pytest.fixture()
+@pytest.fixture
 def images(s3_endpoint: str, tmp_path: Path) -> s3fs.S3FileSystem:
     """s3://images/{train,corpus,ingest/batch1} with copies of corpus pictures in the ingest, and an
     empty s3://dupflow bucket, as prefect.yaml expects."""
@@ -101,7 +101,7 @@ def test_deployments_run_ad_hoc_and_on_the_ingest_event(server_env: dict[str, st
                              env=server_env, capture_output=True, text=True, timeout=360)
         assert run.returncode == 0, run.stdout + run.stderr
         written = sorted(Path(p).name for p in images.ls("dupflow/runs/adhoc-test"))
-        assert written == sorted([*OUTPUT_FILES, "report.html"])
+        assert written == sorted([*OUTPUT_FILES, "report.html", "report.json"])
 
         subprocess.run([sys.executable, "-c", "from flows.ingest import announce_ingest; "
                         "announce_ingest('batch1', 's3://images/ingest/batch1')"], env=server_env, check=True,

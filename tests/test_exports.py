@@ -11,8 +11,8 @@ import pytest
 from applyworld import matched_world
 from conftest import run_cli
 from dupflow.apply import ApplyOptions, apply_manifest
+from dupflow.apply.exports import coco_for_dataset, filter_coco, kept_files, removed_sources
 from dupflow.errors import ConfigError
-from dupflow.exports import coco_for_dataset, filter_coco, kept_files, removed_sources
 
 
 def _coco(files: list[str]) -> dict[str, object]:
@@ -43,10 +43,14 @@ def test_coco_export_keeps_exactly_the_kept_images_and_their_annotations(tmp_pat
     out, counts = coco_for_dataset(coco, kept, removed, "val")
     _valid(out)
     gone = {str(p.relative_to(val)) for p in m.moving if p.is_relative_to(val)}
-    assert gone and {i["file_name"] for i in out["images"]} == set(files) - gone
-    assert counts.removed_images == len(gone) and counts.removed_annotations == 2 * len(gone)
-    assert len(out["annotations"]) == 2 * len(out["images"]) and counts.unmatched_images == 0
-    assert out["categories"] == coco["categories"] and out["info"] == coco["info"]
+    assert gone
+    assert {i["file_name"] for i in out["images"]} == set(files) - gone
+    assert counts.removed_images == len(gone)
+    assert counts.removed_annotations == 2 * len(gone)
+    assert len(out["annotations"]) == 2 * len(out["images"])
+    assert counts.unmatched_images == 0
+    assert out["categories"] == coco["categories"]
+    assert out["info"] == coco["info"]
 
 
 def test_kept_files_are_every_scored_image_but_the_manifest_sources(tmp_path: Path) -> None:
@@ -55,14 +59,16 @@ def test_kept_files_are_every_scored_image_but_the_manifest_sources(tmp_path: Pa
     kept = kept_files(str(m.out), removed)
     scores = pq.read_table(m.out / "scores.parquet")
     assert kept.num_rows + len(removed) == scores.num_rows
-    assert removed == {str(p) for p in m.moving} and not removed & set(kept["uri"].to_pylist())
+    assert removed == {str(p) for p in m.moving}
+    assert not removed & set(kept["uri"].to_pylist())
 
 
 def test_coco_entries_the_dataset_lacks_are_counted_not_dropped() -> None:
     coco = _coco(["a.jpg", "sub/b.jpg", "elsewhere.jpg"])
     out, counts = filter_coco(coco, {"img/a.jpg", "img/sub/b.jpg"}, {"img/sub/b.jpg"}, prefix="img")
     assert [i["file_name"] for i in out["images"]] == ["a.jpg", "elsewhere.jpg"]
-    assert counts.unmatched_images == 1 and counts.removed_annotations == 2
+    assert counts.unmatched_images == 1
+    assert counts.removed_annotations == 2
     with pytest.raises(ConfigError, match="images"):
         filter_coco({"annotations": []}, set(), set())
 
@@ -79,7 +85,8 @@ def test_cli_export_writes_kept_parquet_and_filtered_coco(tmp_path: Path) -> Non
     filtered = json.loads((tmp_path / "train-kept.json").read_text())
     _valid(filtered)
     moved_train = [p for p in m.moving if p.is_relative_to(train)]
-    assert len(filtered["images"]) == len(list(train.rglob("*.*g"))) and moved_train
+    assert len(filtered["images"]) == len(list(train.rglob("*.*g")))
+    assert moved_train
     assert "COCO:" in result.stdout
     assert pq.read_table(tmp_path / "kept.parquet").num_rows == pq.read_table(m.out / "scores.parquet").num_rows - len(
         m.moving)

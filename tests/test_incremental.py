@@ -8,10 +8,11 @@ from pathlib import Path
 import pyarrow.dataset as ds
 import pytest
 
-from dupflow.config import DatasetSource, EncodeSettings
+from dupflow.encode.settings import EncodeSettings
 from dupflow.errors import StoreError
-from dupflow.pipeline import run_encode
-from dupflow.store import EncodingsStore
+from dupflow.io.sources import DatasetSource
+from dupflow.store.encode_job import run_encode
+from dupflow.store.encodings import EncodingsStore
 from imagegen import dataset, natural, write
 
 
@@ -32,7 +33,8 @@ def test_second_run_decodes_nothing_touch_redecodes_one_delete_drops_one(tmp_pat
     third = _encode(tmp_path / "data", store)
     assert (third.decoded, third.reused, third.dropped) == (1, 10, 1)
     uris = set(EncodingsStore(str(store)).read(["uri"])["uri"].to_pylist())
-    assert str(files[5]) not in uris and len(uris) == 11
+    assert str(files[5]) not in uris
+    assert len(uris) == 11
 
 
 def test_store_reads_as_one_hive_table(tmp_path: Path) -> None:
@@ -53,7 +55,8 @@ def test_adding_an_encoder_reencodes_and_keeps_it(tmp_path: Path) -> None:
     later = _encode(tmp_path / "data", tmp_path / "store")
     assert later.decoded == 0
     t = EncodingsStore(str(tmp_path / "store")).read()
-    assert t["whash"].null_count == 0 and t["dhash"].null_count == 0
+    assert t["whash"].null_count == 0
+    assert t["dhash"].null_count == 0
 
 
 def test_permanent_errors_are_reused_and_transient_ones_retried(tmp_path: Path) -> None:
@@ -64,7 +67,8 @@ def test_permanent_errors_are_reused_and_transient_ones_retried(tmp_path: Path) 
     again = _encode(tmp_path / "data", tmp_path / "store", max_pixels=1000 * 1000)
     assert again.decoded == 1  # the bomb is tried again under the raised limit; garbage is not
     rows = {Path(r["uri"]).name: r for r in EncodingsStore(str(tmp_path / "store")).read().to_pylist()}
-    assert rows["big.png"]["error"] is None and rows["bad.jpg"]["error"] == "not_an_image"
+    assert rows["big.png"]["error"] is None
+    assert rows["bad.jpg"]["error"] == "not_an_image"
     assert big.exists()
 
 
@@ -78,8 +82,8 @@ def test_store_refuses_other_hash_size(tmp_path: Path) -> None:
 def test_parallel_processes_give_the_same_rows_as_one(tmp_path: Path) -> None:
     dataset(tmp_path / "data", 40)
     run_encode([DatasetSource("t", str(tmp_path / "data"))], str(tmp_path / "s1"), EncodeSettings(), workers=1)
-    run_encode([DatasetSource("t", str(tmp_path / "data"))], str(tmp_path / "s2"), EncodeSettings(), workers=2,
-               shard_size=7)
+    run_encode([DatasetSource("t", str(tmp_path / "data"))], str(tmp_path / "s2"), EncodeSettings(shard_size=7),
+               workers=2)
     one = EncodingsStore(str(tmp_path / "s1")).read().sort_by("uri")
     two = EncodingsStore(str(tmp_path / "s2")).read().sort_by("uri")
     assert one.equals(two)

@@ -20,7 +20,7 @@ from prefect.settings import Settings
 from prefect.settings.base import PrefectBaseSettings
 from prefect.utilities.importtools import import_object
 
-from dupflow.run_config import ADDRESS_ENV, validate_config
+from dupflow.config import ADDRESS_ENV, validate_config
 from flows.ingest import INGEST_EVENT
 
 PROJECT = Path(__file__).resolve().parents[1]
@@ -147,7 +147,7 @@ def test_every_deployment_has_valid_parameters_and_entrypoint(name: str) -> None
         parameters = _render(trigger["parameters"], {"event": event})
         config = validate_config(parameters["config"])
         assert config.datasets[0].url == "s3://raw/ingest/2026-11-22/"
-        assert config.reference == ["corpus"]
+        assert config.match.reference == ("corpus",)
     else:
         validate_config(deployment["parameters"]["config"])
     if name == "nightly":

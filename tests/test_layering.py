@@ -1,25 +1,58 @@
-"""The core library never imports the orchestration layer."""
+"""The pipeline's layers hold: each stage imports only the stages below it, and the core never imports
+the orchestration layer. The contracts live in pyproject.toml ([tool.importlinter]); import-linter
+checks them on the real import graph."""
 
 from __future__ import annotations
 
-import ast
+import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
-import dupflow
+import pytest
 
-FORBIDDEN = {"prefect", "dask", "distributed", "flows", "tasks"}
+ROOT = Path(__file__).resolve().parents[1]
+LINT = [sys.executable, "-c", "import sys; from importlinter.cli import lint_imports_command; "
+        "sys.exit(lint_imports_command())"]
 
 
-def test_core_does_not_import_orchestration() -> None:
-    root = Path(dupflow.__file__).parent
-    offenders = []
-    for path in root.rglob("*.py"):
-        for node in ast.walk(ast.parse(path.read_text())):
-            names = []
-            if isinstance(node, ast.Import):
-                names = [a.name for a in node.names]
-            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-                names = [node.module]
-            offenders += [f"{path.name}: {n}" for n in names if n.split(".")[0] in FORBIDDEN]
-    assert offenders == []
-    assert len(list(root.rglob("*.py"))) > 5  # the walk really saw the package
+def lint(tree: Path) -> subprocess.CompletedProcess[str]:
+    """import-linter over the packages in `tree` (src/dupflow, tasks, flows) with the project's contracts."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tree / "src"), str(tree)])}
+    return subprocess.run([*LINT, "--config", str(tree / "pyproject.toml"), "--no-cache"], cwd=tree, env=env,
+                          capture_output=True, text=True, check=False, timeout=120)
+
+
+@pytest.fixture(scope="module")
+def tree_copy(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of the project's packages and contracts, to plant violations in."""
+    dest = tmp_path_factory.mktemp("layers")
+    for part in ("src/dupflow", "tasks", "flows"):
+        shutil.copytree(ROOT / part, dest / part, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(ROOT / "pyproject.toml", dest / "pyproject.toml")
+    return dest
+
+
+def test_the_project_keeps_its_layer_contracts() -> None:
+    done = lint(ROOT)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "Contracts: 2 kept, 0 broken" in done.stdout
+
+
+@pytest.mark.parametrize(("module", "upward"), [
+    ("src/dupflow/io/fs.py", "import dupflow.match.job"),  # a lower stage reaching up the pipeline
+    ("src/dupflow/match/rules.py", "from dupflow.report import write_report"),
+    ("src/dupflow/store/encodings.py", "import dupflow.config"),
+    ("src/dupflow/encode/hashing.py", "import prefect"),  # the core importing the orchestration layer
+])
+def test_an_import_against_the_pipeline_breaks_a_contract(tree_copy: Path, module: str, upward: str) -> None:
+    path = tree_copy / module
+    original = path.read_text()
+    path.write_text(original + f"\n{upward}  # planted\n")
+    try:
+        done = lint(tree_copy)
+    finally:
+        path.write_text(original)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "1 broken" in done.stdout

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from dupflow.config import DatasetSource, parse_datasets
 from dupflow.errors import ConfigError
-from dupflow.listing import ListingStats, list_dataset
+from dupflow.io.listing import ListingStats, list_dataset
+from dupflow.io.sources import DatasetSource, parse_datasets
 from imagegen import natural, write
 
 
@@ -50,8 +50,11 @@ def test_symlinks_are_followed_only_inside_the_root(tmp_path: Path) -> None:
 def test_listing_carries_size_and_mtime(tmp_path: Path) -> None:
     p = write(tmp_path / "a.png", natural(1, 40, 30))
     (ref,) = list(list_dataset(DatasetSource("d", str(tmp_path))))
-    assert ref.uri == str(p) and ref.size == p.stat().st_size and ref.etag is None
-    assert ref.mtime_ns is not None and abs(ref.mtime_ns - p.stat().st_mtime_ns) < 2_000
+    assert ref.uri == str(p)
+    assert ref.size == p.stat().st_size
+    assert ref.etag is None
+    assert ref.mtime_ns is not None
+    assert abs(ref.mtime_ns - p.stat().st_mtime_ns) < 2_000
 
 
 def test_missing_root_is_a_clear_error(tmp_path: Path) -> None:

@@ -13,10 +13,12 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from dupflow.config import DatasetSource, EncodeSettings
+from dupflow.encode.settings import EncodeSettings
 from dupflow.errors import ConfigError
-from dupflow.match_job import OUTPUT_FILES, MatchSettings, match_store
-from dupflow.pipeline import run_encode
+from dupflow.io.sources import DatasetSource
+from dupflow.match.job import OUTPUT_FILES, match_store
+from dupflow.match.settings import MatchSettings
+from dupflow.store.encode_job import run_encode
 from imagegen import natural, write
 from worlds import World, brighter, build_world
 
@@ -57,10 +59,12 @@ def test_every_planted_copy_and_leak_is_found_and_nothing_else(world: World, tmp
     shared = summary["intersections"]["train & val"]
     listed = {(g["train"][0], g["val"][0]) for g in shared["groups"]}
     assert listed == {(str(a), str(b)) for a, b in world.leaks}
-    assert shared["shared_groups"] == len(world.leaks) and shared["images"] == {"train": 3, "val": 3}
+    assert shared["shared_groups"] == len(world.leaks)
+    assert shared["images"] == {"train": 3, "val": 3}
     train = summary["datasets"]["train"]
     assert (train["duplicate_groups"], train["appearances"], train["redundant_files"]) == (3, 6, 3)
-    assert train["errors"] == {"corrupt": 1} and train["images"] == train["encoded"] + 1
+    assert train["errors"] == {"corrupt": 1}
+    assert train["images"] == train["encoded"] + 1
     assert summary["totals"]["leakage_groups"] == 3
 
 
@@ -68,7 +72,8 @@ def test_pairs_are_stored_once_without_self_pairs(world: World, tmp_path: Path) 
     _match(world, tmp_path / "out", rules=("exact", "phash<=10", "dhash<=10"))
     rows = _table(tmp_path / "out", "pairs.parquet")
     keys = [(r["a"], r["b"], r["rule"]) for r in rows]
-    assert len(keys) == len(set(keys)) and all(a != b for a, b, _ in keys)
+    assert len(keys) == len(set(keys))
+    assert all(a != b for a, b, _ in keys)
     unordered = [(min(a, b), max(a, b), rule) for a, b, rule in keys]
     assert len(unordered) == len(set(unordered))
     assert all(0.0 <= r["similarity"] <= 1.0 for r in rows)
@@ -85,7 +90,8 @@ def test_every_group_has_one_keeper_and_keepers_never_move(world: World, tmp_pat
     for r in rows:
         if r["keeper"]:
             keepers.setdefault(r["group"], []).append(r["uri"])
-    assert all(len(k) == 1 for k in keepers.values()) and set(keepers) == {r["group"] for r in rows}
+    assert all(len(k) == 1 for k in keepers.values())
+    assert set(keepers) == {r["group"] for r in rows}
     manifest = _table(tmp_path / "out", "manifest.parquet")
     sources = {m["source"] for m in manifest}
     assert not sources & {k[0] for k in keepers.values()}
@@ -141,19 +147,23 @@ def test_manifest_is_byte_identical_across_runs_threads_and_shards(world: World,
          for r in _table(out, "manifest.parquet")]
         for root, out in ((world.root, tmp_path / "one"), (other.root, tmp_path / "three"))
     ]
-    assert relative[0] == relative[1] and relative[0]
+    assert relative[0] == relative[1]
+    assert relative[0]
 
 
 def test_reference_corpus_is_never_matched_against_itself_nor_moved(world: World, tmp_path: Path) -> None:
     summary = _match(world, tmp_path / "out", reference=("train",), datasets=("train", "val"))
     pairs = _table(tmp_path / "out", "pairs.parquet")
-    assert pairs and not [p for p in pairs if p["a_dataset"] == p["b_dataset"] == "train"]
+    assert pairs
+    assert not [p for p in pairs if p["a_dataset"] == p["b_dataset"] == "train"]
     manifest = _table(tmp_path / "out", "manifest.parquet")
     assert not [m for m in manifest if m["dataset"] == "train"]
     moved = {m["source"] for m in manifest}
     inside_val = {str(p) for p in world.within[3]}
-    assert len(moved & inside_val) == 1 and moved - inside_val == {str(b) for _, b in world.leaks}
-    assert summary["datasets"]["train"]["reference"] and summary["datasets"]["train"]["duplicate_groups"] == 0
+    assert len(moved & inside_val) == 1
+    assert moved - inside_val == {str(b) for _, b in world.leaks}
+    assert summary["datasets"]["train"]["reference"]
+    assert summary["datasets"]["train"]["duplicate_groups"] == 0
 
 
 def test_exact_copies_score_zero_except_the_keeper(tmp_path: Path) -> None:
@@ -167,16 +177,21 @@ def test_exact_copies_score_zero_except_the_keeper(tmp_path: Path) -> None:
     match_store(str(tmp_path / "store"), str(tmp_path / "out"), MatchSettings(rules=("exact",)))
     scores = {Path(r["uri"]).name: r for r in _table(tmp_path / "out", "scores.parquet")}
     assert [scores[n]["uniqueness"] for n in ("a.jpg", "b.jpg", "c.jpg")] == [1.0, 0.0, 0.0]
-    assert scores["a.jpg"]["keeper"] and scores["b.jpg"]["status"] == scores["a.jpg"]["status"] == "fail"
-    assert scores["other.jpg"]["status"] == "pass" and scores["other.jpg"]["uniqueness"] == 1.0
-    assert scores["other.jpg"]["group"] is None and scores[near.name]["status"] == "pass"
+    assert scores["a.jpg"]["keeper"]
+    assert scores["b.jpg"]["status"] == scores["a.jpg"]["status"] == "fail"
+    assert scores["other.jpg"]["status"] == "pass"
+    assert scores["other.jpg"]["uniqueness"] == 1.0
+    assert scores["other.jpg"]["group"] is None
+    assert scores[near.name]["status"] == "pass"
     match_store(str(tmp_path / "store"), str(tmp_path / "out2"), MatchSettings())
     scores = {Path(r["uri"]).name: r for r in _table(tmp_path / "out2", "scores.parquet")}
     near_sim = scores[near.name]["max_similarity"]
-    assert scores[near.name]["status"] == "fail" and 0.8 < near_sim <= 1.0
+    assert scores[near.name]["status"] == "fail"
+    assert 0.8 < near_sim <= 1.0
     group = [r for r in scores.values() if r["group"] is not None]
     keeper = [r for r in group if r["keeper"]]
-    assert len(group) == 4 and len(keeper) == 1  # the three copies and the brightened picture
+    assert len(group) == 4
+    assert len(keeper) == 1
     assert keeper[0]["uniqueness"] == pytest.approx(1 - near_sim)  # identical copies do not zero it
     assert keeper[0]["uniqueness"] > 0
     assert sorted(r["uniqueness"] for r in group if not r["keeper"])[:2] == [0.0, 0.0]
@@ -221,7 +236,8 @@ def test_summary_is_json_with_errors_by_kind(world: World, tmp_path: Path) -> No
     _match(world, tmp_path / "out", examples=1)
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert summary["totals"]["errors"] == {"corrupt": 1}
-    assert summary["datasets"]["train"]["groups_listed"] == 1 and len(summary["datasets"]["train"]["groups"]) == 1
+    assert summary["datasets"]["train"]["groups_listed"] == 1
+    assert len(summary["datasets"]["train"]["groups"]) == 1
     scores = pq.read_table(tmp_path / "out" / "scores.parquet")
     assert scores.schema.metadata[b"dupflow.schema"] == b"scores"
     unread = [r for r in scores.to_pylist() if r["status"] == "error"]

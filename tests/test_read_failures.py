@@ -8,18 +8,18 @@ from typing import Any
 import fsspec
 from fsspec.implementations.memory import MemoryFileSystem
 
-from dupflow.config import EncodeSettings
-from dupflow.encoding import encode_refs
-from dupflow.listing import ImageRef
+from dupflow.encode.encoding import encode_refs
+from dupflow.encode.settings import EncodeSettings
+from dupflow.io.listing import ImageRef
 from imagegen import encode, natural, write
 
 
-class DeniedFileSystem(MemoryFileSystem):
+class DeniedFileSystem(MemoryFileSystem):  # type: ignore[misc]  # fsspec ships no types
     """Permission errors cannot be produced for root on a local disk; this store refuses reads."""
 
     protocol = "denied"
 
-    def cat_file(self, path: str, start: Any = None, end: Any = None, **kwargs: Any) -> bytes:
+    def cat_file(self, path: str, start: Any = None, end: Any = None, **kwargs: Any) -> bytes:  # noqa: ARG002 - fsspec's signature
         raise PermissionError(13, "Permission denied", path)
 
 
@@ -34,15 +34,18 @@ def test_file_deleted_after_listing_is_vanished(tmp_path: Path) -> None:
     gone.unlink()
     table, stats = encode_refs(refs, EncodeSettings())
     rows = {Path(r["uri"]).name: r for r in table.to_pylist()}
-    assert rows["gone.jpg"]["error"] == "vanished" and rows["kept.jpg"]["error"] is None
-    assert stats.errors == {"vanished": 1} and stats.encoded == 1
+    assert rows["gone.jpg"]["error"] == "vanished"
+    assert rows["kept.jpg"]["error"] is None
+    assert stats.errors == {"vanished": 1}
+    assert stats.encoded == 1
 
 
 def test_permission_denied_is_unreadable() -> None:
     fsspec.register_implementation("denied", DeniedFileSystem, clobber=True)
     table, _ = encode_refs([_ref("denied://bucket/a.jpg")], EncodeSettings())
     (row,) = table.to_pylist()
-    assert row["error"] == "unreadable" and "Permission denied" in row["error_message"]
+    assert row["error"] == "unreadable"
+    assert "Permission denied" in row["error_message"]
 
 
 def test_file_above_byte_limit_is_too_large_but_still_digested(tmp_path: Path) -> None:
@@ -53,4 +56,5 @@ def test_file_above_byte_limit_is_too_large_but_still_digested(tmp_path: Path) -
     (row,) = table.to_pylist()
     import hashlib
 
-    assert row["error"] == "too_large" and row["exact"] == hashlib.sha256(data).digest()
+    assert row["error"] == "too_large"
+    assert row["exact"] == hashlib.sha256(data).digest()

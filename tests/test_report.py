@@ -7,7 +7,9 @@ import base64
 import hashlib
 import io
 import json
+import os
 import re
+import shutil
 from pathlib import Path
 
 import pyarrow as pa
@@ -16,12 +18,15 @@ import pytest
 from PIL import Image
 
 from conftest import run_cli
-from dupflow.config import DatasetSource, EncodeSettings
+from dupflow import __version__
+from dupflow.encode.settings import EncodeSettings
 from dupflow.errors import ConfigError
-from dupflow.match_job import MatchSettings, match_store
-from dupflow.pipeline import run_encode
+from dupflow.io.sources import DatasetSource
+from dupflow.match.job import match_store
+from dupflow.match.settings import MatchSettings
 from dupflow.report import ReportSettings, write_report
 from dupflow.report.page import safe_json
+from dupflow.store.encode_job import run_encode
 from reportworld import HOSTILE, Reported, page_data, report_world
 
 
@@ -57,10 +62,28 @@ def test_thumbnails_are_small_images_for_every_readable_file(reported: Reported,
         head, _, body = uri.partition(",")
         assert head == "data:image/webp;base64"
         with Image.open(io.BytesIO(base64.b64decode(body))) as im:
-            assert im.format == "WEBP" and max(im.size) <= 160
-    summary = json.loads((reported.out / "summary.json").read_text())
-    assert summary["report"]["bytes"] == (reported.out / "report.html").stat().st_size
-    assert summary["report"]["thumbnails"] == len(readable)
+            assert im.format == "WEBP"
+            assert max(im.size) <= 160
+    record = json.loads((reported.out / "report.json").read_text())
+    assert record["bytes"] == (reported.out / "report.html").stat().st_size
+    assert record["thumbnails"] == len(readable)
+
+
+def test_the_report_keeps_its_own_record_and_never_writes_the_runs_files(reported: Reported, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    shutil.copytree(reported.out, out, ignore=shutil.ignore_patterns("report.*"))
+    run_files = {p.name: p.read_bytes() for p in out.iterdir()}
+    result = write_report(str(out), ReportSettings(thumbnails=2))
+    assert {p.name: p.read_bytes() for p in out.iterdir() if not p.name.startswith("report.")} == run_files
+    assert sorted(set(os.listdir(out)) - set(run_files)) == ["report.html", "report.json"]
+    record = json.loads((out / "report.json").read_text())
+    assert record == {**result.brief(), "matches": str(out), "dupflow": __version__,
+                      "generated": record["generated"], "extra_scores": None}
+    assert record["path"] == f"{out}/report.html"
+    assert record["thumbnails"] == 2
+    assert record["bytes"] == (out / "report.html").stat().st_size
+    assert set(record["seconds"]) == {"loaded", "thumbnails", "written"}
+    assert record["thumbnail_failures"] == 0
 
 
 def test_the_viewer_picks_the_keeper_the_run_picked(reported: Reported, page: str) -> None:
@@ -69,19 +92,21 @@ def test_the_viewer_picks_the_keeper_the_run_picked(reported: Reported, page: st
     uris = data["images"]["uri"]
     groups: dict[int, list[dict[str, object]]] = {}
     for row in pq.read_table(reported.out / "groups.parquet").to_pylist():
-        groups.setdefault(int(row["group"]), []).append(row)  # type: ignore[call-overload]
+        groups.setdefault(int(row["group"]), []).append(row)
     assert len(groups) >= 5
     for members in groups.values():
         best = min(members, key=lambda r: rank[uris.index(r["uri"])])
         assert best["keeper"], f"the keep rank prefers {best['uri']} over the run's keeper"
 
 
-def test_hostile_file_names_stay_inert_text(reported: Reported, page: str) -> None:
-    assert HOSTILE not in page and "onerror=" not in page.replace("onerror=alert(1)\\u003e", "")
+def test_hostile_file_names_stay_inert_text(page: str) -> None:
+    assert HOSTILE not in page
+    assert "onerror=" not in page.replace("onerror=alert(1)\\u003e", "")
     assert len(re.findall(r"<script\b", page)) == 3  # the two data blocks and the viewer, nothing else
     assert HOSTILE in page_data(page)["images"]["name"]  # the name survives, as data
     policy = re.search(r'http-equiv="Content-Security-Policy" content="([^"]+)"', page)
-    assert policy and "default-src &#x27;none&#x27;" in policy.group(1)
+    assert policy
+    assert "default-src &#x27;none&#x27;" in policy.group(1)
     script = re.findall(r"<script>(.*?)</script>", page, re.S)[0]
     digest = base64.b64encode(hashlib.sha256(script.encode()).digest()).decode()
     assert f"sha256-{digest}" in policy.group(1)  # only this script may run
@@ -90,7 +115,10 @@ def test_hostile_file_names_stay_inert_text(reported: Reported, page: str) -> No
 
 def test_data_blocks_cannot_be_closed_by_data() -> None:
     text = safe_json({"name": "</script><script>alert(1)</script>", "amp": "a&b", "sep": "\u2028"})
-    assert "<" not in text and ">" not in text and "&" not in text and "\u2028" not in text
+    assert "<" not in text
+    assert ">" not in text
+    assert "&" not in text
+    assert "\u2028" not in text
     assert json.loads(text)["name"] == "</script><script>alert(1)</script>"
 
 
@@ -98,7 +126,8 @@ def test_extra_scores_are_aligned_by_uri(reported: Reported, page: str) -> None:
     data = page_data(page)
     rows = {r["uri"]: r for r in pa.csv.read_csv(reported.scores_file).to_pylist()}
     extra = data["extra"]
-    assert extra["columns"] == ["confidence", "label"] and extra["matched"] == len(rows)
+    assert extra["columns"] == ["confidence", "label"]
+    assert extra["matched"] == len(rows)
     for i, uri in enumerate(data["images"]["uri"]):
         assert extra["values"]["confidence"][i] == rows[uri]["confidence"]
         assert extra["values"]["label"][i] == rows[uri]["label"]
@@ -123,18 +152,24 @@ def test_unknown_score_columns_are_named(reported: Reported, tmp_path: Path) -> 
                                                            extra_score_cols=("nope",)), matches=str(reported.out))
 
 
-def test_a_report_elsewhere_reads_the_run_and_copies_its_summary(reported: Reported, tmp_path: Path) -> None:
+def test_a_report_elsewhere_reads_the_run_and_names_it(reported: Reported, tmp_path: Path) -> None:
+    other_run = tmp_path / "elsewhere" / "summary.json"  # OUT may hold another match run: it stays as it was
+    other_run.parent.mkdir()
+    other_run.write_text('{"another": "run"}')
     result = write_report(str(tmp_path / "elsewhere"), ReportSettings(thumbnails=3, originals="none"),
                           matches=str(reported.out))
     html = (tmp_path / "elsewhere" / "report.html").read_text()
     data = page_data(html)
-    assert set(data["images"]["link"]) == {None} and "img-src data:;" in html  # no originals: nothing but data
+    assert set(data["images"]["link"]) == {None}
+    assert "img-src data:;" in html
     assert result.thumbnails == 3 == sum(1 for t in data["images"]["thumb"] if t >= 0)
     grouped = {i for i, g in enumerate(data["images"]["group"]) if g is not None}
     assert {i for i, t in enumerate(data["images"]["thumb"]) if t >= 0} <= grouped  # groups get them first
-    copied = json.loads((tmp_path / "elsewhere" / "summary.json").read_text())
-    assert copied["totals"] == json.loads((reported.out / "summary.json").read_text())["totals"]
-    assert copied["report"]["thumbnails"] == 3
+    assert other_run.read_text() == '{"another": "run"}'
+    assert data["summary"]["totals"] == json.loads((reported.out / "summary.json").read_text())["totals"]
+    record = json.loads((tmp_path / "elsewhere" / "report.json").read_text())
+    assert record["matches"] == str(reported.out)
+    assert record["thumbnails"] == 3
 
 
 def test_a_vanished_file_is_reported_not_fatal(tmp_path: Path) -> None:
@@ -144,15 +179,17 @@ def test_a_vanished_file_is_reported_not_fatal(tmp_path: Path) -> None:
     result = write_report(str(world.out), ReportSettings())
     data = page_data((world.out / "report.html").read_text())
     i = data["images"]["uri"].index(str(gone))
-    assert result.thumbnail_failures == 1 and data["images"]["thumb"][i] == -1
+    assert result.thumbnail_failures == 1
+    assert data["images"]["thumb"][i] == -1
     assert data["thumb_failures"][str(i)].startswith("vanished")
 
 
-def test_the_projection_covers_every_grouped_image(reported: Reported, page: str) -> None:
+def test_the_projection_covers_every_grouped_image(page: str) -> None:
     data = page_data(page)
     projected = data["projection"]
     grouped = {i for i, g in enumerate(data["images"]["group"]) if g is not None}
-    assert projected["source"] == "phash" and grouped <= set(projected["img"])
+    assert projected["source"] == "phash"
+    assert grouped <= set(projected["img"])
     assert all(0 <= v <= 1 for v in projected["x"] + projected["y"])
     assert len(set(zip(projected["x"], projected["y"], strict=True))) > len(projected["x"]) // 2
 
@@ -169,10 +206,12 @@ def test_report_cli_prints_where_the_page_is(reported: Reported, tmp_path: Path)
                    "confidence")
     assert f"report: {out}/report.html" in proc.stdout
     data = page_data((out / "report.html").read_text())
-    assert list(data["extra"]["values"]) == ["confidence"] and data["meta"]["thumb_size"] == 64
+    assert list(data["extra"]["values"]) == ["confidence"]
+    assert data["meta"]["thumb_size"] == 64
     assert page_data((out / "report.html").read_text(), "dupflow-thumbs")[0].startswith("data:image/jpeg;base64,")
     bad = run_cli("report", "--out", str(tmp_path / "none"), check=False)
-    assert bad.returncode == 1 and "no finished match run" in bad.stderr
+    assert bad.returncode == 1
+    assert "no finished match run" in bad.stderr
 
 
 @pytest.mark.s3
@@ -192,7 +231,9 @@ def test_no_credentials_reach_the_page_unless_links_are_presigned(bucket: str, t
     write_report(out, ReportSettings(), storage_options=secret)
     plain = fs.cat(f"{bucket}/out/report.html").decode()
     assert page_data(plain)["images"]["link"] == [None] * 7
-    assert "AKIAREPORTTESTKEY" not in plain and "s3cr3t" not in plain and "Signature" not in plain
+    assert "AKIAREPORTTESTKEY" not in plain
+    assert "s3cr3t" not in plain
+    assert "Signature" not in plain
     write_report(out, ReportSettings(originals="presign", presign_seconds=600), storage_options=secret)
     signed = fs.cat(f"{bucket}/out/report.html").decode()
     links = page_data(signed)["images"]["link"]

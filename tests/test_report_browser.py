@@ -34,7 +34,7 @@ def driver() -> Iterator[Any]:
         yield d
 
 
-@pytest.fixture()
+@pytest.fixture
 def opened(driver: Any, reported: Reported) -> Any:
     driver.get((reported.out / "report.html").as_uri())
     wait_for(driver, "return document.body.dataset.rendered >= 1")
@@ -101,10 +101,12 @@ def test_only_duplicates_and_sort_order_toggle(opened: Any, reported: Reported) 
     assert len(opened.find_elements("css selector", "section.group")) == groups + singles
     act(opened, lambda: opened.find_element("id", "only-dup").click())
     tops = [float(s.get_attribute("data-top")) for s in opened.find_elements("css selector", "section.group")]
-    assert tops == sorted(tops, reverse=True) and tops[0] > tops[-1]
+    assert tops == sorted(tops, reverse=True)
+    assert tops[0] > tops[-1]
     button = opened.find_element("id", "sort-order")
     act(opened, button.click)
-    assert button.get_attribute("data-order") == "asc" and button.text == "Ascending order"
+    assert button.get_attribute("data-order") == "asc"
+    assert button.text == "Ascending order"
     tops = [float(s.get_attribute("data-top")) for s in opened.find_elements("css selector", "section.group")]
     assert tops == sorted(tops)
 
@@ -124,7 +126,8 @@ def test_the_limit_pages_the_groups_and_images_per_row_resize_them(opened: Any) 
         if not nxt.is_enabled():
             break
         act(opened, nxt.click)
-    assert seen == groups and pages > 1
+    assert seen == groups
+    assert pages > 1
     width = opened.execute_script("return document.querySelector('.tile').getBoundingClientRect().width")
     per_row = opened.find_element("id", "per-row")
     opened.execute_script("arguments[0].value = 2; arguments[0].dispatchEvent(new Event('input'))", per_row)
@@ -149,7 +152,8 @@ def test_filters_by_dataset_leakage_method_and_name(opened: Any, reported: Repor
     act(opened, lambda: Select(opened.find_element("id", "method")).select_by_visible_text("all"))
     act(opened, lambda: opened.find_element("id", "search").send_keys("t03_half"))
     names = [e.text for e in opened.find_elements("css selector", "section.group .name")]
-    assert shown(opened) == 1 and "leak/t03_half.jpg" in names
+    assert shown(opened) == 1
+    assert "leak/t03_half.jpg" in names
 
 
 def test_hostile_names_show_as_text_and_run_nothing(opened: Any) -> None:

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from dupflow.errors import ConfigError
-from dupflow.keep import KeepPolicy
-from dupflow.rules import DEFAULT_RULES, DEFAULT_RULES_WITH_EMBEDDINGS, parse_rule, parse_rules
+from dupflow.match.keep import KeepPolicy
+from dupflow.match.rules import DEFAULT_RULES, DEFAULT_RULES_WITH_EMBEDDINGS, parse_rule, parse_rules
 
 
 def test_similarity_and_bits_name_the_same_rule() -> None:
@@ -14,12 +15,13 @@ def test_similarity_and_bits_name_the_same_rule() -> None:
     assert parse_rule("phash>=0.85", hash_size=16).conditions[0].max_distance == 38
     assert parse_rule("dhash>=1.0").conditions[0].max_distance == 0
     cond = parse_rule("phash<=16").conditions[0]
-    assert (cond.bits, float(cond.similarity(cond.max_distance))) == (64, 0.75)
+    assert (cond.bits, float(cond.similarity(np.asarray(cond.max_distance)))) == (64, 0.75)
 
 
 def test_conditions_join_with_and_and_rules_dedupe() -> None:
     rule = parse_rule(" phash <= 8 & dhash<=10 ")
-    assert rule.label == "phash<=8&dhash<=10" and rule.method == "phash+dhash"
+    assert rule.label == "phash<=8&dhash<=10"
+    assert rule.method == "phash+dhash"
     assert [r.label for r in parse_rules(["exact", "phash<=10", "phash>=0.85", "phash<=9"])] == [
         "exact", "phash<=10", "phash<=9"]
     assert [r.label for r in parse_rules([])] == list(DEFAULT_RULES)
@@ -47,7 +49,8 @@ def test_bad_rules_say_what_to_write(text: str, message: str) -> None:
 
 def test_keep_policy_always_ends_with_path() -> None:
     policy = KeepPolicy.parse(["dataset:val,train", "size"])
-    assert policy.keys == ("dataset", "size", "path") and policy.dataset_priority == ("val", "train")
+    assert policy.keys == ("dataset", "size", "path")
+    assert policy.dataset_priority == ("val", "train")
     assert policy.label == "dataset:val,train > size > path"
     assert KeepPolicy.parse([]).keys[-1] == "path"
 

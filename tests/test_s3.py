@@ -5,10 +5,11 @@ from __future__ import annotations
 import boto3
 import pytest
 
-from dupflow.config import DatasetSource, EncodeSettings
+from dupflow.encode.settings import EncodeSettings
 from dupflow.errors import StorageError
-from dupflow.pipeline import run_encode
-from dupflow.store import EncodingsStore
+from dupflow.io.sources import DatasetSource
+from dupflow.store.encode_job import run_encode
+from dupflow.store.encodings import EncodingsStore
 from imagegen import encode, natural
 
 pytestmark = pytest.mark.s3
@@ -26,10 +27,11 @@ def test_encode_over_s3_with_etag_incrementality(bucket: str) -> None:
     sources = [DatasetSource("train", f"s3://{bucket}/imgs")]
     store = f"s3://{bucket}/store"
 
-    first = run_encode(sources, store, EncodeSettings(), workers=2, shard_size=2)
+    first = run_encode(sources, store, EncodeSettings(shard_size=2), workers=2)
     assert (first.listed, first.encoded, first.errors["not_an_image"]) == (7, 6, 1)
     rows = {r["uri"]: r for r in EncodingsStore(store).read().to_pylist()}
-    assert f"s3://{bucket}/imgs/sub/3.jpg" in rows and rows[f"s3://{bucket}/imgs/sub/3.jpg"]["etag"]
+    assert f"s3://{bucket}/imgs/sub/3.jpg" in rows
+    assert rows[f"s3://{bucket}/imgs/sub/3.jpg"]["etag"]
 
     assert run_encode(sources, store, EncodeSettings()).decoded == 0
     # Same key, same size class, new content: only the ETag says it changed.
@@ -63,7 +65,8 @@ def test_match_an_s3_store_into_an_s3_prefix(bucket: str) -> None:
     import pyarrow.parquet as pq
     import s3fs
 
-    from dupflow.match_job import OUTPUT_FILES, MatchSettings, match_store
+    from dupflow.match.job import OUTPUT_FILES, match_store
+    from dupflow.match.settings import MatchSettings
 
     picture = encode(natural(1, 200, 150), "JPEG", quality=90)
     _put(bucket, "corpus/a.jpg", picture)

@@ -8,8 +8,9 @@ from pathlib import Path
 
 from PIL import Image, ImageEnhance
 
-from dupflow.config import DatasetSource, EncodeSettings
-from dupflow.pipeline import run_encode
+from dupflow.encode.settings import EncodeSettings
+from dupflow.io.sources import DatasetSource
+from dupflow.store.encode_job import run_encode
 from imagegen import natural, write
 
 __all__ = ["World", "brighter", "build_world", "halved", "plant_world"]
@@ -68,5 +69,5 @@ def build_world(root: Path, encoders: tuple[str, ...] = ("phash", "dhash"), shar
     """The planted datasets, encoded into root/store."""
     world = plant_world(root)
     sources = [DatasetSource("train", str(root / "train")), DatasetSource("val", str(root / "val"))]
-    run_encode(sources, world.store, EncodeSettings(encoders=encoders), shard_size=shard_size)
+    run_encode(sources, world.store, EncodeSettings(encoders=encoders, shard_size=shard_size))
     return world

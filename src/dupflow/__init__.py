@@ -2,8 +2,9 @@
 
 from importlib.metadata import PackageNotFoundError, version
 
-from dupflow.config import DatasetSource, EncodeSettings
+from dupflow.encode.settings import EncodeSettings
 from dupflow.errors import ConfigError, DupflowError, ErrorKind, StorageError, StoreError
+from dupflow.io.sources import DatasetSource
 
 try:
     __version__ = version("dupflow")

@@ -1,168 +1,217 @@
-"""Validated settings shared by the CLI, the library and the flows: one place parses them."""
+"""The whole dedup job as one validated model: the flow's only parameter, `dupflow run`'s flags and
+`dupflow.yaml` all become a `DedupConfig`. It nests one settings model per stage (encode, match,
+apply, report), each declared once in its stage's `settings` module, and adds what only the job
+knows: the datasets, the store, the outputs, the cluster."""
 
 from __future__ import annotations
 
+import os
 import re
-from dataclasses import dataclass, field
 from typing import Any
 
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from dupflow.apply.settings import ApplyOptions
+from dupflow.encode.settings import EncodeSettings
 from dupflow.errors import ConfigError
+from dupflow.io.fs import open_fs, parse_storage_options, storage_error
+from dupflow.io.secrets import SAFE_WAYS, secret_keys
+from dupflow.io.sources import DatasetSource
+from dupflow.match.settings import MatchSettings
+from dupflow.report.settings import ReportSettings
+from dupflow.settings import paths_of, setting, validated, with_paths
 
 __all__ = [
-    "DEFAULT_ENCODERS",
-    "DEFAULT_MAX_PIXELS",
-    "DatasetSource",
-    "EncodeSettings",
-    "decode_size_for",
-    "parse_datasets",
-    "parse_storage_options",
-    "settings_conflict",
+    "ADDRESS_ENV",
+    "ApplyStep",
+    "ClusterConfig",
+    "DatasetConfig",
+    "DedupConfig",
+    "load_config",
+    "validate_config",
 ]
 
-DATASET_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,127}$")
-
-# pHash and dHash: the defaults that `dupflow match` needs; `exact` (SHA-256 of the bytes) is always on.
-DEFAULT_ENCODERS: tuple[str, ...] = ("phash", "dhash")
-# Pillow's own default guard is 89.5 M pixels; photographs above 250 MP are rare, bombs are not.
-DEFAULT_MAX_PIXELS = 250_000_000
-DEFAULT_MAX_FILE_BYTES = 1 << 30
+# Where production points every run at its Dask scheduler without naming it in each deployment.
+ADDRESS_ENV = "DUPFLOW_DASK_ADDRESS"
 
 
-@dataclass(frozen=True)
-class DatasetSource:
-    """A named image collection: a local folder, an s3:// prefix or any fsspec URL."""
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DatasetConfig(_Strict):
+    """A named dataset: a local folder, an s3:// prefix or any fsspec URL."""
 
     name: str
-    url: str
+    url: str = setting(help="a local folder, an s3:// prefix or any fsspec URL", path=True)
 
-    def __post_init__(self) -> None:
-        if not DATASET_NAME.match(self.name):
-            raise ConfigError(
-                f"dataset name {self.name!r} is not allowed: use a letter first, then letters, "
-                "digits, '_', '-' or '.' (it becomes a Parquet partition folder), e.g. train=./data/train"
-            )
-        if not self.url:
-            raise ConfigError(f"dataset {self.name!r} has no URL: write it as {self.name}=PATH_OR_URL")
+    @model_validator(mode="after")
+    def _valid(self) -> DatasetConfig:
+        DatasetSource(self.name, self.url)
+        return self
 
     @classmethod
-    def parse(cls, text: str) -> DatasetSource:
-        """Parse `NAME=URL`; a bare URL is named after its last path component."""
-        name, sep, url = text.partition("=")
-        if sep and "/" not in name and ":" not in name:
-            return cls(name=name, url=url)
-        base = text.rstrip("/").rsplit("/", 1)[-1]
-        derived = re.sub(r"[^A-Za-z0-9_.-]", "_", base)
-        if not derived or not derived[0].isalpha():
-            derived = f"d_{derived}"
-        return cls(name=derived, url=text)
+    def parse(cls, text: str) -> DatasetConfig:
+        """`NAME=URL`, or a bare URL named after its last component."""
+        source = DatasetSource.parse(text)
+        return cls(name=source.name, url=source.url)
 
 
-def parse_datasets(
-    specs: list[str] | tuple[str, ...], root: str | None = None, dirs: list[str] | tuple[str, ...] = ()
-) -> list[DatasetSource]:
-    """Datasets from `NAME=URL` items plus the `--root R --dirs a b` habit; names must be unique."""
-    sources = [DatasetSource.parse(s) for s in specs]
-    if dirs and not root:
-        raise ConfigError("--dirs needs --root: dupflow encode --root ~/dataset --dirs dir_1 dir_2")
-    if root:
-        base = root.rstrip("/")
-        for d in dirs or ():
-            sources.append(DatasetSource.parse(f"{d.strip('/').replace('/', '_')}={base}/{d.strip('/')}"))
-        if not dirs:
-            sources.append(DatasetSource.parse(base))
-    if not sources:
-        raise ConfigError("no dataset given: add --dataset NAME=URL (repeatable) or --root DIR [--dirs ...]")
-    seen: set[str] = set()
-    for s in sources:
-        if s.name in seen:
-            raise ConfigError(f"dataset name {s.name!r} is used twice: give each --dataset a distinct NAME=")
-        seen.add(s.name)
-    return sources
+class ClusterConfig(_Strict):
+    """Where tasks run: an existing Dask scheduler (`address`), else a local cluster started per run."""
+
+    address: str | None = Field(default_factory=lambda: os.environ.get(ADDRESS_ENV) or None)
+    workers: int | None = Field(default=None, ge=1)  # local cluster processes; default: CPU count
+    threads_per_worker: int = Field(default=1, ge=1)
+    memory_limit: str = "auto"  # per local worker, e.g. "4GiB"
+
+    @field_validator("address")
+    @classmethod
+    def _address(cls, value: str | None) -> str | None:
+        if value and not re.match(r"^(tcp|tls|ucx|inproc)://[^/\s]+$", value):
+            raise ValueError(f"{value!r} is not a Dask scheduler address: write it as tcp://HOST:8786")
+        return value
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> ClusterConfig:
+        if self.address and self.workers:
+            raise ValueError("cluster.workers sizes a local cluster: drop it when cluster.address is set")
+        return self
 
 
-def parse_storage_options(items: list[str] | tuple[str, ...]) -> dict[str, Any]:
-    """`key=value` pairs for fsspec (e.g. `endpoint_url=http://...`, `anon=true`)."""
-    out: dict[str, Any] = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"storage option {item!r} is not KEY=VALUE (e.g. endpoint_url=http://127.0.0.1:9000)")
-        low = value.lower()
-        parsed: Any = value
-        if low in ("true", "false"):
-            parsed = low == "true"
-        elif re.fullmatch(r"-?\d+", value):
-            parsed = int(value)
-        if key == "endpoint_url":
-            out.setdefault("client_kwargs", {})["endpoint_url"] = value
-            out["endpoint_url"] = value
+class ApplyStep(ApplyOptions):
+    """The apply step at the end of a run: the apply stage's options, a dry run unless `execute`."""
+
+    execute: bool = setting(False, "apply for real: move the files (implies --apply)")
+    journal: str | None = setting(None, "the apply journal [default: OUT/apply-journal]", metavar="URL",
+                                  path=True)
+
+    def options(self) -> ApplyOptions:
+        """The apply stage's own options."""
+        return ApplyOptions(**self.model_dump(exclude={"execute", "journal"}))
+
+
+class DedupConfig(_Strict):
+    """Datasets to encode into `store`, how to match them, where the outputs go, and whether to apply."""
+
+    datasets: list[DatasetConfig] = Field(min_length=1)  # in keep priority order
+    store: str = setting(help="the encodings store: a local folder or S3 prefix", path=True)
+    out: str = setting(help="where pairs, groups, scores, manifest, summary and report go", path=True)
+    encode: EncodeSettings = Field(default_factory=EncodeSettings)
+    match: MatchSettings = Field(default_factory=MatchSettings)
+    storage_options: dict[str, Any] = Field(default_factory=dict)  # never credentials: see storage_secret
+    storage_secret: str | None = None  # a Prefect Secret block holding a JSON mapping of credential options
+    cluster: ClusterConfig = Field(default_factory=ClusterConfig)
+    apply: ApplyStep | None = None  # None: nothing moves; the manifest waits for review
+    report: ReportSettings | None = Field(default_factory=ReportSettings)  # None: no report.html
+
+    @field_validator("storage_options", mode="before")
+    @classmethod
+    def _options(cls, value: Any) -> Any:
+        return parse_storage_options(value) if isinstance(value, list) else value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> DedupConfig:
+        names = [d.name for d in self.datasets]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ValueError(f"dataset name(s) {', '.join(twice)} used twice: give each dataset its own name")
+        if self.match.datasets:
+            raise ValueError("match.datasets comes from datasets: list the datasets there, in keep priority order")
+        if self.encode.storage_options:
+            raise ValueError("encode.storage_options: give storage options once, as storage_options")
+        secrets = secret_keys(self.storage_options)
+        if secrets:
+            raise ValueError(f"storage_options {', '.join(secrets)} hold credentials, which must never be a flow "
+                             f"parameter (Prefect stores parameters in its database): {SAFE_WAYS}")
+        unknown = sorted(set(self.match.reference) - set(names))
+        if self.apply is not None:
+            unknown += sorted(set(self.apply.annotations) - set(names))
+        if unknown:
+            raise ValueError(f"dataset(s) {', '.join(unknown)} named in match.reference or apply.annotations are not "
+                             f"among the datasets {names}")
+        if set(self.match.reference) == set(names):
+            raise ValueError("every dataset is a reference: at least one must be matched (leave it out of reference)")
+        self.match_settings().parsed_rules(self.encode.hash_size, "cnn" in self.encode.encoders)
+        return self
+
+    def journal(self) -> str:
+        """Where the apply step journals its moves."""
+        if self.apply is not None and self.apply.journal:
+            return self.apply.journal
+        return f"{self.out.rstrip('/')}/apply-journal"
+
+    def sources(self) -> list[DatasetSource]:
+        return [DatasetSource(d.name, d.url) for d in self.datasets]
+
+    def encode_settings(self, storage_options: dict[str, Any] | None = None) -> EncodeSettings:
+        """The encode stage's settings, with the run's storage options (default: the config's)."""
+        options = self.storage_options if storage_options is None else storage_options
+        return self.encode.model_copy(update={"storage_options": dict(options)})
+
+    def with_absolute_paths(self, cwd: str | None = None) -> DedupConfig:
+        """This config with every relative local path made absolute against `cwd` (default: this
+        process's folder), so that workers elsewhere read and write the same places."""
+        base = cwd or os.getcwd()
+        return with_paths(self, lambda p: p if not _relative_local(p) else os.path.normpath(os.path.join(base, p)))
+
+    def relative_paths(self) -> list[str]:
+        """The settings that hold a relative local path (`name=value`)."""
+        return [f"{name}={value}" for name, value in paths_of(self) if _relative_local(value)]
+
+    def match_settings(self, threads: int = 0) -> MatchSettings:
+        """The match stage's settings: the datasets in keep priority order, `threads` search threads
+        (0: the config's)."""
+        return self.match.model_copy(update={"datasets": tuple(d.name for d in self.datasets),
+                                             "threads": threads or self.match.threads})
+
+    def report_settings(self) -> ReportSettings | None:
+        """The report stage's settings (None: no report), with the encode stage's pixel limit."""
+        if self.report is None:
+            return None
+        return self.report.model_copy(update={"max_pixels": self.encode.max_pixels})
+
+    def run_name(self) -> str:
+        """A flow-run name that says what the run matches: `train+val-vs-corpus-into-OUT`."""
+        reference = self.match.reference
+        matched = "+".join(d.name for d in self.datasets if d.name not in reference)
+        against = f"-vs-{'+'.join(reference)}" if reference else ""
+        out = self.out.rstrip("/").rsplit("/", 1)[-1] or self.out
+        return f"dedup-{matched}{against}-into-{out}"
+
+
+def _relative_local(path: str) -> bool:
+    """A local path that is not absolute (no URL scheme, or file:// with a relative path)."""
+    return "://" not in path and not os.path.isabs(os.path.expanduser(path))
+
+
+def load_config(url: str, overrides: dict[str, Any] | None = None) -> DedupConfig:
+    """Read a `dupflow.yaml` (local or remote), apply `overrides` on top (section by section), validate."""
+    try:
+        fs, path = open_fs(url, None)
+        with fs.open(path, "rb") as f:
+            body = yaml.safe_load(f)
+    except OSError as exc:
+        raise storage_error(exc, url, "read the config") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{url} is not valid YAML: {exc}") from exc
+    if not isinstance(body, dict):
+        raise ConfigError(f"{url} must hold a mapping of settings (datasets:, store:, out:, encode:, match:, ...)")
+    return validate_config(merged(body, overrides or {}), source=url)
+
+
+def merged(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """`over` on top of `base`; a section given in both (a mapping) is merged key by key."""
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merged(out[key], value)
         else:
-            out[key] = parsed
+            out[key] = value
     return out
 
 
-def decode_size_for(hash_size: int) -> int:
-    """The reduced-scale decode's smallest side for a hash size (64 px for 64-bit hashes)."""
-    return 8 * hash_size
-
-
-@dataclass(frozen=True)
-class EncodeSettings:
-    """How files are turned into encodings. Settings that change hash values are fixed per store."""
-
-    encoders: tuple[str, ...] = DEFAULT_ENCODERS
-    hash_size: int = 8
-    max_pixels: int = DEFAULT_MAX_PIXELS
-    max_file_bytes: int = DEFAULT_MAX_FILE_BYTES
-    storage_options: dict[str, Any] = field(default_factory=dict)
-    cnn_model: str | None = None  # with the cnn encoder: a model spec (dupflow.cnn); None: the store's or the default
-    torch_threads: int = 0  # PyTorch threads per encoding process; 0: PyTorch's default (every core)
-
-    def __post_init__(self) -> None:
-        from dupflow.hashing import ENCODERS  # the registry validates names
-
-        unknown = [e for e in self.encoders if e not in ENCODERS]
-        if unknown:
-            raise ConfigError(f"unknown encoder(s) {', '.join(unknown)}; choose from {', '.join(sorted(ENCODERS))}")
-        if self.hash_size not in (8, 16):
-            raise ConfigError(f"hash_size must be 8 (64-bit hashes) or 16 (256-bit), not {self.hash_size}")
-        if self.max_pixels < 1 or self.max_file_bytes < 1:
-            raise ConfigError("max_pixels and max_file_bytes must be positive")
-        if self.torch_threads < 0:
-            raise ConfigError("torch_threads must be 0 (PyTorch's default) or more")
-        if "cnn" in self.encoders or self.cnn_model is not None:
-            from dupflow.cnn import ModelSpec, require_torch
-
-            ModelSpec.parse(self.cnn_model)
-            if "cnn" in self.encoders:
-                require_torch()
-
-    @property
-    def decode_size(self) -> int:
-        """Smallest side the reduced-scale decode keeps; fixed by hash_size so stores stay comparable."""
-        return decode_size_for(self.hash_size)
-
-    def value_settings(self) -> dict[str, Any]:
-        """The settings that change encoded values: a store refuses rows made with others. With the cnn
-        encoder they name the model (weights digest included) and its embedding size."""
-        values: dict[str, Any] = {"hash_size": self.hash_size, "decode_size": self.decode_size}
-        if "cnn" in self.encoders:
-            from dupflow.cnn import ModelSpec, describe
-
-            values.update(describe(ModelSpec.parse(self.cnn_model)))
-        return values
-
-
-# Settings two encodings must share to live in one store (cnn_* only where both have embeddings).
-_SHARED_VALUES = ("hash_size", "decode_size")
-
-
-def settings_conflict(have: dict[str, Any], want: dict[str, Any]) -> str | None:
-    """Why encodings made with `want` cannot join encodings made with `have`, or None."""
-    for key in _SHARED_VALUES:
-        if key in have and key in want and have[key] != want[key]:
-            return f"{key} {have[key]} vs {want[key]}: use another store or the same --hash-size"
-    if "cnn_id" in have and "cnn_id" in want and have["cnn_id"] != want["cnn_id"]:
-        return (f"cnn embeddings from {have.get('cnn_model')} ({have['cnn_id']}) vs {want.get('cnn_model')} "
-                f"({want['cnn_id']}): use another store, or --cnn-model {have.get('cnn_model')}")
-    return None
+def validate_config(body: dict[str, Any], source: str = "the settings") -> DedupConfig:
+    """A DedupConfig from plain data, with every problem listed in one ConfigError."""
+    return validated(DedupConfig, body, source)

@@ -23,7 +23,12 @@ class ConfigError(DupflowError):
 
 
 class StorageError(DupflowError):
-    """A store (local folder, S3, any fsspec URL) could not be listed, read or written."""
+    """A store (local folder, S3, any fsspec URL) could not be listed, read or written. `transient`:
+    whether trying again can help (a network fault), or not (missing credentials, no such bucket)."""
+
+    def __init__(self, message: str, *, transient: bool = True) -> None:
+        super().__init__(message)
+        self.transient = transient
 
 
 class StoreError(DupflowError):
@@ -42,6 +47,7 @@ class ErrorKind(StrEnum):
     UNREADABLE = "unreadable"  # permission denied
     VANISHED = "vanished"  # listed, then gone before it was read
     READ_FAILED = "read_failed"  # any other storage failure while reading
+    ENCODER_FAILED = "encoder_failed"  # our code (an encoder, or decoding) raised: a bug, not a bad file
 
     @property
     def transient(self) -> bool:
@@ -49,7 +55,10 @@ class ErrorKind(StrEnum):
         return self in _TRANSIENT
 
 
-_TRANSIENT = frozenset({ErrorKind.UNREADABLE, ErrorKind.VANISHED, ErrorKind.READ_FAILED, ErrorKind.DECOMPRESSION_BOMB})
+_TRANSIENT = frozenset({
+    ErrorKind.UNREADABLE, ErrorKind.VANISHED, ErrorKind.READ_FAILED, ErrorKind.DECOMPRESSION_BOMB,
+    ErrorKind.ENCODER_FAILED,
+})
 
 
 class FileFailure(Exception):

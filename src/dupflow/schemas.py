@@ -5,14 +5,11 @@ from __future__ import annotations
 import io
 import json
 from collections.abc import Iterable, Mapping
-from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from dupflow.config import decode_size_for
 from dupflow.errors import StoreError
-from dupflow.hashing import ENCODERS
 
 __all__ = [
     "APPLY_ACTIONS",
@@ -52,19 +49,14 @@ ENCODINGS_BASE = pa.schema(
 )
 
 
-def encodings_schema(encoders: Iterable[str], values: Mapping[str, Any], *, staged: bool = False) -> pa.Schema:
-    """The encodings table for these encoders (registry order) and value settings (`hash_size`; with
-    the cnn encoder `cnn_dim`, `cnn_id`, `cnn_model`), recorded in the metadata; `staged` adds `dataset`."""
-    fields = list(ENCODINGS_BASE)
-    wanted = set(encoders)
-    fields += [pa.field(name, enc.arrow_type(values)) for name, enc in ENCODERS.items() if name in wanted]
+def encodings_schema(encoder_fields: Iterable[pa.Field], meta: Mapping[str, str], *, staged: bool = False) -> pa.Schema:
+    """The encodings table: the base columns, one column per encoder (the registry gives their types,
+    see `dupflow.encode.hashing.encodings_schema`), then `dataset` when `staged`; `meta` (the value
+    settings) goes into the file metadata."""
+    fields = [*ENCODINGS_BASE, *encoder_fields]
     if staged:
         fields.append(pa.field("dataset", pa.string(), nullable=False))
-    hash_size = int(values["hash_size"])
-    meta = {"hash_size": str(hash_size), "decode_size": str(decode_size_for(hash_size))}
-    if "cnn" in wanted:
-        meta.update({k: str(values[k]) for k in ("cnn_model", "cnn_id", "cnn_dim")})
-    return with_meta(pa.schema(fields), "encodings", meta)
+    return with_meta(pa.schema(fields), "encodings", dict(meta))
 
 
 def with_meta(schema: pa.Schema, name: str, extra: dict[str, str] | None = None) -> pa.Schema:

@@ -9,51 +9,113 @@ Layout of a journal folder (local or any fsspec URL):
     JOURNAL/result-RUN.parquet          every action's outcome, written when the run ends
     JOURNAL/dry-run-RUN.parquet         what a dry run found would happen
 
-Records: `begin` (run, mode, manifest, options), `intent` (action, destination), `done` (action,
-outcome, reason, destination, size, sha256), `end` (run, counts). A run without `end` is unfinished.
+Records (`Begin`, `Intent`, `Done`, `End`): a run begins (mode, plan, manifest, options), each move
+is intended (action, destination) before it starts and done (outcome, reason, destination, size,
+sha256) after it ends, and the run ends (counts). A run without `End` is unfinished. On disk each is
+one JSON object tagged by `t`, with `action` and `destination` stored as `a` and `dst`: the format
+every release has written, so journals of earlier releases resume and undo unchanged.
 """
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import io
 import json
 import os
-from collections.abc import Iterator
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field, fields
+from typing import Any, ClassVar
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+from filelock import FileLock, Timeout
 
 from dupflow.errors import ConfigError, StorageError
-from dupflow.faults import fault_point
-from dupflow.fs import atomic_write, is_local, join, open_fs, storage_error
+from dupflow.io.faults import fault_point
+from dupflow.io.fs import atomic_write, fsync_dir, is_local, join, open_fs, storage_error
 from dupflow.schemas import parquet_bytes
 
-__all__ = ["Journal", "RunState", "moved_files"]
+__all__ = ["Begin", "Done", "End", "Intent", "Journal", "Record", "RunState", "moved_files"]
 
 LOCAL_LOG = "journal.jsonl"
 SEGMENTS = "journal"
+
+
+@dataclass(frozen=True)
+class Begin:
+    """A run starts: its mode, its plan table, the manifest it applies, its options, and who runs it."""
+
+    TAG: ClassVar[str] = "begin"
+    run: str
+    mode: str  # apply | undo
+    plan: str  # plan-RUN.parquet in the journal folder
+    manifest: str | None
+    manifest_sha256: str | None
+    duplicates_root: str
+    options: dict[str, Any]  # ApplyOptions.describe()
+    at: str
+    dupflow: str
+    host: str
+    pid: int
+
+
+@dataclass(frozen=True)
+class Intent:
+    """A move is about to start: durable before the file is touched, so that a resume can settle it."""
+
+    TAG: ClassVar[str] = "intent"
+    run: str
+    action: int
+    destination: str
+
+
+@dataclass(frozen=True)
+class Done:
+    """An action's outcome, with the bytes that landed for a move. The defaults are what a record
+    without that key meant."""
+
+    TAG: ClassVar[str] = "done"
+    run: str
+    action: int
+    outcome: str
+    destination: str
+    reason: str | None = None
+    size: int | None = None
+    sha256: str | None = None
+    kind: str = "image"
+
+
+@dataclass(frozen=True)
+class End:
+    """A run finished: its count of each outcome."""
+
+    TAG: ClassVar[str] = "end"
+    run: str
+    counts: dict[str, int]
+    at: str
+
+
+Record = Begin | Intent | Done | End
+_CLASSES: dict[str, type[Record]] = {cls.TAG: cls for cls in (Begin, Intent, Done, End)}
+_STORED = {"action": "a", "destination": "dst"}  # field -> its key on disk
 
 
 @dataclass
 class RunState:
     """One run (apply or undo) as the journal records it."""
 
-    begin: dict[str, Any]
-    intents: dict[int, dict[str, Any]] = field(default_factory=dict)
-    done: dict[int, dict[str, Any]] = field(default_factory=dict)
-    end: dict[str, Any] | None = None
+    begin: Begin
+    intents: dict[int, Intent] = field(default_factory=dict)
+    done: dict[int, Done] = field(default_factory=dict)
+    end: End | None = None
 
     @property
     def run(self) -> str:
-        return str(self.begin["run"])
+        return self.begin.run
 
     @property
     def mode(self) -> str:
-        return str(self.begin["mode"])
+        return self.begin.mode
 
     @property
     def finished(self) -> bool:
@@ -71,27 +133,27 @@ class Journal:
         self._next_segment: int | None = None
 
     # -- records -------------------------------------------------------------------------------
-    def records(self) -> list[dict[str, Any]]:
-        """Every record, in order. A local log's torn last line (a crash mid-append) is ignored."""
+    def records(self) -> list[Record]:
+        """Every record, in order. A local log's torn last line (a crash mid-append) is ignored, and so
+        are records of a kind this release does not know."""
         try:
             if self.local:
                 path = join(self.root, LOCAL_LOG)
                 if not os.path.exists(path):
                     return []
                 with open(path, "rb") as fh:
-                    return _parse_lines(fh.read())
-            out: list[dict[str, Any]] = []
-            for seg in self._segments():
-                out += _parse_lines(self.fs.cat_file(seg))
-            return out
+                    stored = _parse_lines(fh.read())
+            else:
+                stored = [rec for seg in self._segments() for rec in _parse_lines(self.fs.cat_file(seg))]
         except OSError as exc:
             raise storage_error(exc, self.url, "read the journal") from exc
+        return [rec for rec in (self._decode(raw) for raw in stored) if rec is not None]
 
-    def append(self, records: list[dict[str, Any]]) -> None:
+    def append(self, records: Sequence[Record]) -> None:
         """Make `records` durable, in order, before returning."""
         if not records:
             return
-        data = b"".join(json.dumps(r, sort_keys=True).encode() + b"\n" for r in records)
+        data = b"".join(_encode(r) for r in records)
         try:
             if self.local:
                 self._append_local(data)
@@ -106,6 +168,7 @@ class Journal:
     def _append_local(self, data: bytes) -> None:
         os.makedirs(self.root, exist_ok=True)
         path = join(self.root, LOCAL_LOG)
+        created = not os.path.exists(path)
         with open(path, "ab+") as fh:
             _drop_torn_tail(fh)
             half = len(data) // 2
@@ -115,6 +178,8 @@ class Journal:
             fh.write(data[half:])
             fh.flush()
             os.fsync(fh.fileno())
+        if created:  # the log's name must survive a power cut as well as its content
+            fsync_dir(self.root)
 
     def _segments(self) -> list[str]:
         folder = join(self.root, SEGMENTS)
@@ -122,24 +187,35 @@ class Journal:
             return []
         return sorted(p for p in self.fs.ls(folder, detail=False) if p.endswith(".jsonl"))
 
+    def _decode(self, stored: dict[str, Any]) -> Record | None:
+        """A stored record as its class; None for a kind this release does not know."""
+        cls = _CLASSES.get(stored.get("t", ""))
+        if cls is None:
+            return None
+        keys = {f.name: _STORED.get(f.name, f.name) for f in fields(cls)}
+        try:
+            return cls(**{name: stored[key] for name, key in keys.items() if key in stored})
+        except TypeError as exc:
+            raise StorageError(f"the journal {self.url} has a damaged {cls.TAG!r} record ({exc}): keep it for "
+                               f"inspection and use a new --journal") from None
+
     # -- runs ----------------------------------------------------------------------------------
     def runs(self) -> list[RunState]:
         """The runs in the order they began."""
         runs: dict[str, RunState] = {}
         for rec in self.records():
-            kind, run = rec.get("t"), rec.get("run")
-            if kind == "begin":
-                runs[str(run)] = RunState(begin=rec)
+            if isinstance(rec, Begin):
+                runs[rec.run] = RunState(begin=rec)
                 continue
-            state = runs.get(str(run))
+            state = runs.get(rec.run)
             if state is None:
-                raise StorageError(f"the journal {self.url} has a {kind!r} record of unknown run {run}: it is "
+                raise StorageError(f"the journal {self.url} has a {rec.TAG!r} record of unknown run {rec.run}: it is "
                                    f"damaged; keep it for inspection and use a new --journal")
-            if kind == "intent":
-                state.intents[int(rec["a"])] = rec
-            elif kind == "done":
-                state.done[int(rec["a"])] = rec
-            elif kind == "end":
+            if isinstance(rec, Intent):
+                state.intents[rec.action] = rec
+            elif isinstance(rec, Done):
+                state.done[rec.action] = rec
+            else:
                 state.end = rec
         return list(runs.values())
 
@@ -165,38 +241,47 @@ class Journal:
 
     @contextlib.contextmanager
     def lock(self) -> Iterator[None]:
-        """Hold the journal for one writer. Local: an exclusive lock that a killed process releases."""
+        """Hold the journal for one writer. Local: the OS's exclusive file lock (flock, or Windows'
+        own), refused at once while another process holds it, and released when that one dies."""
         if not self.local:
             yield
             return
         os.makedirs(self.root, exist_ok=True)
-        with open(join(self.root, ".lock"), "a+") as fh:
-            try:
-                fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError as exc:
-                raise ConfigError(f"another dupflow apply or undo is using the journal {self.url}: wait for "
-                                  f"it to finish") from exc
-            try:
-                yield
-            finally:
-                fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+        held = FileLock(join(self.root, ".lock"), blocking=False, fallback_to_soft=False)
+        try:
+            held.acquire()
+        except Timeout as exc:  # before OSError: Timeout is one
+            raise ConfigError(f"another dupflow apply or undo is using the journal {self.url}: wait for "
+                              f"it to finish") from exc
+        except OSError as exc:
+            raise storage_error(exc, join(self.url, ".lock"), "lock") from exc
+        try:
+            yield
+        finally:
+            held.release()
 
 
-def moved_files(runs: list[RunState], plans: dict[str, pa.Table]) -> dict[str, dict[str, Any]]:
-    """What stays moved after every run: original source -> the `done` record of its move (with the
-    destination it went to), in the order the moves finished. Undo runs take their files back out."""
-    moved: dict[str, dict[str, Any]] = {}
+def moved_files(runs: list[RunState], plans: dict[str, pa.Table]) -> dict[str, Done]:
+    """What stays moved after every run: original source -> the `Done` record of its move (its run,
+    destination, size and hash), in the order the moves finished. Undo runs take their files back out."""
+    moved: dict[str, Done] = {}
     for state in runs:
         sources = plans[state.run]["source"].to_pylist()
         destinations = plans[state.run]["destination"].to_pylist()
         for a, rec in state.done.items():
-            if rec["outcome"] not in ("moved", "restored"):
+            if rec.outcome not in ("moved", "restored"):
                 continue
             if state.mode == "apply":
-                moved[sources[a]] = {**rec, "source": sources[a]}
+                moved[sources[a]] = rec
             else:
                 moved.pop(destinations[a], None)
     return moved
+
+
+def _encode(rec: Record) -> bytes:
+    """One log line: the record's fields under their stored keys, tagged with its kind."""
+    stored = {_STORED.get(f.name, f.name): getattr(rec, f.name) for f in fields(rec)}
+    return json.dumps({"t": rec.TAG, **stored}, sort_keys=True).encode() + b"\n"
 
 
 def _parse_lines(data: bytes) -> list[dict[str, Any]]:

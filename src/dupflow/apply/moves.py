@@ -16,10 +16,10 @@ from typing import Any
 
 import fsspec
 
-from dupflow.apply.paths import parent
-from dupflow.faults import fault_point
-from dupflow.fs import is_local, open_fs, storage_error
-from dupflow.listing import info_etag, info_mtime_ns
+from dupflow.io.faults import fault_point
+from dupflow.io.fs import fsync_dir, is_local, open_fs, storage_error
+from dupflow.io.listing import info_etag, info_mtime_ns
+from dupflow.io.uris import parent
 
 __all__ = ["Files", "Moved", "Skip", "partial_name"]
 
@@ -103,13 +103,13 @@ class Files:
                 linked = _move_by_link(spath, dpath, expect_sha256)
                 if linked is not None:
                     return linked
-            return self._copy_verify_delete(src, dst, expect_sha256, tag, (sfs, spath), (dfs, dpath))
+            return self._copy_verify_delete(dst, expect_sha256, tag, (sfs, spath), (dfs, dpath))
         except (Skip, FileNotFoundError):
             raise
         except OSError as exc:
             raise storage_error(exc, f"{src} -> {dst}", "move") from exc
 
-    def _copy_verify_delete(self, src: str, dst: str, expect: str | None, tag: str,
+    def _copy_verify_delete(self, dst: str, expect: str | None, tag: str,
                             source: tuple[fsspec.AbstractFileSystem, str],
                             destination: tuple[fsspec.AbstractFileSystem, str]) -> Moved:
         (sfs, spath), (dfs, dpath) = source, destination
@@ -176,7 +176,7 @@ def _move_by_link(src: str, dst: str, expect: str | None) -> Moved | None:
         if exc.errno in _NO_LINK:
             return None
         raise
-    _fsync_dir(os.path.dirname(dst))
+    fsync_dir(os.path.dirname(dst))
     fault_point("apply.linked")
     with open(dst, "rb") as fh:
         got = _stream(fh)
@@ -184,7 +184,7 @@ def _move_by_link(src: str, dst: str, expect: str | None) -> Moved | None:
         os.unlink(dst)
         raise Skip(STALE_BYTES)
     os.unlink(src)
-    _fsync_dir(os.path.dirname(src))
+    fsync_dir(os.path.dirname(src))
     fault_point("apply.source-removed")
     return got
 
@@ -207,7 +207,7 @@ def _copy_to_local(sfs: fsspec.AbstractFileSystem, spath: str, dst: str, partial
         raise Skip("destination exists") from None
     finally:
         os.unlink(partial)
-    _fsync_dir(os.path.dirname(dst))
+    fsync_dir(os.path.dirname(dst))
     return copied
 
 
@@ -236,14 +236,6 @@ def _stream(src: Any, out: Any = None) -> Moved:
 def _remove(fs: fsspec.AbstractFileSystem, path: str) -> None:
     if is_local(fs):
         os.unlink(path)
-        _fsync_dir(os.path.dirname(path))
+        fsync_dir(os.path.dirname(path))
     else:
         fs.rm_file(path)
-
-
-def _fsync_dir(folder: str) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

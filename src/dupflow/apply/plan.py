@@ -7,16 +7,17 @@ import hashlib
 import io
 import json
 import os
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from dataclasses import dataclass
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from dupflow.apply.paths import escapes, parent, redact, relative_to, sidecar_name, split_name
+from dupflow.apply.settings import ApplyOptions
 from dupflow.errors import ConfigError, StorageError
-from dupflow.fs import is_local, join, open_fs, storage_error, to_uri
-from dupflow.listing import IMAGE_EXTENSIONS
+from dupflow.io.fs import is_local, join, open_fs, storage_error, to_uri
+from dupflow.io.listing import IMAGE_EXTENSIONS
+from dupflow.io.uris import escapes, parent, redact, relative_to, sidecar_name, split_name
 from dupflow.schemas import APPLY_ACTIONS, read_meta
 
 __all__ = ["ANNOTATIONS_DIR", "ApplyOptions", "Plan", "absolute", "plan_apply", "read_manifest"]
@@ -24,50 +25,6 @@ __all__ = ["ANNOTATIONS_DIR", "ApplyOptions", "Plan", "absolute", "plan_apply", 
 ANNOTATIONS_DIR = "_annotations"  # DUPLICATES_ROOT/_annotations/DATASET/...: sidecars from annotation folders
 _OPTIONAL = {"dataset": pa.string(), "rel_path": pa.string(), "size": pa.int64(),
              "mtime": pa.timestamp("ns", tz="UTC"), "etag": pa.string(), "sha256": pa.string(), "group": pa.int64()}
-
-
-@dataclass(frozen=True)
-class ApplyOptions:
-    """How a manifest is applied.
-
-    sidecars: extensions of files that move with their image (`a.txt`, `a.json`, or `a.jpg.xmp` for
-    `a.jpg`, case-insensitive). annotations: dataset -> a folder mirroring the dataset's layout whose
-    files with those extensions (default .txt, .json, .xml) move with the image. on_conflict: `skip`
-    leaves a file whose destination exists; `suffix` moves it to `stem.dupN.ext` instead.
-    """
-
-    sidecars: tuple[str, ...] = ()
-    annotations: dict[str, str] = field(default_factory=dict)
-    on_conflict: Literal["skip", "suffix"] = "skip"
-    duplicates_root: str | None = None  # default: the one the manifest was planned with
-    threads: int = 8
-    batch: int = 64  # files whose intents are made durable together
-
-    def __post_init__(self) -> None:
-        if self.on_conflict not in ("skip", "suffix"):
-            raise ConfigError(f"on_conflict must be skip or suffix, not {self.on_conflict!r}")
-        if self.threads < 1 or self.batch < 1:
-            raise ConfigError("threads and batch must be at least 1")
-        bad = [s for s in self.sidecars if not s.startswith(".") or "/" in s or len(s) < 2]
-        if bad:
-            raise ConfigError(f"sidecar extensions look like .txt,.json: {', '.join(bad)}")
-
-    @property
-    def sidecar_exts(self) -> tuple[str, ...]:
-        if self.sidecars or not self.annotations:
-            return tuple(s.lower() for s in self.sidecars)
-        return (".txt", ".json", ".xml")
-
-    def describe(self) -> dict[str, Any]:
-        """The options as the journal records them (no credentials: URLs are redacted)."""
-        return {"sidecars": list(self.sidecars), "on_conflict": self.on_conflict,
-                "annotations": {k: redact(v) for k, v in sorted(self.annotations.items())}}
-
-    @classmethod
-    def from_record(cls, described: dict[str, Any], duplicates_root: str) -> ApplyOptions:
-        """The options of a journaled run (to resume it)."""
-        return cls(sidecars=tuple(described.get("sidecars", ())), annotations=dict(described.get("annotations", {})),
-                   on_conflict=described.get("on_conflict", "skip"), duplicates_root=duplicates_root)
 
 
 @dataclass(frozen=True)

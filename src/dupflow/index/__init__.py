@@ -1,8 +1,8 @@
 """Exact similarity search: Hamming range search over hashes, tiled cosine threshold search over embeddings."""
 
+from dupflow.index.blocks import Block
 from dupflow.index.cosine import CosinePairs, cosine_pairs, normalized
 from dupflow.index.hamming import (
-    Block,
     HammingIndex,
     Pairs,
     SearchPlan,

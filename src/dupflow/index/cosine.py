@@ -12,7 +12,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from dupflow.index.hamming import Block
+from dupflow.index.blocks import Block
 
 __all__ = ["CosinePairs", "cosine_pairs", "normalized"]
 

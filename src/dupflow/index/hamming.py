@@ -27,8 +27,9 @@ import pyarrow as pa
 from numba import njit, types
 from numba.extending import intrinsic
 
+from dupflow.index.blocks import Block
+
 __all__ = [
-    "Block",
     "HammingIndex",
     "Pairs",
     "SearchPlan",
@@ -52,13 +53,6 @@ class Pairs(NamedTuple):
     a: np.ndarray
     b: np.ndarray
     distance: np.ndarray
-
-
-class Block(NamedTuple):
-    """Block `k` of `of`: a share of every chunk's buckets, weighted by how many rows they hold."""
-
-    k: int
-    of: int
 
 
 def as_words(values: pa.Array | pa.ChunkedArray | np.ndarray) -> np.ndarray:
@@ -228,11 +222,11 @@ def _chunk(words: np.ndarray, c: int) -> np.ndarray:
 
 
 @intrinsic
-def _ctpop(typingctx: Any, x: Any) -> Any:
+def _ctpop(_typingctx: Any, _x: Any) -> Any:
     """The CPU's popcount instruction on a uint64."""
     sig = types.uint64(types.uint64)
 
-    def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
+    def codegen(_context: Any, builder: Any, _signature: Any, args: Any) -> Any:
         return builder.ctpop(args[0])
 
     return sig, codegen
@@ -241,8 +235,9 @@ def _ctpop(typingctx: Any, x: Any) -> Any:
 _popcount = cast(Callable[[Any], Any], _ctpop)  # called as popcount(x) inside compiled code
 
 
+# One flat loop nest on purpose: splitting this hot kernel into helpers costs speed, hence the C901 waiver.
 @njit(nogil=True, cache=True)
-def _join(  # type: ignore[no-untyped-def]  # pragma: no cover - compiled; tested through the wrappers
+def _join(  # type: ignore[no-untyped-def]  # noqa: C901  # pragma: no cover - compiled; tested through the wrappers
     qs, qids, qstarts, xs, xids, xstarts, radii, masks, upto, ranges, threshold, within
 ):
     chunks = radii.shape[0]

@@ -1,4 +1,5 @@
-"""`dupflow report`: the self-contained HTML report of a match run, written beside its outputs."""
+"""`dupflow report`: the self-contained HTML report of a match run, and its own record (report.json).
+The match run's files are only read."""
 
 from __future__ import annotations
 
@@ -6,56 +7,24 @@ import json
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any
 from urllib.parse import urlsplit
 
 from dupflow import __version__
-from dupflow.apply.paths import redact
-from dupflow.config import DEFAULT_MAX_PIXELS
 from dupflow.errors import ConfigError
-from dupflow.fs import atomic_write, is_local, join, open_fs, storage_error
-from dupflow.report.extra_scores import read_extra_scores
+from dupflow.io.fs import atomic_write, is_local, join, open_fs, storage_error
+from dupflow.io.uris import redact
+from dupflow.report.extra_scores import ExtraScores, read_extra_scores
 from dupflow.report.outputs import read_match_outputs, read_store_facts
 from dupflow.report.page import render_page
 from dupflow.report.payload import build_payload, original_links, projection, thumbnail_order
+from dupflow.report.settings import ReportSettings
 from dupflow.report.thumbs import make_thumbnails
 
-__all__ = ["REPORT_FILE", "ReportResult", "ReportSettings", "write_report"]
+__all__ = ["RECORD_FILE", "REPORT_FILE", "ReportResult", "ReportSettings", "write_report"]
 
 REPORT_FILE = "report.html"
-
-
-@dataclass(frozen=True)
-class ReportSettings:
-    """What goes into the page: how many thumbnails and how big, plot points, a score file, links."""
-
-    thumbnails: int = 20_000  # at most this many images get a thumbnail: group members first
-    thumb_size: int = 160  # pixels on the long side
-    thumb_format: Literal["webp", "jpeg"] = "webp"
-    thumb_quality: int = 60
-    plot_points: int = 5_000  # images in the 2-D embedding view: grouped first, then a sample
-    extra_scores: str | None = None  # Parquet/CSV keyed by uri (or rel_path [+ dataset])
-    extra_score_cols: tuple[str, ...] = ()  # default: every column of that file but the key
-    originals: Literal["auto", "none", "presign"] = "auto"  # auto: file:// links to local files only
-    presign_seconds: int = 3600  # with originals=presign: how long the S3 links work
-    max_pixels: int = DEFAULT_MAX_PIXELS
-    threads: int = 8  # thumbnail readers
-
-    def __post_init__(self) -> None:
-        if self.thumbnails < 0 or self.plot_points < 0:
-            raise ConfigError("thumbnails and plot_points must be 0 or more")
-        if not 16 <= self.thumb_size <= 1024:
-            raise ConfigError(f"thumb_size {self.thumb_size}: use 16 to 1024 pixels")
-        if not 1 <= self.thumb_quality <= 100:
-            raise ConfigError(f"thumb_quality {self.thumb_quality}: use 1 to 100")
-        if self.thumb_format not in ("webp", "jpeg"):
-            raise ConfigError(f"thumb_format {self.thumb_format!r}: use webp or jpeg")
-        if self.originals not in ("auto", "none", "presign"):
-            raise ConfigError(f"originals {self.originals!r}: use auto, none or presign")
-        if not 1 <= self.presign_seconds <= 7 * 24 * 3600:
-            raise ConfigError("presign_seconds must be between 1 and 604800 (S3's limit of 7 days)")
-        if self.threads < 1:
-            raise ConfigError("threads must be at least 1")
+RECORD_FILE = "report.json"  # written after the page: what it holds, how long it took, which run it shows
 
 
 @dataclass
@@ -79,7 +48,8 @@ class ReportResult:
 def write_report(out: str, settings: ReportSettings, store: str | None = None, matches: str | None = None,
                  storage_options: dict[str, Any] | None = None) -> ReportResult:
     """Read the match run in `matches` (default `out`) and the store it matched (default: the one
-    summary.json names), write OUT/report.html, and add a `report` section to OUT/summary.json."""
+    summary.json names), write OUT/report.html, then OUT/report.json, its record. The run's files are
+    never written: the page carries its summary."""
     start = time.perf_counter()
     outputs = read_match_outputs(matches or out, storage_options)
     store_url = store or outputs.summary["settings"].get("store")
@@ -136,13 +106,15 @@ def write_report(out: str, settings: ReportSettings, store: str | None = None, m
                           int(outputs.summary["totals"]["groups"]), len(thumbs), thumb_bytes, len(failures))
     result.seconds = {"loaded": round(loaded - start, 3), "thumbnails": round(drawn - loaded, 3),
                       "written": round(time.perf_counter() - drawn, 3)}
-    summary = dict(outputs.summary)
-    summary["report"] = {"file": REPORT_FILE, "bytes": result.bytes, "thumbnails": result.thumbnails,
-                         "thumbnail_bytes": thumb_bytes, "thumbnail_failures": len(failures),
-                         "extra_scores": None if extra is None else extra.describe(),
-                         "generated": meta["generated"]}
-    atomic_write(fs, join(root, "summary.json"), json.dumps(summary, indent=2).encode() + b"\n")
+    atomic_write(fs, join(root, RECORD_FILE), _record(result, meta, extra))
     return result
+
+
+def _record(result: ReportResult, meta: dict[str, Any], extra: ExtraScores | None) -> bytes:
+    """report.json: the result (its path redacted), the run it shows, when, with which scores, by which dupflow."""
+    record = {**result.brief(), "path": redact(result.path), "matches": meta["matches"], "generated": meta["generated"],
+              "extra_scores": None if extra is None else extra.describe(), "dupflow": __version__}
+    return json.dumps(record, indent=2).encode() + b"\n"
 
 
 def _link_sources(links: list[str | None]) -> tuple[str, ...]:

@@ -11,9 +11,9 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from dupflow.apply.paths import redact
 from dupflow.errors import ConfigError
-from dupflow.fs import open_fs, storage_error
+from dupflow.io.fs import open_fs, storage_error
+from dupflow.io.uris import redact
 
 __all__ = ["ExtraScores", "read_extra_scores"]
 

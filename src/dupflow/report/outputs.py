@@ -12,9 +12,9 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from dupflow.errors import ConfigError, StoreError
-from dupflow.fs import join, open_fs, storage_error
+from dupflow.io.fs import join, open_fs, storage_error
 from dupflow.schemas import GROUPS, PAIRS, SCORES, read_meta
-from dupflow.store import EncodingsStore
+from dupflow.store.encodings import EncodingsStore
 
 __all__ = ["MatchOutputs", "StoreFacts", "read_match_outputs", "read_store_facts"]
 
@@ -46,7 +46,8 @@ class StoreFacts:
 
     def matrix(self, picked: np.ndarray) -> np.ndarray:
         """The vectors at positions `picked` (of `vector_rows`) as float rows: embeddings, or one 0/1 per bit."""
-        assert self.vectors is not None and self.vector_source is not None
+        assert self.vectors is not None
+        assert self.vector_source is not None
         return _as_matrix(self.vectors.take(pa.array(picked, pa.int64())), self.vector_source)
 
 

@@ -12,11 +12,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from sklearn.decomposition import PCA
 
-from dupflow.apply.paths import redact
-from dupflow.keep import KeepPolicy
+from dupflow.io.uris import redact
+from dupflow.match.keep import KeepPolicy
+from dupflow.match.rules import parse_rule
 from dupflow.report.extra_scores import ExtraScores
 from dupflow.report.outputs import MatchOutputs, StoreFacts
-from dupflow.rules import parse_rule
 
 __all__ = ["build_payload", "keep_ranks", "original_links", "projection", "rule_thresholds", "thumbnail_order"]
 

@@ -11,9 +11,9 @@ from typing import Any
 
 from PIL import Image
 
-from dupflow.decoding import decode_image
 from dupflow.errors import FileFailure
-from dupflow.fs import file_error_kind, open_fs
+from dupflow.io.decoding import decode_image
+from dupflow.io.fs import file_error_kind, open_fs
 
 __all__ = ["Thumbnail", "make_thumbnails"]
 
@@ -38,7 +38,7 @@ def make_thumbnails(uris: Sequence[str], *, size: int, fmt: str, quality: int, m
         try:
             fs, path = open_fs(uri, storage_options)  # per file: one store may hold local and S3 datasets
             data = fs.cat_file(path)
-        except Exception as exc:  # any storage library error: recorded for this file, the report goes on
+        except Exception as exc:  # noqa: BLE001 - per file: classified in one table
             return Thumbnail(None, f"{file_error_kind(exc).value}: {exc}")
         try:
             picture = decode_image(data, mode="RGB", decode_size=size, max_pixels=max_pixels).image

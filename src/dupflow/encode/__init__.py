@@ -1,0 +1,1 @@
+"""Files to encodings: the encoder registry, the CNN, one shard, the encode settings."""

@@ -1,0 +1,269 @@
+"""The encoder registry: every encoding a file can get, as pure functions of one decoded picture.
+
+Perceptual hashes are imagehash's own algorithms, packed MSB-first into unsigned integers so that
+`int(str(imagehash_value), 16)` equals the stored value. Hashes of up to 64 bits are `uint64`;
+longer ones are big-endian fixed-size binary.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import imagehash
+import numpy as np
+import pyarrow as pa
+from PIL import Image
+
+from dupflow.io.decoding import DecodedImage
+from dupflow.schemas import encodings_schema as table_schema
+
+__all__ = [
+    "DIHEDRAL",
+    "ENCODERS",
+    "Encoder",
+    "bits_to_value",
+    "decode_size_for",
+    "encodings_schema",
+    "hash_bits",
+    "hash_input",
+    "pixel_digest",
+    "sha256_digest",
+]
+
+EncodeFn = Callable[[DecodedImage, Image.Image, int], Any]
+
+
+@dataclass(frozen=True)
+class Encoder:
+    """One named encoding: its column type, whether it needs colour, the function (None: batched
+    through a network, see `dupflow.encode.cnn`) and its version."""
+
+    name: str
+    description: str
+    needs_color: bool
+    bits: Callable[[int], int]  # hash_size -> bits (0: not a Hamming hash)
+    arrow_type: Callable[[Mapping[str, Any]], pa.DataType]  # of the value settings (hash_size, cnn_dim)
+    fn: EncodeFn | None
+    version: int  # bump when a change alters its values: stores re-encode the rows older versions made
+
+
+def hash_bits(bits: list[bool] | np.ndarray) -> int:
+    """Bits (first = most significant) as one integer."""
+    flat = np.asarray(bits, dtype=bool).ravel()
+    value = 0
+    for byte in np.packbits(flat).tobytes():
+        value = (value << 8) | byte
+    return value >> ((-flat.size) % 8)
+
+
+def bits_to_value(value: int, n_bits: int) -> int | bytes:
+    """The stored form: an int for <= 64 bits, big-endian bytes beyond."""
+    return value if n_bits <= 64 else value.to_bytes(n_bits // 8, "big")
+
+
+def _hash_type(n_bits: int) -> pa.DataType:
+    return pa.uint64() if n_bits <= 64 else pa.binary(n_bits // 8)
+
+
+def _square(hash_size: int) -> int:
+    return hash_size * hash_size
+
+
+def _imagehash(fn: Callable[..., imagehash.ImageHash], **kwargs: Any) -> EncodeFn:
+    def encode(_decoded: DecodedImage, gray: Image.Image, hash_size: int) -> int | bytes:
+        h = fn(gray, hash_size=hash_size, **kwargs)
+        return bits_to_value(hash_bits(h.hash), hash_size * hash_size)
+
+    return encode
+
+
+@functools.cache
+def _dct_rows(size: int, rows: int) -> np.ndarray:
+    """The first `rows` rows of the unnormalised DCT-II matrix (scipy.fftpack.dct's convention)."""
+    k = np.arange(rows)[:, None]
+    n = np.arange(size)[None, :]
+    return 2.0 * np.cos(np.pi * k * (2 * n + 1) / (2 * size))
+
+
+def _phash_input(gray: Image.Image, hash_size: int) -> np.ndarray:
+    side = 4 * hash_size
+    return np.asarray(gray.resize((side, side), Image.Resampling.LANCZOS), dtype=np.float64)
+
+
+def _phash_of(pixels: np.ndarray, hash_size: int) -> int | bytes:
+    d = _dct_rows(len(pixels), hash_size)
+    low = d @ pixels @ d.T
+    return bits_to_value(hash_bits(low > np.median(low)), hash_size * hash_size)
+
+
+# The seven non-identity symmetries of the square, as functions of the pixel array; the stored
+# variant k is the pHash the picture would have after DIHEDRAL[k][0] was applied to it.
+DIHEDRAL: tuple[tuple[str, Callable[[np.ndarray], np.ndarray]], ...] = (
+    ("hflip", lambda p: p[:, ::-1]),
+    ("vflip", lambda p: p[::-1, :]),
+    ("rot180", lambda p: p[::-1, ::-1]),
+    ("transpose", lambda p: p.T),
+    ("rot90", lambda p: np.rot90(p, 1)),
+    ("rot270", lambda p: np.rot90(p, 3)),
+    ("transverse", lambda p: p[::-1, ::-1].T),
+)
+
+
+def _phash_dihedral(_decoded: DecodedImage, gray: Image.Image, hash_size: int) -> bytes:
+    """pHash of the flipped and rotated picture, seven variants concatenated big-endian."""
+    pixels = _phash_input(gray, hash_size)
+    n_bytes = hash_size * hash_size // 8
+    out = b""
+    for _, transform in DIHEDRAL:
+        value = _phash_of(np.ascontiguousarray(transform(pixels)), hash_size)
+        out += value if isinstance(value, bytes) else value.to_bytes(n_bytes, "big")
+    return out
+
+
+def _whash(_decoded: DecodedImage, gray: Image.Image, hash_size: int) -> int | bytes:
+    # A fixed image_scale: imagehash otherwise derives it from the input size, and reduced-scale
+    # decoding would then change the hash.
+    h = imagehash.whash(gray, hash_size=hash_size, image_scale=8 * hash_size)
+    return bits_to_value(hash_bits(h.hash), hash_size * hash_size)
+
+
+COLORHASH_BINBITS = 3
+
+
+def _colorhash(decoded: DecodedImage, _gray: Image.Image, _hash_size: int) -> int:
+    return hash_bits(imagehash.colorhash(decoded.image, binbits=COLORHASH_BINBITS).hash)
+
+
+def _crop_resistant(decoded: DecodedImage, _gray: Image.Image, _hash_size: int) -> list[int]:
+    multi = imagehash.crop_resistant_hash(decoded.image)
+    return [hash_bits(seg.hash) for seg in multi.segment_hashes]
+
+
+def hash_input(gray: Image.Image, decode_size: int) -> Image.Image:
+    """The grayscale picture the structure hashes read: box-reduced so its short side is in
+    [decode_size, 2 * decode_size). Their own LANCZOS resize then costs ~10x less, and values stay
+    within the documented tolerance of hashing the full-resolution picture."""
+    factor = min(gray.size) // max(decode_size, 1)
+    return gray.reduce(factor) if factor >= 2 else gray
+
+
+def pixel_digest(decoded: DecodedImage) -> bytes:
+    """SHA-256 over size, mode and the decoded RGB pixels: equal for lossless re-encodes."""
+    rgb = decoded.image if decoded.image.mode == "RGB" else decoded.image.convert("RGB")
+    h = hashlib.sha256(f"{rgb.size[0]}x{rgb.size[1]}:{decoded.width}x{decoded.height}".encode())
+    h.update(rgb.tobytes())
+    return h.digest()
+
+
+def sha256_digest(data: bytes) -> bytes:
+    """SHA-256 of the file's bytes (compare with `sha256sum`)."""
+    return hashlib.sha256(data).digest()
+
+
+ENCODERS: dict[str, Encoder] = {
+    e.name: e
+    for e in (
+        Encoder(
+            "phash",
+            "perceptual hash (DCT), robust to resizing and re-encoding",
+            False,
+            _square,
+            lambda v: _hash_type(_square(v["hash_size"])),
+            _imagehash(imagehash.phash),
+            version=1,
+        ),
+        Encoder(
+            "dhash",
+            "difference hash (gradients), fast and robust to small edits",
+            False,
+            _square,
+            lambda v: _hash_type(_square(v["hash_size"])),
+            _imagehash(imagehash.dhash),
+            version=1,
+        ),
+        Encoder(
+            "ahash",
+            "average hash, fastest, weakest",
+            False,
+            _square,
+            lambda v: _hash_type(_square(v["hash_size"])),
+            _imagehash(imagehash.average_hash),
+            version=1,
+        ),
+        Encoder(
+            "phash_dihedral",
+            "pHash of the 7 flipped/rotated versions: lets `match --orientations` catch mirrored and rotated copies",
+            False,
+            lambda _hash_size: 0,
+            lambda v: pa.binary(len(DIHEDRAL) * _square(v["hash_size"]) // 8),
+            _phash_dihedral,
+            version=1,
+        ),
+        Encoder(
+            "whash",
+            "wavelet hash (Haar)",
+            False,
+            _square,
+            lambda v: _hash_type(_square(v["hash_size"])),
+            _whash,
+            version=1,
+        ),
+        Encoder(
+            "colorhash",
+            "colour distribution hash (42 bits), not a structure hash",
+            True,
+            lambda _hash_size: 14 * COLORHASH_BINBITS,
+            lambda _values: pa.uint64(),
+            _colorhash,
+            version=1,
+        ),
+        Encoder(
+            "crop_resistant",
+            "crop-resistant segment hashes (slow, ~0.2 s/image)",
+            True,
+            lambda _hash_size: 0,
+            lambda _values: pa.list_(pa.uint64()),
+            _crop_resistant,
+            version=1,
+        ),
+        Encoder(
+            "pixel",
+            "SHA-256 of the decoded pixels: lossless re-encodes and metadata edits",
+            True,
+            lambda _hash_size: 0,
+            lambda _values: pa.binary(32),
+            lambda d, _gray, _hash_size: pixel_digest(d),
+            version=1,
+        ),
+        Encoder(
+            "cnn",
+            "CNN embedding (EfficientNet-Lite0, packaged weights; needs dupflow[cnn]): crops, rotations, edits",
+            True,
+            lambda _hash_size: 0,
+            lambda v: pa.list_(pa.float32(), int(v["cnn_dim"])),
+            None,
+            version=1,
+        ),
+    )
+}
+
+
+def decode_size_for(hash_size: int) -> int:
+    """The reduced-scale decode's smallest side for a hash size (64 px for 64-bit hashes)."""
+    return 8 * hash_size
+
+
+def encodings_schema(encoders: Iterable[str], values: Mapping[str, Any], *, staged: bool = False) -> pa.Schema:
+    """The encodings table for these encoders (registry order) and value settings (`hash_size`; with
+    the cnn encoder `cnn_dim`, `cnn_id`, `cnn_model`), recorded in the metadata; `staged` adds `dataset`."""
+    wanted = set(encoders)
+    fields = [pa.field(name, enc.arrow_type(values)) for name, enc in ENCODERS.items() if name in wanted]
+    hash_size = int(values["hash_size"])
+    meta = {"hash_size": str(hash_size), "decode_size": str(decode_size_for(hash_size))}
+    if "cnn" in wanted:
+        meta.update({k: str(values[k]) for k in ("cnn_model", "cnn_id", "cnn_dim")})
+    return table_schema(fields, meta, staged=staged)

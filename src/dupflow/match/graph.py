@@ -1,0 +1,37 @@
+"""Groups from pairs: connected components of the pair graph, numbered by their first image."""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
+
+__all__ = ["components", "group_lists"]
+
+
+def components(n: int, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Group id per image of `n` (-1: in no pair), for the edges a[i]-b[i]; groups are numbered in
+    the order of their first (smallest) image id."""
+    if n == 0 or len(a) == 0:
+        return np.full(n, -1, np.int64)
+    graph = coo_matrix((np.ones(len(a), np.int8), (a, b)), shape=(n, n))
+    _, labels = connected_components(graph, directed=False)
+    sizes = np.bincount(labels)
+    _, first = np.unique(labels, return_index=True)  # first image id of each label
+    order = np.argsort(first, kind="stable")
+    in_group = sizes[order] >= 2
+    number = np.full(len(first), -1, np.int64)
+    number[order[in_group]] = np.arange(int(in_group.sum()))
+    group_of: np.ndarray = number[labels]
+    return group_of
+
+
+def group_lists(group_of: np.ndarray) -> list[list[int]]:
+    """The members of each group (image ids, ascending), groups in their numbering order."""
+    ids = np.flatnonzero(group_of >= 0)
+    if not len(ids):
+        return []
+    order = np.argsort(group_of[ids], kind="stable")
+    ids, lab = ids[order], group_of[ids][order]
+    cuts = np.flatnonzero(lab[1:] != lab[:-1]) + 1
+    return [g.tolist() for g in np.split(ids, cuts)]

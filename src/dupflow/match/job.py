@@ -1,0 +1,245 @@
+"""`dupflow match`: read the encodings store, match, decide, and write the five output files."""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from dupflow.errors import ConfigError, StoreError
+from dupflow.index.blocks import Block
+from dupflow.io.fs import atomic_write, join, open_fs, storage_error, to_uri
+from dupflow.io.uris import redact
+from dupflow.match.decisions import Decisions, decide
+from dupflow.match.embeddings import STORE_COLUMN, embeddings_from_file, embeddings_from_store, read_embeddings_file
+from dupflow.match.matching import ClassPairs, Images, RuleSearch, prepare_search
+from dupflow.match.rules import COSINE
+from dupflow.match.settings import MatchSettings
+from dupflow.match.summary import build_summary
+from dupflow.schemas import manifest_metadata, parquet_bytes
+from dupflow.store.encodings import EncodingsStore
+
+__all__ = [
+    "OUTPUT_FILES",
+    "MatchJob",
+    "MatchReport",
+    "PreparedMatch",
+    "finish_match",
+    "load_images",
+    "match_block",
+    "match_store",
+    "plan_match",
+    "plan_rules",
+    "prepared",
+    "rule_count",
+    "write_outputs",
+]
+
+OUTPUT_FILES = ("pairs.parquet", "groups.parquet", "scores.parquet", "manifest.parquet", "summary.json")
+_BASE_COLUMNS = ["uri", "rel_path", "size", "mtime", "etag", "width", "height", "error", "dataset", "exact"]
+
+
+@dataclass
+class MatchReport:
+    """What a match run wrote and found."""
+
+    out: str
+    summary: dict[str, Any]
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+def load_images(store: EncodingsStore, settings: MatchSettings) -> tuple[Images, pa.Table, int]:
+    """The valid images to match (sorted by dataset priority, then uri), the error rows, and the
+    store's hash size. Refuses rules whose encodings the store lacks, naming the encode command."""
+    rec = store.complete_record()
+    hash_size = int(rec.settings.get("hash_size", 8))
+    names = list(settings.datasets) or sorted(rec.datasets)
+    missing = [d for d in [*names, *settings.reference] if d not in rec.datasets]
+    if missing:
+        raise ConfigError(f"the store has no dataset {', '.join(sorted(set(missing)))}; it has: "
+                          f"{', '.join(sorted(rec.datasets)) or 'none'}")
+    rules = settings.parsed_rules(hash_size, "cnn" in rec.encoders)
+    cosine = any(r.uses_embeddings for r in rules)
+    wanted = [m for r in rules for m in (c.metric for c in r.conditions) if m != COSINE]
+    if settings.orientations:
+        wanted.append("phash_dihedral")
+    if cosine and settings.embeddings is None:
+        wanted.append(STORE_COLUMN)
+    lacking = sorted({m for m in wanted if m != "exact" and m not in rec.encoders})
+    if lacking:
+        have = ",".join(rec.encoders)
+        raise ConfigError(
+            f"the store has no {', '.join(lacking)} encodings: re-run `dupflow encode ... --encoders "
+            f"{','.join(dict.fromkeys([*rec.encoders, *lacking]))}` (only the new encoders are computed"
+            f" for files already encoded with {have})"
+        )
+    columns = list(dict.fromkeys([*_BASE_COLUMNS, *(m for m in wanted if m != "exact")]))
+    table = store.read(columns, names)
+    failed = pc.is_valid(table["error"])
+    errors = table.filter(failed).select(["uri", "dataset", "rel_path", "error"])
+    valid = table.filter(pc.invert(failed))
+    rank = {d: i for i, d in enumerate(names)}
+    dataset_ix = np.array([rank[d] for d in valid["dataset"].to_pylist()], np.int64)
+    order = np.lexsort((pc.sort_indices(valid["uri"]).to_numpy().argsort(), dataset_ix))
+    valid = valid.take(pa.array(order, pa.int64()))
+    dataset_ix = dataset_ix[order]
+    reference = np.isin(dataset_ix, [rank[d] for d in settings.reference])
+    embeddings = None
+    if cosine and settings.embeddings is not None:
+        found = read_embeddings_file(settings.embeddings, settings.embed_col_name, store.storage_options)
+        embeddings = embeddings_from_file(valid["uri"].combine_chunks(), found, settings.embed_col_name,
+                                          redact(settings.embeddings), settings.allow_missing_embeddings)
+    elif cosine:
+        embeddings = embeddings_from_store(valid)
+    images = Images(valid.drop_columns([STORE_COLUMN]) if STORE_COLUMN in valid.column_names else valid,
+                    tuple(names), dataset_ix, reference, embeddings)
+    return images, errors, hash_size
+
+
+def plan_rules(images: Images, settings: MatchSettings, hash_size: int, store_embeddings: bool = False
+               ) -> list[RuleSearch]:
+    """One search per rule, ready to run block by block."""
+    return [prepare_search(images, rule, orientations=settings.orientations)
+            for rule in settings.parsed_rules(hash_size, store_embeddings)]
+
+
+@dataclass(frozen=True)
+class MatchJob:
+    """A match run's inputs, small enough to send to every worker: each worker loads the store itself
+    (once per process, see `prepared`) instead of receiving images or indexes."""
+
+    store_url: str
+    out_url: str
+    settings: MatchSettings
+    storage_options_json: str = "{}"  # JSON keeps the job hashable (it keys the per-process cache)
+    run_id: str = ""  # the store commit the job was planned against
+    hash_size: int = 8
+    store_embeddings: bool = False  # the store holds cnn embeddings (the default rules then use them)
+
+    @property
+    def options(self) -> dict[str, Any]:
+        options: dict[str, Any] = json.loads(self.storage_options_json)
+        return options
+
+
+@dataclass(frozen=True)
+class PreparedMatch:
+    """A job's images, error rows, hash size and one ready search per rule."""
+
+    images: Images
+    errors: pa.Table
+    hash_size: int
+    searches: tuple[RuleSearch, ...]
+    dataset_urls: dict[str, str]  # absolute URL of each matched dataset, where the store knows it
+
+
+def plan_match(store_url: str, out_url: str, settings: MatchSettings,
+               storage_options: dict[str, Any] | None = None) -> MatchJob:
+    """Check the store can be matched with these settings and pin the commit to match."""
+    store = EncodingsStore(store_url, storage_options)
+    rec = store.complete_record()
+    options = json.dumps(storage_options or {}, sort_keys=True)
+    job = MatchJob(store.url, out_url, settings, options, rec.run_id, int(rec.settings.get("hash_size", 8)),
+                   "cnn" in rec.encoders)
+    job.settings.parsed_rules(job.hash_size, job.store_embeddings)  # a bad rule fails here, before any worker
+    return job
+
+
+_PREPARED: dict[MatchJob, PreparedMatch] = {}
+_PREPARED_LOCK = threading.Lock()
+
+
+def prepared(job: MatchJob) -> PreparedMatch:
+    """Load and index a job's images, once per process (the last job is kept for the next block)."""
+    with _PREPARED_LOCK:
+        if job not in _PREPARED:
+            _PREPARED.clear()
+            store = EncodingsStore(job.store_url, job.options)
+            if job.run_id and store.complete_record().run_id != job.run_id:
+                raise StoreError(f"the store {job.store_url} was re-encoded while matching: run the match again")
+            images, errors, hash_size = load_images(store, job.settings)
+            searches = tuple(plan_rules(images, job.settings, hash_size, job.store_embeddings))
+            urls = {name: _absolute(info["url"], job.options)
+                    for name, info in store.complete_record().datasets.items()
+                    if info.get("url") and name in images.datasets}
+            _PREPARED[job] = PreparedMatch(images, errors, hash_size, searches, urls)
+        return _PREPARED[job]
+
+
+def match_block(job: MatchJob, rule: int, block: Block) -> ClassPairs:
+    """One block of one rule's search: the unit of matching work on any worker."""
+    return prepared(job).searches[rule].block(block)
+
+
+def rule_count(job: MatchJob) -> int:
+    """How many searches (one per rule) the job runs."""
+    return len(job.settings.parsed_rules(job.hash_size, job.store_embeddings))
+
+
+def finish_match(job: MatchJob, parts: Sequence[Sequence[ClassPairs]], seconds: dict[str, float] | None = None
+                 ) -> MatchReport:
+    """Merge every rule's blocks, decide groups, keepers, scores and the manifest, and write the outputs."""
+    start = time.perf_counter()
+    ready = prepared(job)
+    matches = [search.finish(list(found)) for search, found in zip(ready.searches, parts, strict=True)]
+    settings, options = job.settings, job.options
+    duplicates_root = _absolute(settings.duplicates_root or join(job.out_url, "duplicates"), options)
+    decisions = decide(ready.images, matches, settings.keep_policy(), duplicates_root, ready.errors)
+    decisions = replace(decisions, manifest=decisions.manifest.replace_schema_metadata(
+        manifest_metadata(duplicates_root, ready.dataset_urls)))
+    described = {"store": job.store_url, **settings.describe(ready.hash_size, job.store_embeddings),
+                 "duplicates_root": duplicates_root}
+    if ready.images.embeddings is not None:
+        described["embeddings"] = ready.images.embeddings.describe()
+    summary = build_summary(ready.images, decisions, ready.errors, described, settings.examples)
+    decided = time.perf_counter()
+    write_outputs(job.out_url, decisions, summary, options)
+    timing = {**(seconds or {}), "decided": round(decided - start, 3),
+              "written": round(time.perf_counter() - decided, 3)}
+    return MatchReport(job.out_url, summary, timing)
+
+
+def match_store(store_url: str, out_url: str, settings: MatchSettings,
+                storage_options: dict[str, Any] | None = None) -> MatchReport:
+    """Match a store's encodings and write the outputs into `out_url`, on local threads."""
+    start = time.perf_counter()
+    job = plan_match(store_url, out_url, settings, storage_options)
+    ready = prepared(job)
+    loaded = time.perf_counter()
+    threads = settings.threads or os.cpu_count() or 1
+    blocks = settings.blocks or 4 * threads
+    with ThreadPoolExecutor(threads) as pool:
+        parts = [list(pool.map(lambda k, r=r: match_block(job, r, Block(k, blocks)), range(blocks)))
+                 for r in range(len(ready.searches))]
+    matched = time.perf_counter()
+    return finish_match(job, parts, {"loaded": round(loaded - start, 3), "matched": round(matched - loaded, 3)})
+
+
+def _absolute(url: str, storage_options: dict[str, Any] | None) -> str:
+    fs, path = open_fs(url, storage_options)
+    return to_uri(fs, path)
+
+
+def write_outputs(out_url: str, decisions: Decisions, summary: dict[str, Any],
+                  storage_options: dict[str, Any] | None = None) -> None:
+    """Write the four tables, then summary.json last: its presence marks a finished run."""
+    fs, root = open_fs(out_url, storage_options)
+    tables = (decisions.pairs, decisions.groups, decisions.scores, decisions.manifest)
+    try:
+        fs.makedirs(root, exist_ok=True)
+        if fs.exists(join(root, "summary.json")):  # a crash below must not leave an old summary beside new tables
+            fs.rm(join(root, "summary.json"))
+        for name, table in zip(OUTPUT_FILES, tables, strict=False):
+            atomic_write(fs, join(root, name), parquet_bytes(table))
+        atomic_write(fs, join(root, "summary.json"), json.dumps(summary, indent=2).encode() + b"\n")
+    except OSError as exc:
+        raise storage_error(exc, out_url, "write the match outputs to") from exc

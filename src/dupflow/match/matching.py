@@ -1,0 +1,312 @@
+"""From encodings to accepted matches, rule by rule, without an N x N matrix.
+
+For each rule, images whose keys (all the rule's hashes or digests) are identical form a class
+within their dataset; a class's representative is its first image in (dataset, uri) order. The
+exact indexed Hamming search then runs between representatives only: within the matched
+datasets, and from them against reference datasets (a corpus is never matched against itself).
+A rule's work is a list of joins, each split into the same numbered blocks (`RuleSearch.block`):
+the unit a thread here or a Dask worker in the flows runs.
+
+What a rule finds is kept compact: the members of each class, plus the class pairs within the
+rule's thresholds. `evidence_pairs` turns them into rows of pairs.parquet: every member of a class
+is paired with its representative, and matching classes are paired through their representatives,
+so a blank frame copied 100,000 times gives 100,000 rows, not 5 billion; groups.parquet lists
+every member of every group.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from threadpoolctl import threadpool_limits
+
+from dupflow.encode.hashing import DIHEDRAL
+from dupflow.errors import ConfigError
+from dupflow.index import Block, HammingIndex, as_words, cosine_pairs, plan_search, search_block
+from dupflow.match.embeddings import Embeddings
+from dupflow.match.rules import COSINE, Rule
+
+__all__ = [
+    "ORIENTATIONS",
+    "ORIENTATION_MARGIN",
+    "ClassPairs",
+    "Images",
+    "RuleMatch",
+    "RuleSearch",
+    "evidence_pairs",
+    "prepare_search",
+]
+
+# Orientation codes: -1 is the picture as stored; k names DIHEDRAL[k].
+# Mirrored and rotated copies must be this many bits closer than the rule allows: comparing 7 more
+# orientations multiplies chance matches, and (bench/results/thresholds.md, 494 distinct photos)
+# pHash within 6 still finds 100% of mirrored and 99% of 90-degree-rotated copies while within 10
+# it would add 15 false pairs instead of 9.
+ORIENTATION_MARGIN = 4
+COSINE_TILE = 1024  # rows of embeddings per cosine tile: one tile's candidates are verified at a time
+ORIENTATIONS = tuple(name for name, _ in DIHEDRAL)
+_INVERSE = {name: {"rot90": "rot270", "rot270": "rot90"}.get(name, name) for name in ORIENTATIONS}
+_INVERSE_CODES = np.array([ORIENTATIONS.index(_INVERSE[name]) for name in ORIENTATIONS], np.int64)
+
+
+@dataclass(frozen=True)
+class Images:
+    """The images being matched: valid rows sorted by (dataset, uri); a row number is an image id."""
+
+    table: pa.Table
+    datasets: tuple[str, ...]  # matched datasets, in keep-priority order
+    dataset_ix: np.ndarray  # (N,) index into `datasets`
+    reference: np.ndarray  # (N,) bool: from a reference dataset
+    embeddings: Embeddings | None = None  # for cosine rules, row for row
+
+    def __len__(self) -> int:
+        return int(self.table.num_rows)
+
+
+class ClassPairs:
+    """Matching class pairs of one rule: c1 < c2, distance (first metric; -1 when it is cosine),
+    similarity, orientation."""
+
+    __slots__ = ("c1", "c2", "distance", "orientation", "similarity")
+
+    def __init__(self, c1: np.ndarray, c2: np.ndarray, distance: np.ndarray, similarity: np.ndarray,
+                 orientation: np.ndarray) -> None:
+        self.c1, self.c2, self.distance, self.similarity, self.orientation = c1, c2, distance, similarity, orientation
+
+    def __len__(self) -> int:
+        return len(self.c1)
+
+    @classmethod
+    def concat(cls, parts: list[ClassPairs]) -> ClassPairs:
+        if not parts:
+            empty = np.zeros(0, np.int64)
+            return cls(empty, empty, empty, np.zeros(0), empty)
+        return cls(*(np.concatenate([getattr(p, k) for p in parts]) for k in
+                     ("c1", "c2", "distance", "similarity", "orientation")))
+
+    def best_per_pair(self) -> ClassPairs:
+        """One row per class pair: the smallest distance, the stored orientation first on ties."""
+        order = np.lexsort((self.orientation, self.distance, self.c2, self.c1))
+        c1, c2 = self.c1[order], self.c2[order]
+        first = np.ones(len(order), bool)
+        first[1:] = (c1[1:] != c1[:-1]) | (c2[1:] != c2[:-1])
+        keep = order[first]
+        return ClassPairs(self.c1[keep], self.c2[keep], self.distance[keep], self.similarity[keep],
+                          self.orientation[keep])
+
+
+@dataclass(frozen=True)
+class _Join:
+    index: HammingIndex
+    queries: HammingIndex | None
+    query_class: np.ndarray
+    index_class: np.ndarray
+    orientation: np.ndarray  # per query row
+
+
+@dataclass(frozen=True)
+class _CosineJoin:
+    """Tiled cosine search: within `a` (upper triangle) or every (a, b) pair."""
+
+    a: np.ndarray
+    b: np.ndarray | None
+    a_class: np.ndarray
+    b_class: np.ndarray
+    threshold: float
+
+
+@dataclass(frozen=True)
+class RuleSearch:
+    """One rule's classes and joins; `block(Block(k, n))` for k < n together give every match."""
+
+    rule: Rule
+    member: np.ndarray  # image ids in the rule's domain
+    cls: np.ndarray  # class of each member
+    reps: np.ndarray  # representative image id of each class, ascending
+    reference_class: np.ndarray  # (C,) bool
+    # per condition, (C, W) hash words of the representatives, or (C, d) unit vectors for cosine
+    rep_words: tuple[np.ndarray, ...]
+    joins: tuple[_Join | _CosineJoin, ...]
+
+    def block(self, block: Block) -> ClassPairs:
+        """The class pairs this block of every join finds, verified against all conditions."""
+        parts = []
+        for join in self.joins:
+            if isinstance(join, _CosineJoin):
+                # tile by tile, verified as it goes: a loose threshold's candidates never pile up. Blocks
+                # run one per thread (or worker), so BLAS gets one thread each: 15% faster on 2 cores.
+                tiles = -(-len(join.a) // COSINE_TILE)
+                for tile in range(block.k, tiles, block.of):
+                    with threadpool_limits(1, user_api="blas"):
+                        found_c = cosine_pairs(join.a, join.threshold, join.b, block=Block(tile, tiles),
+                                               rows=COSINE_TILE)
+                    cq = join.a_class[found_c.i]
+                    cx = (join.a_class if join.b is None else join.b_class)[found_c.j]
+                    none = np.full(len(cq), -1, np.int64)
+                    similarity = np.clip(found_c.similarity.astype(np.float64), 0.0, 1.0)
+                    parts.append(self._verified(cq, cx, none, similarity, none))
+            else:
+                found = search_block(join.index, block, join.queries)
+                cq = join.query_class[found.a] if join.queries is not None else join.index_class[found.a]
+                cx = join.index_class[found.b]
+                similarity = self.rule.conditions[0].similarity(found.distance)
+                parts.append(self._verified(cq, cx, found.distance, similarity, join.orientation[found.a]))
+        return ClassPairs.concat(parts)
+
+    def _verified(self, cq: np.ndarray, cx: np.ndarray, dist: np.ndarray, similarity: np.ndarray,
+                  orient: np.ndarray) -> ClassPairs:
+        """Candidate class pairs that pass every condition after the first, as (lo, hi) class pairs."""
+        keep = cq != cx  # a symmetric picture matches its own mirror image
+        cq, cx, dist, orient, similarity = cq[keep], cx[keep], dist[keep], orient[keep], similarity[keep]
+        lo, hi = np.minimum(cq, cx), np.maximum(cq, cx)
+        # the orientation maps the query's picture onto the other; stored as a -> b
+        swapped = cq > cx
+        orient = np.where(swapped & (orient >= 0), _INVERSE_CODES[np.maximum(orient, 0)], orient)
+        ok = np.ones(len(dist), bool)
+        for k, cond in enumerate(self.rule.conditions[1:], start=1):
+            words = self.rep_words[k]
+            if cond.cosine:
+                sim = np.clip(np.einsum("ij,ij->i", words[lo], words[hi]).astype(np.float64), 0.0, 1.0)
+                ok &= sim >= cond.min_similarity
+                similarity = np.minimum(similarity, sim)
+                continue
+            d = np.bitwise_count(words[lo] ^ words[hi]).sum(axis=1, dtype=np.int64)
+            ok &= d <= cond.max_distance
+            similarity = np.minimum(similarity, cond.similarity(d))
+        return ClassPairs(lo[ok], hi[ok], dist[ok], similarity[ok], orient[ok])
+
+    def finish(self, parts: list[ClassPairs]) -> RuleMatch:
+        """Merge the blocks' results into the rule's match."""
+        return RuleMatch(self, ClassPairs.concat(parts).best_per_pair())
+
+
+@dataclass(frozen=True)
+class RuleMatch:
+    """What one rule accepted: its classes and its matching class pairs."""
+
+    search: RuleSearch
+    pairs: ClassPairs
+
+
+def _column_words(images: Images, metric: str) -> np.ndarray | None:
+    column = images.table[metric]
+    if column.null_count == len(column):
+        return None
+    return as_words(pc.fill_null(column, _zero(column.type)))
+
+
+def _zero(dtype: pa.DataType) -> pa.Scalar:
+    if pa.types.is_fixed_size_binary(dtype):
+        return pa.scalar(bytes(dtype.byte_width), dtype)
+    return pa.scalar(0, dtype)
+
+
+def prepare_search(images: Images, rule: Rule, *, orientations: bool = False) -> RuleSearch:
+    """Classes of identical keys and the joins between their representatives for `rule`."""
+    metrics = [c.metric for c in rule.conditions]
+    if orientations and rule.conditions[0].metric == "phash" and len(rule.conditions) > 1:
+        raise ConfigError(
+            f"rule {rule.label!r}: --orientations applies to rules on pHash alone; "
+            "a second hash of a mirrored picture would not match"
+        )
+    valid = np.ones(len(images), bool)
+    for metric in metrics:
+        if metric == COSINE:
+            if images.embeddings is None:
+                raise ConfigError(f"rule {rule.label!r} needs embeddings: encode with --encoders ...,cnn "
+                                  "or pass --embeddings FILE.parquet")
+            valid &= images.embeddings.present
+        else:
+            valid &= images.table[metric].is_valid().to_numpy(zero_copy_only=False)
+    member = np.flatnonzero(valid)
+    vectors = None if images.embeddings is None else images.embeddings.vectors
+    columns = [vectors if m == COSINE else _column_words(images, m) for m in metrics]
+    words = [_rows(w, member) for w in columns if w is not None]
+    if len(words) != len(metrics):
+        member = np.zeros(0, np.int64)
+        words = [np.zeros((0, 1), np.uint64) for _ in metrics]
+    keys = [_digest_words(w) if m == COSINE else w for m, w in zip(metrics, words, strict=True)]
+    key = np.concatenate([images.dataset_ix[member].astype(np.uint64)[:, None], *keys], axis=1)
+    _, first, cls = np.unique(key, axis=0, return_index=True, return_inverse=True)
+    cls = cls.ravel()
+    # number classes by their representative (first member: member ids ascend)
+    order = np.argsort(member[first], kind="stable")
+    renumber = np.empty_like(order)
+    renumber[order] = np.arange(len(order))
+    cls = renumber[cls]
+    reps = member[first][order]
+    reference_class = images.reference[reps]
+    rep_words = tuple(_rows(w, first[order]) for w in words)
+    joins = _joins(images, rule, reps, reference_class, rep_words, orientations)
+    return RuleSearch(rule, member, cls, reps, reference_class, rep_words, joins)
+
+
+def _rows(x: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    """x[ids], without a copy when ids is every row in order (embeddings are large)."""
+    if len(ids) == len(x) and (len(ids) == 0 or (ids[0] == 0 and bool((np.diff(ids) == 1).all()))):
+        return x
+    out: np.ndarray = x[ids]
+    return out
+
+
+def _digest_words(vectors: np.ndarray) -> np.ndarray:
+    """Two 64-bit words per row naming its exact values: identical embeddings form one class."""
+    rows = np.ascontiguousarray(vectors).view(np.uint8).reshape(len(vectors), -1)
+    digests = b"".join(hashlib.blake2b(row.tobytes(), digest_size=16).digest() for row in rows)
+    return np.frombuffer(digests, np.uint64).reshape(len(vectors), 2)
+
+
+def _joins(
+    images: Images, rule: Rule, reps: np.ndarray, reference_class: np.ndarray,
+    rep_words: tuple[np.ndarray, ...], orientations: bool,
+) -> tuple[_Join | _CosineJoin, ...]:
+    first = rule.conditions[0]
+    words = rep_words[0]
+    normal = np.flatnonzero(~reference_class)
+    ref = np.flatnonzero(reference_class)
+    if first.cosine:
+        found: list[_Join | _CosineJoin] = []
+        if len(normal) > 1:
+            found.append(_CosineJoin(_rows(words, normal), None, normal, normal, first.min_similarity))
+        if len(normal) and len(ref):
+            found.append(_CosineJoin(_rows(words, normal), words[ref], normal, ref, first.min_similarity))
+        return tuple(found)
+    threshold = first.max_distance
+    stored = np.full(len(normal), -1, np.int64)
+    joins: list[_Join | _CosineJoin] = []
+    if len(normal) > 1:
+        plan = plan_search(threshold, words[normal])
+        joins.append(_Join(HammingIndex.build(words[normal], plan), None, normal, normal, stored))
+    if len(normal) and len(ref):
+        plan = plan_search(threshold, words[ref], words[normal])
+        joins.append(_Join(HammingIndex.build(words[ref], plan), HammingIndex.build(words[normal], plan),
+                           normal, ref, stored))
+    if orientations and rule.conditions[0].metric == "phash" and len(normal):
+        variants = as_words(images.table["phash_dihedral"].take(pa.array(reps[normal])))
+        variants = variants.reshape(len(normal), len(ORIENTATIONS), -1).transpose(1, 0, 2)
+        queries = variants.reshape(-1, words.shape[1])
+        everyone = np.arange(len(reps))
+        plan = plan_search(max(0, threshold - ORIENTATION_MARGIN), words, queries)
+        joins.append(_Join(HammingIndex.build(words, plan), HammingIndex.build(queries, plan),
+                           np.tile(normal, len(ORIENTATIONS)), everyone,
+                           np.repeat(np.arange(len(ORIENTATIONS)), len(normal))))
+    return tuple(joins)
+
+
+def evidence_pairs(match: RuleMatch) -> tuple[np.ndarray, ...]:
+    """Image-id pairs (a, b, distance, similarity, orientation) for pairs.parquet: members with their
+    class's representative (not within reference datasets), and representatives of matching classes."""
+    s = match.search
+    mates = (s.member != s.reps[s.cls]) & ~s.reference_class[s.cls]
+    a = np.concatenate([s.reps[s.cls[mates]], s.reps[match.pairs.c1]])
+    b = np.concatenate([s.member[mates], s.reps[match.pairs.c2]])
+    n_mates = int(mates.sum())
+    mate_distance = -1 if s.rule.conditions[0].cosine else 0
+    distance = np.concatenate([np.full(n_mates, mate_distance, np.int64), match.pairs.distance])
+    similarity = np.concatenate([np.ones(n_mates), match.pairs.similarity])
+    orientation = np.concatenate([np.full(n_mates, -1, np.int64), match.pairs.orientation])
+    return a, b, distance, similarity, orientation

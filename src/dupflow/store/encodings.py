@@ -1,0 +1,385 @@
+"""The encodings store: Parquet partitioned by dataset, a commit record, staging, incremental reuse.
+
+Layout under STORE (a local folder or any fsspec URL)::
+
+    STORE/encodings/dataset=NAME/part-RUNID-00000.parquet   the encodings (hive partitioning)
+    STORE/_dupflow/store.json                               the commit record (state, files, settings)
+    STORE/_dupflow/staging/shard-KEY.parquet                shard outputs of an unfinished run
+
+Read it with ``pyarrow.dataset.dataset("STORE/encodings", format="parquet", partitioning="hive")``
+(or pandas, polars, DuckDB). Every file is written atomically; the commit record is written last and
+says ``"state": "complete"``. While a run is under way, or after one was killed, it says
+``"writing"`` and dupflow refuses to read the store until a re-run finishes it: shards staged by the
+killed run are reused, not encoded again.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import uuid
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from dupflow.encode.encoding import VERSIONS_META, encoder_versions
+from dupflow.encode.hashing import ENCODERS, encodings_schema
+from dupflow.encode.settings import EncodeSettings, settings_conflict
+from dupflow.errors import ErrorKind, StoreError
+from dupflow.io.fs import atomic_write, join, open_fs, storage_error, to_uri
+from dupflow.schemas import parquet_bytes, read_meta
+
+__all__ = [
+    "ENCODINGS_DIR",
+    "EncodingsStore",
+    "StoreRecord",
+    "conform_table",
+    "dedupe",
+    "made_versions",
+    "row_keys",
+    "stale_encoders",
+]
+
+ENCODINGS_DIR = "encodings"
+RECORD_PATH = "_dupflow/store.json"
+STAGING_DIR = "_dupflow/staging"
+ROWS_PER_FILE = 1_000_000
+KEY_COLUMNS = ("uri", "size", "mtime", "etag")
+_TRANSIENT = [k.value for k in ErrorKind if k.transient]
+
+
+@dataclass
+class StoreRecord:
+    """The commit record: what the store holds and whether its last run finished. Each dataset's entry
+    names its files and the encoders their rows have, with the version of each (`encoder_versions`):
+    a run re-encodes rows whose encoder has another version in this release."""
+
+    state: str = "complete"
+    run_id: str = ""
+    settings: dict[str, Any] = field(default_factory=dict)
+    encoders: list[str] = field(default_factory=list)
+    datasets: dict[str, dict[str, Any]] = field(default_factory=dict)
+    writer: dict[str, Any] = field(default_factory=dict)
+    updated_at: str = ""
+
+    def to_json(self) -> bytes:
+        body = {"format": "dupflow-store", "version": 1, **self.__dict__}
+        return json.dumps(body, indent=2, sort_keys=True).encode()
+
+    @classmethod
+    def from_json(cls, data: bytes) -> StoreRecord:
+        body = json.loads(data)
+        if body.get("format") != "dupflow-store":
+            raise StoreError("store.json is not a dupflow store record")
+        return cls(**{k: body[k] for k in cls.__dataclass_fields__ if k in body})
+
+    def dataset_versions(self, name: str) -> dict[str, int]:
+        """The version of each encoder that dataset `name`'s rows were made with."""
+        info = self.datasets[name]
+        return made_versions(info.get("encoder_versions", {}), info.get("encoders", self.encoders))
+
+
+def made_versions(recorded: Mapping[str, Any], encoders: Iterable[str]) -> dict[str, int]:
+    """The version each encoder's values were made with, as recorded; a store or staged file from
+    before versions were recorded holds version 1 of every encoder."""
+    return {e: int(recorded.get(e, 1)) for e in encoders}
+
+
+def stale_encoders(made: Mapping[str, int]) -> list[str]:
+    """The encoders whose values were made by another version than this release's: not reusable."""
+    return [e for e, version in made.items() if e in ENCODERS and version != ENCODERS[e].version]
+
+
+def row_keys(table: pa.Table) -> pa.Array:
+    """uri|size|mtime|etag as one string per row: equal keys mean the same unchanged file."""
+    parts = [pc.fill_null(pc.cast(table[c], pa.string()), "") for c in KEY_COLUMNS]
+    return pc.binary_join_element_wise(*parts, "\x00")
+
+
+class EncodingsStore:
+    """Read, stage into and commit an encodings store at `url`."""
+
+    def __init__(self, url: str, storage_options: dict[str, Any] | None = None) -> None:
+        self.url = url.rstrip("/")
+        self.storage_options = dict(storage_options or {})
+        self.fs, self.root = open_fs(self.url, self.storage_options)
+        self.root = self.root.rstrip("/")
+
+    # -- paths ---------------------------------------------------------------------------------
+    def path(self, rel: str) -> str:
+        return join(self.root, rel)
+
+    @property
+    def encodings_uri(self) -> str:
+        """Where the Parquet encodings live (point pyarrow/pandas/DuckDB here)."""
+        return to_uri(self.fs, self.path(ENCODINGS_DIR))
+
+    # -- the record ----------------------------------------------------------------------------
+    def record(self) -> StoreRecord | None:
+        """The commit record, or None for a new (empty) store."""
+        try:
+            data = self.fs.cat_file(self.path(RECORD_PATH))
+        except FileNotFoundError:
+            return None
+        except Exception as exc:
+            raise storage_error(exc, to_uri(self.fs, self.path(RECORD_PATH)), "read") from exc
+        return StoreRecord.from_json(data)
+
+    def complete_record(self) -> StoreRecord:
+        """The record of a finished store; raises a StoreError saying how to finish it otherwise."""
+        rec = self.record()
+        if rec is None:
+            raise StoreError(f"{self.url} is not an encodings store yet: run `dupflow encode --store {self.url} ...`")
+        if rec.state != "complete":
+            raise StoreError(
+                f"the last run writing {self.url} (run {rec.run_id}) did not finish; re-run the same "
+                "`dupflow encode` to finish it (work already done is reused)"
+            )
+        return rec
+
+    def _write_record(self, rec: StoreRecord) -> None:
+        rec.updated_at = datetime.now(UTC).isoformat()
+        atomic_write(self.fs, self.path(RECORD_PATH), rec.to_json())
+
+    # -- a run ---------------------------------------------------------------------------------
+    def begin(self, settings: EncodeSettings) -> StoreRecord:
+        """Mark the store as being written and return the record (encoders: the store's plus the requested)."""
+        rec = self.record() or StoreRecord(settings=settings.value_settings())
+        if rec.state == "writing" and _alive_here(rec.writer):
+            raise StoreError(
+                f"another dupflow run (pid {rec.writer['pid']} on this machine, started "
+                f"{rec.writer.get('started_at')}) is writing {self.url}; wait for it to finish"
+            )
+        wanted = settings.value_settings()
+        conflict = settings_conflict(rec.settings, wanted)
+        if conflict:
+            raise StoreError(f"{self.url} holds encodings made differently from this run's ({conflict})")
+        rec.settings = {**rec.settings, **wanted}
+        rec.encoders = [e for e in ENCODERS if e in set(rec.encoders) | set(settings.encoders)]
+        rec.state, rec.run_id = "writing", uuid.uuid4().hex[:12]
+        rec.writer = {"host": socket.gethostname(), "pid": os.getpid(), "started_at": datetime.now(UTC).isoformat()}
+        self._write_record(rec)
+        return rec
+
+    def cache_keys(self, encoders: list[str], datasets: list[str]) -> pa.Array:
+        """Keys of rows (committed or staged) that can be reused: all encoders present, no transient error."""
+        committed, staged = self._rows(encoders, datasets, list(KEY_COLUMNS))
+        keys = [row_keys(_valid(t, encoders)) for t in committed + staged]
+        return pa.chunked_array(keys, pa.string()).combine_chunks() if keys else pa.array([], pa.string())
+
+    def stage(self, key: str, table: pa.Table) -> str:
+        """Write one shard's rows to staging, atomically; returns the staged file's URI."""
+        path = self.path(f"{STAGING_DIR}/shard-{key}.parquet")
+        atomic_write(self.fs, path, parquet_bytes(table))
+        return to_uri(self.fs, path)
+
+    def commit(self, rec: StoreRecord, listed: pa.Table, dataset_urls: dict[str, str]) -> dict[str, int]:
+        """Rewrite each listed dataset to exactly its listed files (reused or freshly staged rows).
+
+        `listed` has the key columns and `dataset`; raises StoreError if any listed file has no row.
+        A dataset with nothing new and nothing gone keeps its files. Returns rows dropped per
+        dataset (files that disappeared since the last run).
+        """
+        datasets = sorted(set(listed["dataset"].to_pylist()))
+        loaded, staged = self._rows(rec.encoders, datasets, None)
+        committed = [_valid(t, rec.encoders) for t in loaded]  # staged rows are fresh: all kept, and first
+        old_uris = {t["dataset"][0].as_py(): t["uri"] for t in loaded if t.num_rows}
+        schema = encodings_schema(rec.encoders, rec.settings, staged=True)
+        table = pa.concat_tables([conform_table(t, schema) for t in staged + committed] or [schema.empty_table()])
+        table = dedupe(table.append_column("_key", row_keys(table)), "_key")
+        table = table.filter(pc.is_in(table["_key"], value_set=row_keys(listed)))
+        if table.num_rows < listed.num_rows:
+            raise StoreError(
+                f"{listed.num_rows - table.num_rows} listed file(s) have no encodings (a shard failed); "
+                "re-run the same command to encode them"
+            )
+        fresh = {n for t in staged for n in t["dataset"].unique().to_pylist() if t.num_rows}
+        dropped: dict[str, int] = {}
+        for name in datasets:
+            part = table.filter(pc.equal(table["dataset"], name)).drop_columns(["dataset", "_key"])
+            before = int(rec.datasets.get(name, {}).get("rows", 0))
+            old = old_uris.get(name, pa.chunked_array([], pa.string()))
+            dropped[name] = int(pc.sum(pc.invert(pc.is_in(old, value_set=part["uri"]))).as_py() or 0)
+            unchanged = name not in fresh and dropped[name] == 0 and before == part.num_rows
+            if unchanged and rec.datasets.get(name, {}).get("encoders") == rec.encoders and not _stale(rec, name):
+                continue
+            self._write_dataset(rec, name, part.sort_by("uri"), dataset_urls.get(name, ""), origin={})
+        self.finish(rec)
+        return dropped
+
+    def write_tables(
+        self, rec: StoreRecord, tables: dict[str, pa.Table], urls: dict[str, str],
+        versions: Mapping[str, dict[str, int]] | None = None,
+    ) -> None:
+        """Replace whole datasets with the given tables (used by merge and import), then finish.
+        `versions`: per dataset, the encoder versions its rows were made with (default: this release's)."""
+        schema = encodings_schema(rec.encoders, rec.settings)
+        for name, t in tables.items():
+            self._write_dataset(rec, name, conform_table(t, schema).sort_by("uri"), urls.get(name, ""),
+                                versions=(versions or {}).get(name))
+        self.finish(rec)
+
+    def finish(self, rec: StoreRecord) -> None:
+        """Mark the record complete, then remove files no record refers to and the staging area."""
+        on_disk = self._part_files()
+        rec.state = "complete"
+        self._write_record(rec)
+        live = {f for d in rec.datasets.values() for f in d["files"]}
+        for rel in on_disk - live:
+            self.fs.rm_file(self.path(rel))
+        for path in self._staged_files(complete_only=False):
+            self.fs.rm_file(path)
+
+    # -- reading -------------------------------------------------------------------------------
+    def read(self, columns: list[str] | None = None, datasets: list[str] | None = None) -> pa.Table:
+        """The committed encodings as one table with a `dataset` column (complete stores only)."""
+        rec = self.complete_record()
+        names = [n for n in sorted(rec.datasets) if datasets is None or n in datasets]
+        schema = encodings_schema(rec.encoders, rec.settings, staged=True)
+        cols = columns or schema.names
+        tables = [self._read_dataset(rec, n, cols) for n in names]
+        return pa.concat_tables(tables) if tables else schema.empty_table().select(cols)
+
+    # -- internals -----------------------------------------------------------------------------
+    def _read_dataset(
+        self, rec: StoreRecord, name: str, columns: list[str] | None, *, reusable: bool = False
+    ) -> pa.Table:
+        """One committed dataset; encoder columns its files lack (added later) come back null, and with
+        `reusable` so do those another version of their encoder made (they are re-encoded)."""
+        info = rec.datasets[name]
+        stale = _stale(rec, name) if reusable else []
+        made = [e for e in info.get("encoders", rec.encoders) if e not in stale]
+        schema = encodings_schema(made, rec.settings, staged=True)
+        full = encodings_schema(rec.encoders, rec.settings, staged=True)
+        wanted = [c for c in (columns or full.names) if c != "dataset"]
+        present = [c for c in wanted if c in schema.names]
+        tables = []
+        for rel in info["files"]:
+            try:
+                tables.append(pq.read_table(self.path(rel), filesystem=self.fs, columns=present))
+            except FileNotFoundError as exc:
+                raise StoreError(f"{self.url}: {rel} is listed in the store record but missing") from exc
+        t = pa.concat_tables(tables) if tables else schema.empty_table().select(present)
+        t = t.append_column("dataset", pa.array([name] * t.num_rows, pa.string()))
+        out = [c for c in (columns or full.names) if c in full.names]
+        return conform_table(t, pa.schema([full.field(c) for c in out]))
+
+    def _rows(
+        self, encoders: list[str], datasets: list[str], columns: list[str] | None
+    ) -> tuple[list[pa.Table], list[pa.Table]]:
+        """Committed and staged rows of these datasets, values of other encoder versions than this
+        release's left out (null); callers decide which rows are reusable."""
+        rec = self.record()
+        cols = None if columns is None else list(dict.fromkeys([*columns, "error", "exact", *encoders, "dataset"]))
+        committed = [
+            self._read_dataset(rec, name, cols, reusable=True)
+            for name in datasets
+            if rec is not None and name in rec.datasets
+        ]
+        staged = []
+        values = rec.settings if rec else {}
+        for path in self._staged_files():
+            t = pq.read_table(path, filesystem=self.fs)
+            made = read_meta(t.schema, "encodings")
+            keys = ("hash_size", "cnn_id") if "cnn" in t.schema.names else ("hash_size",)
+            if any(made.get(k) != str(values.get(k)) for k in keys):
+                continue  # staged under other settings: not reusable
+            present = [e for e in encoders if e in t.schema.names]
+            if stale_encoders(made_versions(json.loads(made.get(VERSIONS_META, "{}")), present)):
+                continue  # staged by a release with other encoder versions: re-encoded
+            t = t.filter(pc.is_in(t["dataset"], value_set=pa.array(datasets, pa.string())))
+            schema = encodings_schema(encoders, values, staged=True)
+            staged.append(conform_table(t, schema) if cols is None else conform_table(t, schema).select(cols))
+        return committed, staged
+
+    def _staged_files(self, complete_only: bool = True) -> list[str]:
+        """Staged shard files; with `complete_only=False`, also temporaries a killed write left."""
+        try:
+            found = self.fs.find(self.path(STAGING_DIR))
+        except FileNotFoundError:
+            return []
+        return sorted(p for p in found if not complete_only or p.rsplit("/", 1)[-1].startswith("shard-"))
+
+    def _part_files(self) -> set[str]:
+        try:
+            found = self.fs.find(self.path(ENCODINGS_DIR))
+        except FileNotFoundError:
+            return set()
+        rels = (p[len(self.root) + 1 :] for p in found)
+        ours = ("part-", ".tmp-")  # our part files, and temporaries of a write that was killed
+        return {r for r in rels if r.rsplit("/", 1)[-1].startswith(ours) and r.endswith(".parquet")}
+
+    def _write_dataset(
+        self, rec: StoreRecord, name: str, table: pa.Table, url: str, origin: dict[str, str] | None = None,
+        versions: dict[str, int] | None = None,
+    ) -> None:
+        """Write one dataset's files; `origin` names encoders whose values came from elsewhere, `versions`
+        the encoder versions the rows were made with (default: this release's)."""
+        previous = rec.datasets.get(name, {})
+        files = []
+        for i, start in enumerate(range(0, max(table.num_rows, 1), ROWS_PER_FILE)):
+            rel = f"{ENCODINGS_DIR}/dataset={name}/part-{rec.run_id}-{i:05d}.parquet"
+            atomic_write(self.fs, self.path(rel), parquet_bytes(table.slice(start, ROWS_PER_FILE)))
+            files.append(rel)
+        rec.datasets[name] = {
+            "url": url or previous.get("url", ""),
+            "files": files,
+            "rows": table.num_rows,
+            "errors": int(pc.sum(pc.is_valid(table["error"])).as_py() or 0),
+            "encoders": list(rec.encoders),
+            "encoder_versions": encoder_versions(rec.encoders) if versions is None else dict(versions),
+            "origin": previous.get("origin", {}) if origin is None else origin,
+        }
+
+
+def _alive_here(writer: dict[str, Any]) -> bool:
+    """Whether the recorded writer is a live process on this machine (not this one)."""
+    pid = writer.get("pid")
+    if writer.get("host") != socket.gethostname() or not isinstance(pid, int) or pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _stale(rec: StoreRecord, name: str) -> list[str]:
+    """The encoders of dataset `name` whose rows another version of the encoder made."""
+    return stale_encoders(rec.dataset_versions(name))
+
+
+def _valid(table: pa.Table, encoders: list[str]) -> pa.Table:
+    """Rows whose encodings are all present, or whose error is not worth retrying."""
+    ok = pc.and_(pc.is_null(table["error"]), pc.is_valid(table["exact"]))  # imported rows lack `exact`
+    for e in encoders:
+        ok = pc.and_(ok, pc.is_valid(table[e]))
+    retry = pc.is_in(table["error"], value_set=pa.array(_TRANSIENT))
+    permanent = pc.and_(pc.is_valid(table["error"]), pc.invert(retry))
+    return table.filter(pc.or_(ok, permanent))
+
+
+def conform_table(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    """Select and cast to `schema`, adding missing columns as nulls."""
+    cols = [
+        table[f.name].cast(f.type) if f.name in table.column_names else pa.nulls(table.num_rows, f.type) for f in schema
+    ]
+    return pa.Table.from_arrays(cols, schema=schema)
+
+
+def dedupe(table: pa.Table, key: str, keep: str = "first") -> pa.Table:
+    """One row per `key`: the first or the last occurrence, in table order."""
+    if table.num_rows == 0:
+        return table
+    agg = "min" if keep == "first" else "max"
+    idx = table.append_column("_i", pa.array(range(table.num_rows), pa.int64()))
+    chosen = idx.group_by(key, use_threads=False).aggregate([("_i", agg)])[f"_i_{agg}"]
+    return table.take(pc.sort_indices(chosen))
