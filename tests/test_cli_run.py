@@ -33,7 +33,8 @@ def test_run_leaves_the_same_files_as_encode_then_match(tmp_path: Path) -> None:
     run_cli("encode", "-d", f"train={train}", "-d", f"val={val}", "--store", str(tmp_path / "store"))
     run_cli("match", "--store", str(tmp_path / "store"), "--out", str(tmp_path / "match-out"),
             "--datasets", "train,val", "--duplicates-root", str(tmp_path / "dups"))
-    assert sorted(p.name for p in (tmp_path / "run-out").iterdir()) == sorted([*OUTPUT_FILES, "report.html", "report.json"])
+    written = sorted(p.name for p in (tmp_path / "run-out").iterdir())
+    assert written == sorted([*OUTPUT_FILES, "report.html", "report.json"])
     assert f"report: {tmp_path / 'run-out'}/report.html" in ran.stdout
     assert not (tmp_path / "ignored").exists()  # --out overrides the file's out
     for name in OUTPUT_FILES[:4]:
