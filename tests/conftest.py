@@ -102,11 +102,26 @@ def stop(*procs: subprocess.Popen[bytes]) -> None:
             proc.kill()
 
 
+def wait_for_workers(address: str, n: int, timeout: float = 60) -> None:
+    """Wait until the scheduler at `address` answers and has `n` workers."""
+    from distributed import Client
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with Client(address, timeout=5) as client:  # type: ignore[no-untyped-call]
+                client.wait_for_workers(n, timeout=timeout)
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
+
+
 @pytest.fixture
 def dask_processes(tmp_path: Path) -> Iterator[str]:
     """A real Dask cluster as separate processes: `dask scheduler` and `dask worker` (two worker
     processes under a nanny) on 127.0.0.1; yields the scheduler address."""
-    from distributed import Client
 
     port = free_port()
     address = f"tcp://127.0.0.1:{port}"
@@ -118,16 +133,7 @@ def dask_processes(tmp_path: Path) -> Iterator[str]:
                                 "--memory-limit", "2GiB", "--local-directory", str(tmp_path / "dask-work")],
                                stdout=logs, stderr=logs)
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                with Client(address, timeout=5) as client:  # type: ignore[no-untyped-call]
-                    client.wait_for_workers(2, timeout=60)
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.5)
+        wait_for_workers(address, 2)
         yield address
     finally:
         stop(workers, scheduler)

@@ -8,14 +8,13 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import free_port, run_cli, stop
+from conftest import free_port, run_cli, stop, wait_for_workers
 from dupflow.config import validate_config
 from dupflow.errors import ConfigError, StorageError
 from imagegen import natural, write
@@ -94,18 +93,7 @@ def cluster_elsewhere(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     workers = subprocess.Popen([dask, "worker", address, "--host", "127.0.0.1", "--nworkers", "2", "--nthreads", "1",
                                 "--memory-limit", "2GiB"], cwd=elsewhere, stdout=log, stderr=log)
     try:
-        from distributed import Client
-
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                with Client(address, timeout=5) as client:  # type: ignore[no-untyped-call]
-                    client.wait_for_workers(2, timeout=60)
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.5)
+        wait_for_workers(address, 2)
         yield address, elsewhere
     finally:
         stop(workers, scheduler)
