@@ -164,36 +164,19 @@ def sha256_digest(data: bytes) -> bytes:
     return hashlib.sha256(data).digest()
 
 
+def _square_hash(name: str, description: str, fn: EncodeFn, version: int = 1) -> Encoder:
+    """A grey-picture hash of hash_size x hash_size bits (pHash, dHash, aHash, wHash)."""
+    return Encoder(name, description, False, _square, lambda v: _hash_type(_square(v["hash_size"])), fn,
+                   version=version)
+
+
 ENCODERS: dict[str, Encoder] = {
     e.name: e
     for e in (
-        Encoder(
-            "phash",
-            "perceptual hash (DCT), robust to resizing and re-encoding",
-            False,
-            _square,
-            lambda v: _hash_type(_square(v["hash_size"])),
-            _imagehash(imagehash.phash),
-            version=1,
-        ),
-        Encoder(
-            "dhash",
-            "difference hash (gradients), fast and robust to small edits",
-            False,
-            _square,
-            lambda v: _hash_type(_square(v["hash_size"])),
-            _imagehash(imagehash.dhash),
-            version=1,
-        ),
-        Encoder(
-            "ahash",
-            "average hash, fastest, weakest",
-            False,
-            _square,
-            lambda v: _hash_type(_square(v["hash_size"])),
-            _imagehash(imagehash.average_hash),
-            version=1,
-        ),
+        _square_hash("phash", "perceptual hash (DCT), robust to resizing and re-encoding", _imagehash(imagehash.phash)),
+        _square_hash("dhash", "difference hash (gradients), fast and robust to small edits",
+                     _imagehash(imagehash.dhash)),
+        _square_hash("ahash", "average hash, fastest, weakest", _imagehash(imagehash.average_hash)),
         Encoder(
             "phash_dihedral",
             "pHash of the 7 flipped/rotated versions: lets `match --orientations` catch mirrored and rotated copies",
@@ -203,15 +186,7 @@ ENCODERS: dict[str, Encoder] = {
             _phash_dihedral,
             version=1,
         ),
-        Encoder(
-            "whash",
-            "wavelet hash (Haar)",
-            False,
-            _square,
-            lambda v: _hash_type(_square(v["hash_size"])),
-            _whash,
-            version=1,
-        ),
+        _square_hash("whash", "wavelet hash (Haar)", _whash),
         Encoder(
             "colorhash",
             "colour distribution hash (42 bits), not a structure hash",

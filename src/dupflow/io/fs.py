@@ -16,6 +16,7 @@ from dupflow.errors import ConfigError, ErrorKind, StorageError
 
 __all__ = [
     "atomic_write",
+    "durable_temp",
     "file_error_kind",
     "fsync_dir",
     "is_local",
@@ -103,16 +104,24 @@ def fsync_dir(folder: str) -> None:
         os.close(fd)
 
 
+def durable_temp(path: str, data: bytes) -> str:
+    """A hidden temporary file beside local `path` holding `data`, fsynced: to be renamed or linked
+    into place (the caller removes it if that fails)."""
+    parent, name = path.rsplit("/", 1)
+    tmp = f"{parent}/.tmp-{uuid.uuid4().hex}-{name}"
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    return tmp
+
+
 def _replace_local(path: str, data: bytes) -> None:
     """atomic_write on this machine's disk."""
     parent = path.rsplit("/", 1)[0]
     os.makedirs(parent, exist_ok=True)
-    tmp = f"{parent}/.tmp-{uuid.uuid4().hex}-{path.rsplit('/', 1)[-1]}"
+    tmp = durable_temp(path, data)
     try:
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

@@ -35,7 +35,7 @@ import fsspec
 from filelock import FileLock, Timeout
 
 from dupflow.errors import StorageError, StoreError
-from dupflow.io.fs import atomic_write, fsync_dir, is_local, join, open_fs, storage_error, to_uri
+from dupflow.io.fs import atomic_write, durable_temp, fsync_dir, is_local, join, open_fs, storage_error, to_uri
 
 __all__ = [
     "LEASE_PATH",
@@ -173,16 +173,11 @@ class _LocalCas:
 
     def create(self, data: bytes) -> str | None:
         with self._guard():
-            tmp = f"{self.folder}/.tmp-{uuid.uuid4().hex}-lease.json"
+            tmp = durable_temp(self.path, data)
             try:
-                with open(tmp, "wb") as fh:
-                    fh.write(data)
-                    fh.flush()
-                    os.fsync(fh.fileno())
-                try:
-                    os.link(tmp, self.path)  # atomic create-if-absent, whole content at once
-                except FileExistsError:
-                    return None
+                os.link(tmp, self.path)  # atomic create-if-absent, whole content at once
+            except FileExistsError:
+                return None
             finally:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(tmp)
