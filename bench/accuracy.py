@@ -12,9 +12,13 @@ The set (bench/.work/accuracy-SEED/, deterministic from the seed; sources and li
 - 17 variants of each base: JPEG q30, resize 50% and 150%, crops of 5/10/20%, 3 and 90 degree
   rotation, flip, saturation, brightness+contrast, blur, watermark, grayscale, WebP, PNG, a combination;
   the wallpaper package's own copies of one picture at three sizes form a family too;
+- seeds 0 and 1 take disjoint halves of the photographs (thresholds are chosen on seed 0 and reported
+  on seed 1); any other seed takes them all;
 - datasets: a quarter of the families have their base in train and their variants in val (leaks),
   a quarter live in val, the rest in train;
-- hard negatives: pairs of crops of one photograph overlapping by at most 30%, and a stereo pair;
+- hard negatives: pairs of windows of one photograph sharing about a fifth of their area, the four
+  touching tiles of each photograph (each a quarter of it), and a stereo pair (one scene, two viewpoints);
+  every pair among a photograph's base, its tiles and its windows is a hard-negative pair;
 - recolours (the same wallpaper design in other colours): reported, counted neither way;
 - corrupt files: truncated, empty, not an image, a decompression bomb.
 
@@ -28,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import fnmatch
+import hashlib
 import io
 import json
 import os
@@ -49,6 +54,7 @@ from PIL import Image
 from dupflow.encode.settings import EncodeSettings
 from dupflow.io.sources import DatasetSource
 from dupflow.match.job import MatchSettings, match_store
+from dupflow.match.rules import DEFAULT_RULES_WITH_EMBEDDINGS
 from dupflow.store.encode_job import run_encode
 
 BENCH = Path(__file__).resolve().parent
@@ -65,12 +71,10 @@ RECOLOURS = (("Ubuntu-Mate-Cold-no-logo.png", "Ubuntu-Mate-Dark-no-logo.png", "U
 TRANSFORMS_HERE = dict(TRANSFORMS)
 TRANSFORMS_HERE["resize 150%"] = (lambda i, _r: i.resize((i.width * 3 // 2, i.height * 3 // 2),
                                                          Image.Resampling.BICUBIC), "JPEG")
-PRESETS = {  # name -> (rules, orientations)
-    "dupflow default (exact | phash<=10)": (("exact", "phash<=10"), False),
-    "dupflow strict (exact | phash<=6)": (("exact", "phash<=6"), False),
-    "dupflow default + --orientations": (("exact", "phash<=10"), True),
-    "dupflow with cnn (combined default)": ((), False),
-}
+# The thorough preset's thresholds tried on the tuning seed (bench/results/accuracy-tuning.json).
+TUNE_SHARED = (0.5, 0.55, 0.6, 0.65)
+TUNE_COSINE = (0.65, 0.7)
+TUNE_PHASH = 16
 PEER_METHODS = ("PHash", "DHash", "AHash", "WHash")
 THRESHOLDS = (0, 6, 10, 15)
 MAX_SIDE = 1024
@@ -108,6 +112,18 @@ def _fit(img: Image.Image) -> Image.Image:
                                              Image.Resampling.LANCZOS)
 
 
+def _distinct(bases: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The first of bases with identical pixels: a package may ship one picture under two names."""
+    seen: set[bytes] = set()
+    unique = []
+    for b in bases:
+        digest = hashlib.sha256(np.asarray(_fit(b["image"])).tobytes()).digest()
+        if digest not in seen:
+            seen.add(digest)
+            unique.append(b)
+    return unique
+
+
 def photographs() -> tuple[list[dict[str, Any]], list[tuple[str, list[Path], str]]]:
     """Bases (name, picture, source, licence, tiles?) and the packaged multi-size / recolour files."""
     from sklearn.datasets import load_sample_images
@@ -141,6 +157,7 @@ def photographs() -> tuple[list[dict[str, Any]], list[tuple[str, list[Path], str
                           "source": f"Debian {package} {line}", "licence": licence, "path": p})
             if p.name in SAME_PICTURE:
                 extra.append((f"{package}-{p.stem}", [p.with_name(n) for n in SAME_PICTURE[p.name]], licence))
+    bases = _distinct(bases)
     for group in RECOLOURS:
         paths = [Path(WALLPAPERS["mate-backgrounds"]) / "desktop" / n for n in group]
         extra.append(("recolour:" + group[0].split("-")[0], [p for p in paths if p.exists()],
@@ -195,7 +212,7 @@ def _write_packaged(root: Path, extra: list[tuple[str, list[Path], str]], add: L
 
 def _write_hard_negatives(root: Path, bases: list[dict[str, Any]], add: Label) -> None:
     """Crops of a photograph sharing <= 30% of their area, and scikit-image's stereo pair."""
-    for b in bases[:len(SKIMAGE) + 3]:
+    for b in [b for b in bases if b["tiles"]]:
         photo = _fit(b["image"])
         w, h = photo.size
         for axis in ("x", "y"):
@@ -234,6 +251,10 @@ def build(root: Path, seed: int) -> list[dict[str, Any]]:
     """Write the set under root/train and root/val; one label row per file."""
     rng = np.random.default_rng(seed)
     bases, extra = photographs()
+    if seed in (0, 1):  # disjoint halves: thresholds tuned on seed 0 are reported on pictures they never saw
+        bases = bases[seed::2]
+        kept = {b["name"] for b in bases}
+        extra = [e for e in extra if e[0] in kept or (e[0].startswith("recolour:") and seed == 1)]
     labels: list[dict[str, Any]] = []
     sources = ["| base | source | licence |", "|---|---|---|"]
     families = _families(bases, sources)
@@ -269,6 +290,19 @@ def closure(pairs: Iterable[tuple[str, str]]) -> set[tuple[str, str]]:
     return {tuple(sorted(p)) for g in groups.values() for p in combinations(g, 2)}  # type: ignore[misc]
 
 
+def hard_negative_pairs(labels: list[dict[str, Any]]) -> set[tuple[str, str]]:
+    """Pairs that share content but are not duplicates: among each photograph's base, the bases of its
+    four tiles and its four windows, and the stereo pair."""
+    by_photo: dict[str, list[str]] = defaultdict(list)
+    for r in labels:
+        if r["kind"] == "base":
+            by_photo[r["family"].split("-tile")[0]].append(r["path"])
+        elif r["kind"] == "hard_negative":
+            by_photo[r["transform"].rsplit("-", 1)[0] if r["transform"] != "stereo_motorcycle"
+                     else "stereo"].append(r["path"])
+    return {tuple(sorted(p)) for paths in by_photo.values() for p in combinations(paths, 2)}  # type: ignore[misc]
+
+
 def score(found: set[tuple[str, str]], labels: list[dict[str, Any]], reported_errors: int) -> dict[str, Any]:
     by_path = {r["path"]: r for r in labels}
     scored = [r for r in labels if r["kind"] in ("base", "variant")]
@@ -288,9 +322,7 @@ def score(found: set[tuple[str, str]], labels: list[dict[str, Any]], reported_er
         if want:
             per_transform[t] = len(want & found) / len(want)
     across = {p for p in truth if by_path[p[0]]["dataset"] != by_path[p[1]]["dataset"]}
-    hard = [r for r in labels if r["kind"] == "hard_negative"]
-    hard_truth = {tuple(sorted((a["path"], b["path"]))) for a, b in combinations(hard, 2)
-                  if a["transform"] == b["transform"]}
+    hard_truth = hard_negative_pairs(labels)
     recolour = [r["path"] for r in labels if r["kind"] == "recolour"]
     recolour_pairs = {tuple(sorted(p)) for p in combinations(recolour, 2)
                       if by_path[p[0]]["family"] == by_path[p[1]]["family"]}
@@ -299,38 +331,83 @@ def score(found: set[tuple[str, str]], labels: list[dict[str, Any]], reported_er
             "true_pairs": len(truth), "found_pairs": len(counted), "false_pairs": len(counted) - tp,
             "cross_dataset_recall": round(len(across & found) / len(across), 4), "cross_dataset_pairs": len(across),
             "hard_negative_pairs": f"{len(hard_truth & found)}/{len(hard_truth)}",
+            "hard_negative_rate": round(len(hard_truth & found) / max(1, len(hard_truth)), 4),
             "recolour_pairs": f"{len(recolour_pairs & found)}/{len(recolour_pairs)}",
             "corrupt_reported": f"{reported_errors}/{sum(1 for r in labels if r['kind'] == 'corrupt')}",
             "per_transform": {k: round(v, 3) for k, v in per_transform.items()}}
 
 
 # ---- the two tools --------------------------------------------------------------------------------
-def run_dupflow(root: Path, work: Path, labels: list[dict[str, Any]], cnn: bool, reuse: bool) -> dict[str, Any]:
-    store = work / "store"
-    encoders = ("phash", "dhash", "phash_dihedral", *(("cnn",) if cnn else ()))
-    seconds = None
-    if not (reuse and store.exists()):
+def _encode(root: Path, store: Path, preset: str, reuse: bool) -> float | None:
+    reused = reuse and store.exists()  # an interrupted store is finished, a finished one reused
+    if not reused:
         shutil.rmtree(store, ignore_errors=True)
-        start = time.perf_counter()
-        run_encode([DatasetSource("train", str(root / "train")), DatasetSource("val", str(root / "val"))],
-                   str(store), EncodeSettings(encoders=encoders), workers=2)
-        seconds = round(time.perf_counter() - start, 1)
-    out: dict[str, Any] = {"encode_s": seconds, "encoders": list(encoders), "presets": {}}
-    for name, (rules, orientations) in PRESETS.items():
-        if not rules and not cnn:
-            continue
-        dest = work / "match" / name.split(" (")[0].replace(" ", "-").replace("+", "").replace("--", "")
-        start = time.perf_counter()
-        match_store(str(store), str(dest), MatchSettings(rules=rules, orientations=orientations,
-                                                          datasets=("train", "val")))
-        elapsed = time.perf_counter() - start
-        groups = pq.read_table(dest / "groups.parquet").to_pylist()
-        members: dict[int, list[str]] = defaultdict(list)
-        for g in groups:
-            members[g["group"]].append(os.path.relpath(g["uri"], root))
-        found = closure((m[0], x) for m in members.values() for x in m[1:])
-        errors = sum(1 for s in pq.read_table(dest / "scores.parquet")["status"].to_pylist() if s == "error")
-        out["presets"][name] = {**score(found, labels, errors), "match_s": round(elapsed, 2)}
+    start = time.perf_counter()
+    run_encode([DatasetSource("train", str(root / "train")), DatasetSource("val", str(root / "val"))],
+               str(store), EncodeSettings(preset=preset), workers=2)  # type: ignore[arg-type]
+    return None if reused else round(time.perf_counter() - start, 1)
+
+
+def _match(root: Path, store: Path, dest: Path, labels: list[dict[str, Any]], settings: dict[str, Any]
+           ) -> dict[str, Any]:
+    start = time.perf_counter()
+    report = match_store(str(store), str(dest), MatchSettings(datasets=("train", "val"), **settings))
+    elapsed = time.perf_counter() - start
+    groups = pq.read_table(dest / "groups.parquet").to_pylist()
+    members: dict[int, list[str]] = defaultdict(list)
+    for g in groups:
+        members[g["group"]].append(os.path.relpath(g["uri"], root))
+    found = closure((m[0], x) for m in members.values() for x in m[1:])
+    errors = sum(1 for s in pq.read_table(dest / "scores.parquet")["status"].to_pylist() if s == "error")
+    return {**score(found, labels, errors), "match_s": round(elapsed, 2), "rules": report.summary["settings"]["rules"]
+            if "settings" in report.summary else None}
+
+
+def tune(root: Path, work: Path, labels: list[dict[str, Any]], reuse: bool) -> dict[str, Any]:
+    """The thorough preset's thresholds with the best F1 at precision >= 0.99 on this set."""
+    store = work / "store-thorough"
+    _encode(root, store, "thorough", reuse)
+    tried = []
+    for shared in TUNE_SHARED:
+        for cosine in TUNE_COSINE:
+            rules = ("exact", "phash<=10", f"phash<={TUNE_PHASH}&verified", f"cosine>={cosine}&verified")
+            got = _match(root, store, work / "tune", labels, {"rules": rules, "min_shared": shared})
+            tried.append({"min_shared": shared, "cosine": cosine, "precision": got["precision"],
+                          "recall": got["recall"], "f1": got["f1"], "match_s": got["match_s"]})
+            print(f"tune: min_shared {shared} cosine {cosine}: P {got['precision']:.3f} R {got['recall']:.3f} "
+                  f"F1 {got['f1']:.3f}", flush=True)
+    ok = [t for t in tried if t["precision"] >= 0.99] or tried
+    best = max(ok, key=lambda t: (t["f1"], t["min_shared"]))
+    return {"chosen": {"min_shared": best["min_shared"], "cosine": best["cosine"]}, "tried": tried}
+
+
+def run_dupflow(root: Path, work: Path, labels: list[dict[str, Any]], cnn: bool, reuse: bool,
+                chosen: dict[str, Any] | None) -> dict[str, Any]:
+    out: dict[str, Any] = {"encode_s": {}, "presets": {}}
+    stores = {"default": work / "store-default", **({"thorough": work / "store-thorough"} if cnn else {})}
+    for preset, store in stores.items():
+        out["encode_s"][preset] = _encode(root, store, preset, reuse)
+    configurations: dict[str, tuple[str, dict[str, Any]]] = {
+        "dupflow --preset fast (exact | phash<=10)": ("default", {"preset": "fast"}),
+        "dupflow default (exact | phash<=10, every orientation)": ("default", {}),
+    }
+    if cnn:
+        thorough: dict[str, Any] = {"preset": "thorough"}
+        if chosen:
+            thorough = {"min_shared": chosen["min_shared"], "rules": (
+                "exact", "phash<=10", f"phash<={TUNE_PHASH}&verified", f"cosine>={chosen['cosine']}&verified")}
+        configurations.update({
+            "dupflow cnn, previous default rules": ("thorough", {"rules": DEFAULT_RULES_WITH_EMBEDDINGS,
+                                                                 "orientations": False, "verify_groups": False}),
+            "dupflow --preset thorough, groups unchecked": ("thorough", {**thorough, "verify_groups": False}),
+            "dupflow --preset thorough": ("thorough", thorough),
+        })
+    for name, (store, settings) in configurations.items():
+        dest = work / "match" / name.split(" (")[0].replace(" ", "-").replace(",", "").replace("--", "")
+        out["presets"][name] = _match(root, stores[store], dest, labels, settings)
+        r = out["presets"][name]
+        print(f"{name}: P {r['precision']:.3f} R {r['recall']:.3f} F1 {r['f1']:.3f} "
+              f"hard {r['hard_negative_pairs']} ({r['match_s']} s)", flush=True)
     return out
 
 
@@ -360,16 +437,29 @@ def cell(name: str) -> str:
 def markdown(result: dict[str, Any], command: str) -> str:
     rows = {**result["dupflow"]["presets"], **result["imagededup"]}
     lines = [f"# Accuracy beside imagededup — {time.strftime('%Y-%m-%d')}", "",
-             f"`{command}`. {result['files']:,} files ({result['families']} families of a base and its variants, "
+             f"`{command}`. Seed {result['seed']}: {result['files']:,} files ({result['families']} families of a "
+             "base and its variants, "
              f"{result['hard_negatives']} hard negatives, {result['corrupt']} corrupt files) in train and val; "
              "sources and licences in the set's SOURCES.md. A pair counts as found when both files land in one "
-             "group.", "",
-             "| configuration | precision | recall | F1 | false pairs | across train/val | hard negatives | "
-             "recolours | corrupt reported |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "group (every pair inside a group counts).", ""]
+    if result.get("tuning"):
+        chosen = result["tuning"]["chosen"]
+        lines += [f"The thorough preset's thresholds were chosen on seed {result['tuned_on_seed']} (disjoint "
+                  f"photographs), best F1 at precision >= 0.99: min_shared {chosen['min_shared']}, cosine "
+                  f">= {chosen['cosine']}. Tried:", "", "| min_shared | cosine | precision | recall | F1 |",
+                  "|---:|---:|---:|---:|---:|"]
+        lines += [f"| {t['min_shared']} | {t['cosine']} | {t['precision']:.3f} | {t['recall']:.3f} | "
+                  f"{t['f1']:.3f} |" for t in result["tuning"]["tried"]]
+        lines.append("")
+    lines += ["| configuration | precision | recall | F1 | false pairs | across train/val | hard-negative pairs "
+              "flagged | recolours | corrupt reported | match s |", "|---|" + "---:|" * 9]
     for name, r in rows.items():
         lines.append(f"| {cell(name)} | {r['precision']:.3f} | {r['recall']:.3f} | {r['f1']:.3f} | "
-                     f"{r['false_pairs']:,} | {r['cross_dataset_recall']:.3f} | {r['hard_negative_pairs']} | "
-                     f"{r['recolour_pairs']} | {r['corrupt_reported']} |")
+                     f"{r['false_pairs']:,} | {r['cross_dataset_recall']:.3f} | {r['hard_negative_pairs']} "
+                     f"({r['hard_negative_rate']:.1%}) | {r['recolour_pairs']} | {r['corrupt_reported']} | "
+                     f"{r.get('match_s', r.get('search_s', ''))} |")
+    lines += ["", "Encode seconds (2 workers): " + ", ".join(
+        f"{k} {v}" for k, v in result["dupflow"]["encode_s"].items() if v is not None)]
     transforms = list(next(iter(rows.values()))["per_transform"])
     pick = [n for n in rows if "imagededup" not in n] + [n for n in rows if n.endswith("PHash <= 10")
                                                          or n.endswith("DHash <= 10") or n.endswith("PHash <= 15")]
@@ -380,24 +470,38 @@ def markdown(result: dict[str, Any], command: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--no-cnn", action="store_true", help="leave out the cnn preset (no torch needed)")
-    parser.add_argument("--reuse", action="store_true", help="reuse the set and dupflow's store of the last run")
-    args = parser.parse_args()
-    work = WORK / f"accuracy-{args.seed}"
+def _labelled(seed: int, reuse: bool) -> tuple[Path, Path, list[dict[str, Any]]]:
+    work = WORK / f"accuracy-{seed}"
     root = work / "set"
     labels_file = work / "labels.json"
-    if not (args.reuse and labels_file.exists()):
+    if not (reuse and labels_file.exists()):
         shutil.rmtree(work, ignore_errors=True)
-        labels = build(root, args.seed)
+        labels_file.parent.mkdir(parents=True, exist_ok=True)
+        labels = build(root, seed)
         labels_file.write_text(json.dumps(labels))
-    labels = json.loads(labels_file.read_text())
-    result = {"files": len(labels), "families": len({r["family"] for r in labels if r["kind"] in ("base", "variant")}),
+    return work, root, json.loads(labels_file.read_text())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--seed", type=int, default=1, help="the set reported on")
+    parser.add_argument("--tune-seed", type=int, default=0, help="the set the thorough thresholds are chosen on")
+    parser.add_argument("--no-cnn", action="store_true", help="leave out the thorough preset (no torch needed)")
+    parser.add_argument("--reuse", action="store_true", help="reuse the sets and dupflow's stores of the last run")
+    args = parser.parse_args()
+    chosen = None
+    tuning = None
+    if not args.no_cnn:
+        tune_work, tune_root, tune_labels = _labelled(args.tune_seed, args.reuse)
+        tuning = tune(tune_root, tune_work, tune_labels, args.reuse)
+        chosen = tuning["chosen"]
+    work, root, labels = _labelled(args.seed, args.reuse)
+    result = {"seed": args.seed, "tuned_on_seed": args.tune_seed if chosen else None, "tuning": tuning,
+              "files": len(labels), "families": len({r["family"] for r in labels if r["kind"] in ("base", "variant")}),
               "hard_negatives": sum(1 for r in labels if r["kind"] == "hard_negative"),
+              "hard_negative_pairs": len(hard_negative_pairs(labels)),
               "corrupt": sum(1 for r in labels if r["kind"] == "corrupt"),
-              "dupflow": run_dupflow(root, work, labels, not args.no_cnn, args.reuse),
+              "dupflow": run_dupflow(root, work, labels, not args.no_cnn, args.reuse, chosen),
               "imagededup": run_peer(root, work, labels)}
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "accuracy.json").write_text(json.dumps(result, indent=2) + "\n")

@@ -37,7 +37,7 @@ __all__ = ["main"]
 # The stages' settings that `run` takes as flags; each comes from its stage's settings model.
 RUN_SECTIONS: dict[str, tuple[type[BaseModel], tuple[str, ...]]] = {
     "encode": (EncodeSettings, ()),
-    "match": (MatchSettings, ("datasets", "threads")),
+    "match": (MatchSettings, ("datasets", "threads", "preset")),  # encode's --preset names the run's preset
     "apply": (ApplyStep, ("duplicates_root", "threads")),
     "report": (ReportSettings, ("threads",)),
 }
@@ -53,6 +53,8 @@ def config_from_flags(config_file: str | None, flags: dict[str, Any]) -> tuple[D
         body["datasets"] = [{"name": s.name, "url": s.url} for s in sources]
     body.update({key: flags[key] for key in ("store", "out") if flags[key]})
     sections = {name: given(name, model, flags) for name, (model, _) in RUN_SECTIONS.items()}
+    if "preset" in sections["encode"]:  # one --preset for the encode and match stages
+        body["preset"] = sections["encode"].pop("preset")
     body.update({name: values for name, values in sections.items() if values and name != "apply"})
     if public:
         body["storage_options"] = public

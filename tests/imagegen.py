@@ -6,7 +6,7 @@ import io
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageDraw
 
 
 def natural(seed: int, width: int = 320, height: int = 240) -> Image.Image:
@@ -22,6 +22,28 @@ def natural(seed: int, width: int = 320, height: int = 240) -> Image.Image:
         base[mask] = base[mask] * 0.4 + rng.uniform(0, 255, 3) * 0.6
     base += rng.normal(0, 6, base.shape)
     return Image.fromarray(np.clip(base, 0, 255).astype(np.uint8), "RGB")
+
+
+def detailed(seed: int, width: int = 640, height: int = 480) -> Image.Image:
+    """A picture with detail everywhere (many overlapping shapes of every size and colour), as a
+    photograph of a busy scene has: local features find corners in every part of it."""
+    rng = np.random.default_rng(seed)
+    picture = natural(seed, width, height)
+    draw = ImageDraw.Draw(picture)
+    for _ in range(220):
+        x, y = rng.uniform(0, width), rng.uniform(0, height)
+        size = rng.uniform(4, 40)
+        colour = tuple(int(c) for c in rng.integers(0, 256, 3))
+        box = (x, y, x + size * rng.uniform(0.5, 2), y + size * rng.uniform(0.5, 2))
+        shape = rng.integers(0, 3)
+        if shape == 0:
+            draw.rectangle(box, fill=colour)
+        elif shape == 1:
+            draw.ellipse(box, fill=colour)
+        else:
+            points = [(x + rng.uniform(-size, size), y + rng.uniform(-size, size)) for _ in range(3)]
+            draw.polygon(points, fill=colour)
+    return picture
 
 
 def encode(image: Image.Image, fmt: str = "JPEG", **kwargs: object) -> bytes:

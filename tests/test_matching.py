@@ -197,7 +197,7 @@ def test_exact_copies_score_zero_except_the_keeper(tmp_path: Path) -> None:
     assert sorted(r["uniqueness"] for r in group if not r["keeper"])[:2] == [0.0, 0.0]
 
 
-def test_mirrored_and_rotated_copies_need_the_orientation_mode(tmp_path: Path) -> None:
+def test_mirrored_and_rotated_copies_are_found_by_default_and_not_with_orientations_off(tmp_path: Path) -> None:
     data = tmp_path / "data"
     pictures = [natural(50 + i, 240, 240) for i in range(12)]
     for i, p in enumerate(pictures):
@@ -206,9 +206,9 @@ def test_mirrored_and_rotated_copies_need_the_orientation_mode(tmp_path: Path) -
     write(data / "x_rot90.png", pictures[1].transpose(Image.Transpose.ROTATE_90))
     run_encode([DatasetSource("d", str(data))], str(tmp_path / "store"),
                EncodeSettings(encoders=("phash", "phash_dihedral")))
-    match_store(str(tmp_path / "store"), str(tmp_path / "plain"), MatchSettings())
+    match_store(str(tmp_path / "store"), str(tmp_path / "plain"), MatchSettings(orientations=False))
     assert _table(tmp_path / "plain", "pairs.parquet") == []
-    match_store(str(tmp_path / "store"), str(tmp_path / "out"), MatchSettings(orientations=True))
+    match_store(str(tmp_path / "store"), str(tmp_path / "out"), MatchSettings())
     rows = _table(tmp_path / "out", "pairs.parquet")
     pairs = {(Path(p["a"]).name, Path(p["b"]).name): p["orientation"] for p in rows}
     assert pairs == {("p00.png", "x_mirror.png"): "hflip", ("p01.png", "x_rot90.png"): "rot90"}
@@ -216,7 +216,8 @@ def test_mirrored_and_rotated_copies_need_the_orientation_mode(tmp_path: Path) -
 
 def test_orientation_mode_without_its_encoder_names_the_fix(world: World, tmp_path: Path) -> None:
     store = tmp_path / "store"
-    run_encode([DatasetSource("v", str(world.root / "val"))], str(store), EncodeSettings())
+    run_encode([DatasetSource("v", str(world.root / "val"))], str(store), EncodeSettings(preset="fast"))
+    match_store(str(store), str(tmp_path / "auto"), MatchSettings())  # the default: on only where it can be
     with pytest.raises(ConfigError, match=r"phash_dihedral.*dupflow encode"):
         match_store(str(store), str(tmp_path / "out"), MatchSettings(orientations=True))
     with pytest.raises(ConfigError, match="no dataset nope"):

@@ -12,7 +12,7 @@ from pydantic import BaseModel
 
 from dupflow.apply.settings import ApplyOptions
 from dupflow.cli.options import SEP
-from dupflow.config import ApplyStep
+from dupflow.config import ApplyStep, load_config
 from dupflow.encode.settings import EncodeSettings
 from dupflow.match.settings import MatchSettings
 from dupflow.report.settings import ReportSettings
@@ -123,3 +123,19 @@ def test_a_bad_flag_is_refused_with_the_models_rule(args: list[str], message: st
     done = CliRunner().invoke(main, args)
     assert done.exit_code in (1, 2), done.output
     assert message in done.output
+
+
+def test_one_preset_names_what_to_encode_and_how_to_match(tmp_path: Path) -> None:
+    config, _ = config_from_flags(None, _flags(datasets=("a=/data/a",), store="/s", out="/o",
+                                               **{f"encode{SEP}preset": "fast"}))
+    assert (config.preset, config.encode.preset, config.match.preset) == ("fast", "fast", "fast")
+    assert config.encode.encoders == ("phash", "dhash")
+    assert not config.match.uses_orientations(config.encode.encoders)
+    path = tmp_path / "dupflow.yaml"
+    path.write_text("datasets: [{name: a, url: /data/a}]\nstore: /s\nout: /o\npreset: fast\n"
+                    "encode: {encoders: [phash, phash_dihedral]}\nmatch: {preset: default}\n")
+    config = load_config(str(path))
+    assert config.encode.encoders == ("phash", "phash_dihedral")  # a section's own setting wins
+    assert config.match.preset == "default"
+    assert config.match.uses_orientations(config.encode.encoders)
+    assert EncodeSettings().encoders == ("phash", "dhash", "phash_dihedral")

@@ -20,7 +20,7 @@ from dupflow.io.secrets import SAFE_WAYS, secret_keys
 from dupflow.io.sources import DatasetSource
 from dupflow.match.settings import MatchSettings
 from dupflow.report.settings import ReportSettings
-from dupflow.settings import paths_of, setting, validated, with_paths
+from dupflow.settings import Preset, paths_of, setting, validated, with_paths
 
 __all__ = [
     "ADDRESS_ENV",
@@ -96,6 +96,7 @@ class DedupConfig(_Strict):
     """Datasets to encode into `store`, how to match them, where the outputs go, and whether to apply."""
 
     datasets: list[DatasetConfig] = Field(min_length=1)  # in keep priority order
+    preset: Preset | None = None  # the encode and match sections' preset, unless they name their own
     store: str = setting(help="the encodings store: a local folder or S3 prefix", path=True)
     out: str = setting(help="where pairs, groups, scores, manifest, summary and report go", path=True)
     encode: EncodeSettings = Field(default_factory=EncodeSettings)
@@ -105,6 +106,18 @@ class DedupConfig(_Strict):
     cluster: ClusterConfig = Field(default_factory=ClusterConfig)
     apply: ApplyStep | None = None  # None: nothing moves; the manifest waits for review
     report: ReportSettings | None = Field(default_factory=ReportSettings)  # None: no report.html
+
+    @model_validator(mode="before")
+    @classmethod
+    def _preset(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or not data.get("preset"):
+            return data
+        out = dict(data)
+        for section in ("encode", "match"):
+            body = out.get(section) or {}
+            if isinstance(body, dict) and "preset" not in body:
+                out[section] = {**body, "preset": data["preset"]}
+        return out
 
     @field_validator("storage_options", mode="before")
     @classmethod
@@ -133,7 +146,7 @@ class DedupConfig(_Strict):
                              f"among the datasets {names}")
         if set(self.match.reference) == set(names):
             raise ValueError("every dataset is a reference: at least one must be matched (leave it out of reference)")
-        self.match_settings().parsed_rules(self.encode.hash_size, "cnn" in self.encode.encoders)
+        self.match_settings().parsed_rules(self.encode.hash_size, self.encode.encoders)
         return self
 
     def journal(self) -> str:

@@ -92,8 +92,10 @@ PAIRS = with_meta(
             pa.field("rule", pa.string(), nullable=False),  # the rule that accepted the pair, e.g. phash<=10
             pa.field("method", pa.string(), nullable=False),  # its metrics, e.g. phash or phash+dhash
             pa.field("distance", pa.int32()),  # bits, of the rule's first metric; null when that is cosine
-            pa.field("similarity", pa.float64(), nullable=False),  # in [0, 1]; the least over the rule's metrics
-            pa.field("orientation", pa.string()),  # with --orientations: how b maps onto a (hflip, rot90, ...)
+            # in [0, 1]: with local features, the verified shared fraction (area both show / area either shows)
+            # where verification shows it; else the least over the rule's metrics
+            pa.field("similarity", pa.float64(), nullable=False),
+            pa.field("orientation", pa.string()),  # by mirrored/rotated pHashes: how b maps onto a (hflip, rot90, ...)
         ]
     ),
     "pairs",

@@ -7,15 +7,36 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Any, TypeVar, cast
+from typing import Any, Literal, TypeVar, cast
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from dupflow.errors import ConfigError
 
-__all__ = ["CliHint", "StageSettings", "cli_hint", "paths_of", "problems", "setting", "validated", "with_paths"]
+__all__ = [
+    "PRESETS",
+    "CliHint",
+    "Preset",
+    "StageSettings",
+    "cli_hint",
+    "paths_of",
+    "problems",
+    "setting",
+    "validated",
+    "with_paths",
+]
 
 M = TypeVar("M", bound=BaseModel)
+
+# The named configurations (README, "Presets"): what each encodes is in dupflow.encode.settings, how each
+# matches in dupflow.match.settings. No preset means `default`, the best one without optional extras.
+Preset = Literal["fast", "default", "thorough"]
+PRESETS: dict[str, str] = {
+    "fast": "pHash and dHash, pictures as stored: the quickest",
+    "default": "pHash and dHash, plus mirrored and 90-degree-rotated copies (no optional extra needed)",
+    "thorough": "adds embeddings and local features: crops, rotations and edits, each pair geometrically "
+                "verified (needs pip install 'dupflow[cnn]')",
+}
 
 
 @dataclass(frozen=True)

@@ -167,7 +167,8 @@ def _encode_one(
         "error_message": None,
     }
     # the network needs a larger picture than the hashes; hashes still read it box-reduced to decode_size
-    decode_size = max(settings.decode_size, network.spec.input_size if network else 0)
+    decode_size = max(settings.decode_size, network.spec.input_size if network else 0,
+                      *(ENCODERS[e].decode_side for e in settings.encoders))
     try:
         data, digest = _read(ref, settings)
         row["exact"] = digest

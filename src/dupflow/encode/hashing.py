@@ -18,6 +18,7 @@ import numpy as np
 import pyarrow as pa
 from PIL import Image
 
+from dupflow.encode.features import FEATURES_DECODE_SIDE, extract_features
 from dupflow.io.decoding import DecodedImage
 from dupflow.schemas import encodings_schema as table_schema
 
@@ -49,15 +50,13 @@ class Encoder:
     arrow_type: Callable[[Mapping[str, Any]], pa.DataType]  # of the value settings (hash_size, cnn_dim)
     fn: EncodeFn | None
     version: int  # bump when a change alters its values: stores re-encode the rows older versions made
+    decode_side: int = 0  # the smallest side it needs from the reduced-scale decode (0: the hashes' own)
 
 
 def hash_bits(bits: list[bool] | np.ndarray) -> int:
     """Bits (first = most significant) as one integer."""
     flat = np.asarray(bits, dtype=bool).ravel()
-    value = 0
-    for byte in np.packbits(flat).tobytes():
-        value = (value << 8) | byte
-    return value >> ((-flat.size) % 8)
+    return int.from_bytes(np.packbits(flat).tobytes(), "big") >> ((-flat.size) % 8)
 
 
 def bits_to_value(value: int, n_bits: int) -> int | bytes:
@@ -95,8 +94,16 @@ def _phash_input(gray: Image.Image, hash_size: int) -> np.ndarray:
 
 
 def _phash_of(pixels: np.ndarray, hash_size: int) -> int | bytes:
+    return _phash_bits(_low_dct(pixels, hash_size), hash_size)
+
+
+def _low_dct(pixels: np.ndarray, hash_size: int) -> np.ndarray:
     d = _dct_rows(len(pixels), hash_size)
-    low = d @ pixels @ d.T
+    low: np.ndarray = d @ pixels @ d.T
+    return low
+
+
+def _phash_bits(low: np.ndarray, hash_size: int) -> int | bytes:
     return bits_to_value(hash_bits(low > np.median(low)), hash_size * hash_size)
 
 
@@ -113,15 +120,23 @@ DIHEDRAL: tuple[tuple[str, Callable[[np.ndarray], np.ndarray]], ...] = (
 )
 
 
+def _dihedral_dct(low: np.ndarray) -> tuple[np.ndarray, ...]:
+    """The low DCT coefficients of the seven DIHEDRAL views, from the picture's own: reversing an axis
+    flips the sign of its odd coefficients and transposing transposes them (one DCT instead of seven)."""
+    s = (-1.0) ** np.arange(len(low))
+    t = low.T
+    return (low * s[None, :], low * s[:, None], low * np.outer(s, s), t, t * s[:, None], t * s[None, :],
+            t * np.outer(s, s))
+
+
 def _phash_dihedral(_decoded: DecodedImage, gray: Image.Image, hash_size: int) -> bytes:
     """pHash of the flipped and rotated picture, seven variants concatenated big-endian."""
-    pixels = _phash_input(gray, hash_size)
-    n_bytes = hash_size * hash_size // 8
-    out = b""
-    for _, transform in DIHEDRAL:
-        value = _phash_of(np.ascontiguousarray(transform(pixels)), hash_size)
-        out += value if isinstance(value, bytes) else value.to_bytes(n_bytes, "big")
-    return out
+    low = _low_dct(_phash_input(gray, hash_size), hash_size)
+    views = np.stack([v.ravel() for v in _dihedral_dct(low)])
+    middle = views.shape[1] // 2  # an even count: the median is the mean of the two middle values
+    part = np.partition(views, [middle - 1, middle], axis=1)
+    median = (part[:, middle - 1] + part[:, middle]) / 2
+    return bytes(np.packbits(views > median[:, None], axis=1).tobytes())
 
 
 def _whash(_decoded: DecodedImage, gray: Image.Image, hash_size: int) -> int | bytes:
@@ -141,6 +156,11 @@ def _colorhash(decoded: DecodedImage, _gray: Image.Image, _hash_size: int) -> in
 def _crop_resistant(decoded: DecodedImage, _gray: Image.Image, _hash_size: int) -> list[int]:
     multi = imagehash.crop_resistant_hash(decoded.image)
     return [hash_bits(seg.hash) for seg in multi.segment_hashes]
+
+
+def _orb(decoded: DecodedImage, _gray: Image.Image, _hash_size: int) -> bytes:
+    picture = decoded.image if decoded.image.mode == "L" else decoded.image.convert("L")
+    return extract_features(np.asarray(picture))
 
 
 def hash_input(gray: Image.Image, decode_size: int) -> Image.Image:
@@ -213,6 +233,17 @@ ENCODERS: dict[str, Encoder] = {
             lambda _values: pa.binary(32),
             lambda d, _gray, _hash_size: pixel_digest(d),
             version=1,
+        ),
+        Encoder(
+            "orb",
+            "local features (ORB keypoints of the picture and its mirror image, <= 9.2 KB): geometric "
+            "verification of crops and overlaps (verified rules); needs dupflow[cnn]",
+            False,
+            lambda _hash_size: 0,
+            lambda _values: pa.binary(),
+            _orb,
+            version=1,
+            decode_side=FEATURES_DECODE_SIDE,
         ),
         Encoder(
             "cnn",

@@ -13,9 +13,12 @@ from dupflow.match.graph import components
 from dupflow.match.keep import KeepPolicy
 from dupflow.match.matching import ORIENTATIONS, Images, RuleMatch, evidence_pairs
 from dupflow.match.rules import Rule
+from dupflow.match.verify import LocalFeatures
 from dupflow.schemas import GROUPS, MANIFEST, PAIRS, SCORES
 
 __all__ = ["Decisions", "decide"]
+
+_CHECK_ROUNDS = 8  # a group split this often is left as the last round made it
 
 _WHY = {
     "dataset": "its dataset comes first in the keep priority",
@@ -50,14 +53,18 @@ class _Best:
 
 
 def decide(
-    images: Images, matches: list[RuleMatch], keep: KeepPolicy, duplicates_root: str, errors: pa.Table
+    images: Images, matches: list[RuleMatch], keep: KeepPolicy, duplicates_root: str, errors: pa.Table,
+    min_shared: float | None = None,
 ) -> Decisions:
     """Build all output tables; the same inputs always give the same tables. `errors` (uri, dataset,
-    rel_path, error) are the files that could not be read: scored with status `error`."""
+    rel_path, error) are the files that could not be read: scored with status `error`. With
+    `min_shared` and local features, groups are checked against their keepers (`_checked_groups`)."""
     n = len(images)
     a, b, distance, similarity, orientation, rule_ix = _all_evidence(matches)
     group_of = components(n, a, b)
     keys = keep.sort_keys(images.table, list(images.datasets), images.reference)
+    if min_shared is not None and images.features is not None:
+        group_of = _checked_groups(images.features, group_of, a, b, keys, min_shared)
     keeper = _keepers(group_of, keys)
     best = _best_matches(images, matches)
     is_keeper = np.zeros(n, bool)
@@ -86,6 +93,35 @@ def _all_evidence(matches: list[RuleMatch]) -> tuple[np.ndarray, ...]:
     cols = [np.concatenate([p[k] for p in parts]) for k in range(6)]
     order = np.lexsort((cols[5], cols[1], cols[0]))
     return tuple(c[order] for c in cols)
+
+
+def _checked_groups(features: LocalFeatures, group_of: np.ndarray, a: np.ndarray, b: np.ndarray,
+                    keys: list[np.ndarray], min_shared: float) -> np.ndarray:
+    """Groups in which every member matched its keeper directly or verifies against it.
+
+    A member shown to share part of its keeper, but less than `min_shared`, leaves the group (members
+    whose shared part verification cannot show stay): the pairs joining the leavers to the stayers are
+    set aside and the groups rebuilt, until every group holds. So a chain A~B~C of overlapping windows
+    does not make C a duplicate of A when C and A share too little."""
+    n = len(group_of)
+    edge = np.ones(len(a), bool)
+    direct = np.unique(np.minimum(a, b) * n + np.maximum(a, b))
+    for _ in range(_CHECK_ROUNDS):
+        keeper = _keepers(group_of, keys)
+        members = np.flatnonzero(group_of >= 0)
+        k = keeper[group_of[members]]
+        pair = np.minimum(members, k) * n + np.maximum(members, k)
+        need = (members != k) & ~np.isin(pair, direct)
+        shared = features.scores(members[need], k[need])
+        leaving = np.zeros(n, bool)
+        # only a shown partial overlap sends a member away: 0 (no shared part found, as for a blurred copy
+        # of an upscaled keeper) and NaN (too flat to tell) are no evidence either way
+        leaving[members[need][(shared > 0) & (shared < min_shared)]] = True
+        if not leaving.any():
+            break
+        edge &= leaving[a] == leaving[b]
+        group_of = components(n, a[edge], b[edge])
+    return group_of
 
 
 def _keepers(group_of: np.ndarray, sort_keys: list[np.ndarray]) -> np.ndarray:

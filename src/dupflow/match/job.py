@@ -21,10 +21,11 @@ from dupflow.io.fs import atomic_write, join, open_fs, storage_error, to_uri
 from dupflow.io.uris import redact
 from dupflow.match.decisions import Decisions, decide
 from dupflow.match.embeddings import STORE_COLUMN, embeddings_from_file, embeddings_from_store, read_embeddings_file
-from dupflow.match.matching import ClassPairs, Images, RuleSearch, prepare_search
-from dupflow.match.rules import COSINE
+from dupflow.match.matching import ClassPairs, Images, RuleSearch, orientable, prepare_search
+from dupflow.match.rules import COSINE, VERIFIED, Rule
 from dupflow.match.settings import MatchSettings
 from dupflow.match.summary import build_summary
+from dupflow.match.verify import LocalFeatures
 from dupflow.schemas import manifest_metadata, parquet_bytes
 from dupflow.store.encodings import EncodingsStore
 
@@ -45,6 +46,7 @@ __all__ = [
 ]
 
 OUTPUT_FILES = ("pairs.parquet", "groups.parquet", "scores.parquet", "manifest.parquet", "summary.json")
+FEATURES = "orb"  # the store's local features column
 _BASE_COLUMNS = ["uri", "rel_path", "size", "mtime", "etag", "width", "height", "error", "dataset", "exact"]
 
 
@@ -67,11 +69,14 @@ def load_images(store: EncodingsStore, settings: MatchSettings) -> tuple[Images,
     if missing:
         raise ConfigError(f"the store has no dataset {', '.join(sorted(set(missing)))}; it has: "
                           f"{', '.join(sorted(rec.datasets)) or 'none'}")
-    rules = settings.parsed_rules(hash_size, "cnn" in rec.encoders)
+    rules = settings.parsed_rules(hash_size, rec.encoders)
     cosine = any(r.uses_embeddings for r in rules)
-    wanted = [m for r in rules for m in (c.metric for c in r.conditions) if m != COSINE]
-    if settings.orientations:
+    wanted = [FEATURES if m == VERIFIED else m for r in rules for m in (c.metric for c in r.conditions)
+              if m != COSINE]
+    if settings.uses_orientations(rec.encoders):
         wanted.append("phash_dihedral")
+    if FEATURES in rec.encoders:  # scores every pair and checks groups, whatever the rules
+        wanted.append(FEATURES)
     if cosine and settings.embeddings is None:
         wanted.append(STORE_COLUMN)
     lacking = sorted({m for m in wanted if m != "exact" and m not in rec.encoders})
@@ -100,16 +105,25 @@ def load_images(store: EncodingsStore, settings: MatchSettings) -> tuple[Images,
                                           redact(settings.embeddings), settings.allow_missing_embeddings)
     elif cosine:
         embeddings = embeddings_from_store(valid)
-    images = Images(valid.drop_columns([STORE_COLUMN]) if STORE_COLUMN in valid.column_names else valid,
-                    tuple(names), dataset_ix, reference, embeddings)
+    features = LocalFeatures(valid[FEATURES]) if FEATURES in valid.column_names else None
+    large = [c for c in (STORE_COLUMN, FEATURES) if c in valid.column_names]
+    images = Images(valid.drop_columns(large), tuple(names), dataset_ix, reference, embeddings, features)
     return images, errors, hash_size
 
 
-def plan_rules(images: Images, settings: MatchSettings, hash_size: int, store_embeddings: bool = False
+def plan_rules(images: Images, settings: MatchSettings, hash_size: int, store_encoders: tuple[str, ...] = ()
                ) -> list[RuleSearch]:
     """One search per rule, ready to run block by block."""
-    return [prepare_search(images, rule, orientations=settings.orientations)
-            for rule in settings.parsed_rules(hash_size, store_embeddings)]
+    orientations = settings.uses_orientations(store_encoders)
+    return [prepare_search(images, rule, orientations=orientations and (settings.orientations or _auto(rule, images)))
+            for rule in settings.parsed_rules(hash_size, store_encoders)]
+
+
+def _auto(rule: Rule, images: Images) -> bool:
+    """Whether a rule searches mirrored and rotated pHashes by default: where it can (pHash alone, or
+    verified) and, with local features in the store, only if it verifies what they find (a flat picture
+    and another's mirror image can hash alike; bench/results/accuracy.md)."""
+    return orientable(rule) and (images.features is None or rule.uses_features)
 
 
 @dataclass(frozen=True)
@@ -123,7 +137,7 @@ class MatchJob:
     storage_options_json: str = "{}"  # JSON keeps the job hashable (it keys the per-process cache)
     run_id: str = ""  # the store commit the job was planned against
     hash_size: int = 8
-    store_embeddings: bool = False  # the store holds cnn embeddings (the default rules then use them)
+    store_encoders: tuple[str, ...] = ()  # what the store holds (the default rules and orientations follow it)
 
     @property
     def options(self) -> dict[str, Any]:
@@ -149,8 +163,8 @@ def plan_match(store_url: str, out_url: str, settings: MatchSettings,
     rec = store.complete_record()
     options = json.dumps(storage_options or {}, sort_keys=True)
     job = MatchJob(store.url, out_url, settings, options, rec.run_id, int(rec.settings.get("hash_size", 8)),
-                   "cnn" in rec.encoders)
-    job.settings.parsed_rules(job.hash_size, job.store_embeddings)  # a bad rule fails here, before any worker
+                   tuple(rec.encoders))
+    job.settings.parsed_rules(job.hash_size, job.store_encoders)  # a bad rule fails here, before any worker
     return job
 
 
@@ -167,7 +181,7 @@ def prepared(job: MatchJob) -> PreparedMatch:
             if job.run_id and store.complete_record().run_id != job.run_id:
                 raise StoreError(f"the store {job.store_url} was re-encoded while matching: run the match again")
             images, errors, hash_size = load_images(store, job.settings)
-            searches = tuple(plan_rules(images, job.settings, hash_size, job.store_embeddings))
+            searches = tuple(plan_rules(images, job.settings, hash_size, job.store_encoders))
             urls = {name: _absolute(info["url"], job.options)
                     for name, info in store.complete_record().datasets.items()
                     if info.get("url") and name in images.datasets}
@@ -182,7 +196,7 @@ def match_block(job: MatchJob, rule: int, block: Block) -> ClassPairs:
 
 def rule_count(job: MatchJob) -> int:
     """How many searches (one per rule) the job runs."""
-    return len(job.settings.parsed_rules(job.hash_size, job.store_embeddings))
+    return len(job.settings.parsed_rules(job.hash_size, job.store_encoders))
 
 
 def finish_match(job: MatchJob, parts: Sequence[Sequence[ClassPairs]], seconds: dict[str, float] | None = None
@@ -193,10 +207,11 @@ def finish_match(job: MatchJob, parts: Sequence[Sequence[ClassPairs]], seconds: 
     matches = [search.finish(list(found)) for search, found in zip(ready.searches, parts, strict=True)]
     settings, options = job.settings, job.options
     duplicates_root = _absolute(settings.duplicates_root or join(job.out_url, "duplicates"), options)
-    decisions = decide(ready.images, matches, settings.keep_policy(), duplicates_root, ready.errors)
+    check = settings.min_shared if settings.verify_groups else None
+    decisions = decide(ready.images, matches, settings.keep_policy(), duplicates_root, ready.errors, check)
     decisions = replace(decisions, manifest=decisions.manifest.replace_schema_metadata(
         manifest_metadata(duplicates_root, ready.dataset_urls)))
-    described = {"store": job.store_url, **settings.describe(ready.hash_size, job.store_embeddings),
+    described = {"store": job.store_url, **settings.describe(ready.hash_size, job.store_encoders),
                  "duplicates_root": duplicates_root}
     if ready.images.embeddings is not None:
         described["embeddings"] = ready.images.embeddings.describe()

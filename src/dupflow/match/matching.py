@@ -28,7 +28,8 @@ from dupflow.encode.hashing import DIHEDRAL
 from dupflow.errors import ConfigError
 from dupflow.index import Block, HammingIndex, as_words, cosine_pairs, plan_search, search_block
 from dupflow.match.embeddings import Embeddings
-from dupflow.match.rules import COSINE, Rule
+from dupflow.match.rules import COSINE, DIGESTS, VERIFIED, Rule
+from dupflow.match.verify import LocalFeatures
 
 __all__ = [
     "ORIENTATIONS",
@@ -38,6 +39,7 @@ __all__ = [
     "RuleMatch",
     "RuleSearch",
     "evidence_pairs",
+    "orientable",
     "prepare_search",
 ]
 
@@ -62,6 +64,7 @@ class Images:
     dataset_ix: np.ndarray  # (N,) index into `datasets`
     reference: np.ndarray  # (N,) bool: from a reference dataset
     embeddings: Embeddings | None = None  # for cosine rules, row for row
+    features: LocalFeatures | None = None  # for verification, row for row
 
     def __len__(self) -> int:
         return int(self.table.num_rows)
@@ -129,8 +132,10 @@ class RuleSearch:
     reps: np.ndarray  # representative image id of each class, ascending
     reference_class: np.ndarray  # (C,) bool
     # per condition, (C, W) hash words of the representatives, or (C, d) unit vectors for cosine
+    # ((C, 0) for verified: the features are in `features`)
     rep_words: tuple[np.ndarray, ...]
     joins: tuple[_Join | _CosineJoin, ...]
+    features: LocalFeatures | None = None  # of every image: verifies and scores the rule's pairs
 
     def block(self, block: Block) -> ClassPairs:
         """The class pairs this block of every join finds, verified against all conditions."""
@@ -169,6 +174,8 @@ class RuleSearch:
         ok = np.ones(len(dist), bool)
         for k, cond in enumerate(self.rule.conditions[1:], start=1):
             words = self.rep_words[k]
+            if cond.verified:
+                continue
             if cond.cosine:
                 sim = np.clip(np.einsum("ij,ij->i", words[lo], words[hi]).astype(np.float64), 0.0, 1.0)
                 ok &= sim >= cond.min_similarity
@@ -177,7 +184,23 @@ class RuleSearch:
             d = np.bitwise_count(words[lo] ^ words[hi]).sum(axis=1, dtype=np.int64)
             ok &= d <= cond.max_distance
             similarity = np.minimum(similarity, cond.similarity(d))
-        return ClassPairs(lo[ok], hi[ok], dist[ok], similarity[ok], orient[ok])
+        lo, hi, dist, similarity, orient = lo[ok], hi[ok], dist[ok], similarity[ok], orient[ok]
+        if self.features is not None and self.rule.conditions[0].metric not in DIGESTS:
+            lo, hi, dist, similarity, orient = self._scored(lo, hi, dist, similarity, orient)
+        return ClassPairs(lo, hi, dist, similarity, orient)
+
+    def _scored(self, lo: np.ndarray, hi: np.ndarray, dist: np.ndarray, similarity: np.ndarray,
+                orient: np.ndarray) -> tuple[np.ndarray, ...]:
+        """Pairs that pass the rule's verified conditions, scored by their verified shared fraction;
+        a rule without one keeps its pairs, scored so where verification shows the shared part."""
+        assert self.features is not None
+        shared = self.features.scores(self.reps[lo], self.reps[hi])
+        needs = [c.min_similarity for c in self.rule.conditions if c.verified]
+        if needs:
+            ok = shared >= max(needs)  # NaN (cannot tell) fails
+            return lo[ok], hi[ok], dist[ok], shared[ok], orient[ok]
+        shown = shared > 0
+        return lo, hi, dist, np.where(shown, shared, similarity), orient
 
     def finish(self, parts: list[ClassPairs]) -> RuleMatch:
         """Merge the blocks' results into the rule's match."""
@@ -205,10 +228,16 @@ def _zero(dtype: pa.DataType) -> pa.Scalar:
     return pa.scalar(0, dtype)
 
 
+def orientable(rule: Rule) -> bool:
+    """Whether mirrored and rotated pHashes can drive `rule`: pHash first, and nothing after it but
+    verification (a second hash of the mirrored picture would not match)."""
+    return rule.conditions[0].metric == "phash" and all(c.verified for c in rule.conditions[1:])
+
+
 def prepare_search(images: Images, rule: Rule, *, orientations: bool = False) -> RuleSearch:
     """Classes of identical keys and the joins between their representatives for `rule`."""
     metrics = [c.metric for c in rule.conditions]
-    if orientations and rule.conditions[0].metric == "phash" and len(rule.conditions) > 1:
+    if orientations and rule.conditions[0].metric == "phash" and not orientable(rule):
         raise ConfigError(
             f"rule {rule.label!r}: --orientations applies to rules on pHash alone; "
             "a second hash of a mirrored picture would not match"
@@ -220,16 +249,22 @@ def prepare_search(images: Images, rule: Rule, *, orientations: bool = False) ->
                 raise ConfigError(f"rule {rule.label!r} needs embeddings: encode with --encoders ...,cnn "
                                   "or pass --embeddings FILE.parquet")
             valid &= images.embeddings.present
+        elif metric == VERIFIED:
+            if images.features is None:
+                raise ConfigError(f"rule {rule.label!r} needs local features: encode with --encoders ...,orb "
+                                  "(or --preset thorough)")
+            valid &= images.features.present()
         else:
             valid &= images.table[metric].is_valid().to_numpy(zero_copy_only=False)
     member = np.flatnonzero(valid)
     vectors = None if images.embeddings is None else images.embeddings.vectors
-    columns = [vectors if m == COSINE else _column_words(images, m) for m in metrics]
+    columns = [vectors if m == COSINE else np.zeros((len(images), 0), np.uint64) if m == VERIFIED
+               else _column_words(images, m) for m in metrics]
     words = [_rows(w, member) for w in columns if w is not None]
     if len(words) != len(metrics):
         member = np.zeros(0, np.int64)
         words = [np.zeros((0, 1), np.uint64) for _ in metrics]
-    keys = [_digest_words(w) if m == COSINE else w for m, w in zip(metrics, words, strict=True)]
+    keys = [_digest_words(w) if m == COSINE else w for m, w in zip(metrics, words, strict=True) if m != VERIFIED]
     key = np.concatenate([images.dataset_ix[member].astype(np.uint64)[:, None], *keys], axis=1)
     _, first, cls = np.unique(key, axis=0, return_index=True, return_inverse=True)
     cls = cls.ravel()
@@ -242,7 +277,7 @@ def prepare_search(images: Images, rule: Rule, *, orientations: bool = False) ->
     reference_class = images.reference[reps]
     rep_words = tuple(_rows(w, first[order]) for w in words)
     joins = _joins(images, rule, reps, reference_class, rep_words, orientations)
-    return RuleSearch(rule, member, cls, reps, reference_class, rep_words, joins)
+    return RuleSearch(rule, member, cls, reps, reference_class, rep_words, joins, images.features)
 
 
 def _rows(x: np.ndarray, ids: np.ndarray) -> np.ndarray:

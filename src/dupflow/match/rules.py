@@ -21,6 +21,9 @@ __all__ = [
     "DEFAULT_RULES",
     "DEFAULT_RULES_WITH_EMBEDDINGS",
     "DIGESTS",
+    "THOROUGH_RULES",
+    "VERIFIED",
+    "VERIFIED_DEFAULT",
     "Condition",
     "Rule",
     "metric_bits",
@@ -32,6 +35,13 @@ __all__ = [
 DIGESTS = {"exact": "SHA-256 of the file bytes", "pixel": "SHA-256 of the decoded pixels"}
 # The cosine similarity of two embeddings: the store's `cnn` column, or the user's own (`--embeddings`).
 COSINE = "cosine"
+
+# The shared fraction of two pictures shown by geometric verification of their local features
+# (`dupflow.match.verify`): `verified>=0.6`, or bare `verified` for the --min-shared setting.
+VERIFIED = "verified"
+# Chosen on seed 0 of bench/accuracy.py, reported on seed 1 (bench/results/accuracy.md): crops keeping
+# 64% of a picture score 0.64, a window keeping 56% of it 0.56 and a quarter tile 0.25.
+VERIFIED_DEFAULT = 0.6
 
 # Defaults measured on edited copies vs distinct photographs (bench/thresholds.py, results in
 # bench/results/thresholds.md): byte-identical files, and pHash within 10 of 64 bits. On 494
@@ -46,6 +56,10 @@ DEFAULT_RULES = ("exact", "phash<=10")
 # and re-compositions that pHash<=10 misses, while cosine alone at 0.85 would give 20x the false pairs.
 DEFAULT_RULES_WITH_EMBEDDINGS = ("exact", "phash<=10", "cosine>=0.85&dhash<=20", "cosine>=0.93")
 
+# The thorough preset (needs the orb and cnn encoders): tight hashes as they stand, and loose candidates from
+# pHash (every orientation) and the embeddings accepted only where verification shows the shared part.
+THOROUGH_RULES = ("exact", "phash<=10", "phash<=16&verified", "cosine>=0.7&verified")
+
 # A hash condition allowing more than this fraction of its bits to differ (13+ of 64) is verified
 # after a cosine search rather than driving its own.
 LOOSE_FRACTION = 0.2
@@ -57,11 +71,11 @@ def metric_bits(metric: str, hash_size: int) -> int:
     """Bits of a metric's hash (256 for the digests, 0 for cosine)."""
     if metric in DIGESTS:
         return 256
-    if metric == COSINE:
+    if metric in (COSINE, VERIFIED):
         return 0
     encoder = ENCODERS.get(metric)
     if encoder is None or encoder.bits(hash_size) == 0:
-        usable = sorted([*DIGESTS, COSINE, *(n for n, e in ENCODERS.items() if e.bits(hash_size))])
+        usable = sorted([*DIGESTS, COSINE, VERIFIED, *(n for n, e in ENCODERS.items() if e.bits(hash_size))])
         hint = " (the cnn encoder's embeddings are matched as cosine>=SIMILARITY)" if metric == "cnn" else ""
         raise ConfigError(f"unknown match metric {metric!r}: use one of {', '.join(usable)}{hint}")
     return encoder.bits(hash_size)
@@ -80,6 +94,15 @@ class Condition:
     def cosine(self) -> bool:
         return self.metric == COSINE
 
+    @property
+    def verified(self) -> bool:
+        return self.metric == VERIFIED
+
+    @property
+    def scored(self) -> bool:
+        """A similarity condition (cosine, verified) rather than a hash distance."""
+        return self.cosine or self.verified
+
     def similarity(self, distance: np.ndarray) -> np.ndarray:
         """1 - distance / bits, for an array of distances."""
         result: np.ndarray = 1.0 - np.asarray(distance) / self.bits
@@ -87,8 +110,8 @@ class Condition:
 
     @property
     def label(self) -> str:
-        if self.cosine:
-            return f"{COSINE}>={self.min_similarity:g}"
+        if self.scored:
+            return f"{self.metric}>={self.min_similarity:g}"
         return self.metric if self.metric in DIGESTS else f"{self.metric}<={self.max_distance}"
 
 
@@ -110,8 +133,12 @@ class Rule:
     def uses_embeddings(self) -> bool:
         return any(c.cosine for c in self.conditions)
 
+    @property
+    def uses_features(self) -> bool:
+        return any(c.verified for c in self.conditions)
 
-def _condition(text: str, hash_size: int) -> Condition:
+
+def _condition(text: str, hash_size: int, min_shared: float) -> Condition:
     m = _CONDITION.match(text)
     if not m:
         raise ConfigError(
@@ -124,6 +151,8 @@ def _condition(text: str, hash_size: int) -> Condition:
         if op is not None:
             raise ConfigError(f"{metric!r} matches identical files only: write it without a threshold")
         return Condition(metric, 0, bits)
+    if metric == VERIFIED:
+        return Condition(metric, 0, 0, min_shared if op is None else _cosine_threshold(text, op, value))
     if op is None:
         example = "cosine>=0.92" if metric == COSINE else f"{metric}<=10 or {metric}>=0.85"
         raise ConfigError(f"condition {text!r} needs a threshold, e.g. {example}")
@@ -136,12 +165,13 @@ def _condition(text: str, hash_size: int) -> Condition:
 
 
 def _cosine_threshold(text: str, op: str, value: str) -> float:
-    """The minimum similarity of a cosine condition (`cosine>=0.92`)."""
+    """The minimum similarity of a cosine or verified condition (`cosine>=0.92`, `verified>=0.6`)."""
+    metric = text.split(op)[0].strip()
     if op != ">=":
-        raise ConfigError(f"{text!r}: cosine is a similarity; write cosine>=0.92")
+        raise ConfigError(f"{text!r}: {metric} is a similarity; write {metric}>=0.6")
     similarity = float(value)
     if not 0.0 < similarity <= 1.0:
-        raise ConfigError(f"{text!r}: a cosine threshold is above 0 and at most 1")
+        raise ConfigError(f"{text!r}: a {metric} threshold is above 0 and at most 1")
     return similarity
 
 
@@ -159,13 +189,16 @@ def _hash_distance(text: str, op: str, value: str, bits: int) -> int:
 
 def _search_order(c: Condition) -> int:
     """Which condition drives a rule's search: digests and tight hashes (the Hamming index is fastest),
-    then cosine (tiled matrix products), then loose hashes, whose index would probe most buckets."""
+    then cosine (tiled matrix products), then loose hashes, whose index would probe most buckets; the
+    verification of local features, the costliest per pair, only ever checks candidates."""
+    if c.verified:
+        return 3
     if c.cosine:
         return 1
     return 2 if c.max_distance > c.bits * LOOSE_FRACTION else 0
 
 
-def parse_rule(text: str, hash_size: int = 8) -> Rule:
+def parse_rule(text: str, hash_size: int = 8, min_shared: float = VERIFIED_DEFAULT) -> Rule:
     """`phash<=10`, `phash>=0.85`, `cosine>=0.92`, `exact`, or conditions joined by `&` (all must hold).
     The first condition drives the search (see `_search_order`); the others verify its candidates."""
     text = text.strip()
@@ -174,22 +207,26 @@ def parse_rule(text: str, hash_size: int = 8) -> Rule:
     parts = text.split("&")
     if not text.strip() or any(not p.strip() for p in parts):
         raise ConfigError(f"empty match rule in {text!r}")
-    conditions = tuple(sorted((_condition(p, hash_size) for p in parts), key=_search_order))
+    conditions = tuple(sorted((_condition(p, hash_size, min_shared) for p in parts), key=_search_order))
     if len({c.metric for c in conditions}) != len(conditions):
         raise ConfigError(f"rule {text!r} names a metric twice")
+    if conditions[0].verified:
+        raise ConfigError(f"rule {text!r}: verified checks candidates that another condition finds; add one, "
+                          "e.g. phash<=24&verified or cosine>=0.75&verified")
     return Rule(conditions)
 
 
 def parse_rules(
-    texts: list[str] | tuple[str, ...], hash_size: int = 8, *, embeddings: bool = False
+    texts: list[str] | tuple[str, ...], hash_size: int = 8, *, embeddings: bool = False,
+    min_shared: float = VERIFIED_DEFAULT,
 ) -> tuple[Rule, ...]:
     """Rules (any of them accepts a pair), each text possibly several joined by `|`, e.g.
     `exact | (dhash<=10 & cosine>=0.85)`. With no texts: DEFAULT_RULES, or with `embeddings` available
-    DEFAULT_RULES_WITH_EMBEDDINGS. Duplicates are dropped."""
+    DEFAULT_RULES_WITH_EMBEDDINGS. Duplicates are dropped. Bare `verified` means verified>=`min_shared`."""
     rules: dict[str, Rule] = {}
     defaults = DEFAULT_RULES_WITH_EMBEDDINGS if embeddings else DEFAULT_RULES
     for text in texts or defaults:
         for alternative in text.split("|"):
-            rule = parse_rule(alternative, hash_size)
+            rule = parse_rule(alternative, hash_size, min_shared)
             rules.setdefault(rule.label, rule)
     return tuple(rules.values())

@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Any
 
 from pydantic import model_validator
 
 from dupflow.errors import ConfigError
 from dupflow.match.keep import KeepPolicy
-from dupflow.match.rules import Rule, parse_rules
-from dupflow.settings import StageSettings, setting
+from dupflow.match.rules import (
+    DEFAULT_RULES,
+    DEFAULT_RULES_WITH_EMBEDDINGS,
+    THOROUGH_RULES,
+    VERIFIED_DEFAULT,
+    Rule,
+    parse_rules,
+)
+from dupflow.settings import PRESETS, Preset, StageSettings, setting
 
 __all__ = ["MatchSettings"]
 
@@ -17,11 +25,15 @@ __all__ = ["MatchSettings"]
 class MatchSettings(StageSettings):
     """How to match: rules (any of), keep policy, which datasets, which are reference-only."""
 
+    preset: Preset | None = setting(
+        None, "how to match: " + "; ".join(f"{k}: {v}" for k, v in PRESETS.items()) + " [default: the best "
+        "for what the store holds; --rule overrides it]")
     rules: tuple[str, ...] = setting(
-        (), "METRIC<=BITS, METRIC>=SIMILARITY, cosine>=SIMILARITY, exact or pixel; join conditions with & (all "
-        "must hold) and alternatives with | or by repeating --rule (any may hold), e.g. "
+        (), "METRIC<=BITS, METRIC>=SIMILARITY, cosine>=SIMILARITY, verified[>=SHARED], exact or pixel; join "
+        "conditions with & (all must hold) and alternatives with | or by repeating --rule (any may hold), e.g. "
         "'exact | (dhash<=10 & cosine>=0.85)' [default: exact | phash<=10; with embeddings also "
-        "(cosine>=0.85 & dhash<=20) | cosine>=0.93]", flag="rule", metavar="RULE")
+        "(cosine>=0.85 & dhash<=20) | cosine>=0.93; with embeddings and local features (--preset thorough) "
+        f"{' | '.join(THOROUGH_RULES)}]", flag="rule", metavar="RULE")
     keep: tuple[str, ...] = setting(
         (), "keep policy, one key per flag, in order: dataset[:A,B], resolution, size, oldest, newest, "
         "shortest-path, path [default: dataset resolution size oldest shortest-path path]", metavar="KEY")
@@ -30,7 +42,16 @@ class MatchSettings(StageSettings):
     reference: tuple[str, ...] = setting(
         (), "a dataset matched against but never against itself and never moved, e.g. the existing corpus when "
         "checking a new ingest (repeatable)", metavar="NAME")
-    orientations: bool = setting(False, "also catch flipped and rotated copies (needs the phash_dihedral encoder)")
+    orientations: bool | None = setting(
+        None, "also catch mirrored and 90-degree-rotated copies (needs the phash_dihedral encoder) [default: on "
+        "when the store has it, except with --preset fast]")
+    min_shared: float = setting(
+        VERIFIED_DEFAULT, "the shared fraction (area both pictures show / area either shows) that a bare "
+        "`verified` condition and the group check need: a crop keeping 64% of a picture scores 0.64, a "
+        "quarter of it 0.25", gt=0, le=1)
+    verify_groups: bool = setting(
+        True, "with local features in the store, keep in a group only members verified against its keeper "
+        "(or matched to it directly), so chains of weak matches do not merge unrelated pictures")
     duplicates_root: str | None = setting(
         None, "where the manifest sends duplicates, as ROOT/DATASET/REL_PATH [default: OUT/duplicates]",
         metavar="URL", path=True)
@@ -56,16 +77,39 @@ class MatchSettings(StageSettings):
     def keep_policy(self) -> KeepPolicy:
         return KeepPolicy.parse(self.keep)
 
-    def parsed_rules(self, hash_size: int, embeddings: bool = False) -> tuple[Rule, ...]:
-        """The rules; with no --rule, the recommended ones for what the store holds (`embeddings`: the
-        store has cnn embeddings or --embeddings was given)."""
-        return parse_rules(self.rules, hash_size, embeddings=embeddings or self.embeddings is not None)
+    def parsed_rules(self, hash_size: int, encoders: Collection[str] = ()) -> tuple[Rule, ...]:
+        """The rules; with no --rule, the preset's, or the recommended ones for what the store holds
+        (`encoders`: the store's; --embeddings stands in for cnn)."""
+        have = set(encoders) | ({"cnn"} if self.embeddings is not None else set())
+        texts: tuple[str, ...] = self.rules
+        if not texts and self.preset == "thorough":
+            lacking = sorted({"cnn", "orb"} - have)
+            if lacking:
+                raise ConfigError(f"--preset thorough matches with {' and '.join(lacking)} encodings, which the "
+                                  "store lacks: encode it with --preset thorough (pip install 'dupflow[cnn]')")
+            texts = THOROUGH_RULES
+        elif not texts and self.preset == "fast":
+            texts = DEFAULT_RULES
+        elif not texts:
+            texts = (THOROUGH_RULES if {"cnn", "orb"} <= have else
+                     DEFAULT_RULES_WITH_EMBEDDINGS if "cnn" in have else DEFAULT_RULES)
+        return parse_rules(texts, hash_size, min_shared=self.min_shared)
 
-    def describe(self, hash_size: int, embeddings: bool = False) -> dict[str, Any]:
+    def uses_orientations(self, encoders: Collection[str]) -> bool:
+        """Whether mirrored and rotated pHashes are searched, for a store with these encoders."""
+        if self.orientations is not None:
+            return self.orientations
+        return self.preset != "fast" and "phash_dihedral" in encoders
+
+    def describe(self, hash_size: int, encoders: Collection[str] = ()) -> dict[str, Any]:
+        rules = self.parsed_rules(hash_size, encoders)
         return {
-            "rules": [r.label for r in self.parsed_rules(hash_size, embeddings)],
+            "rules": [r.label for r in rules],
             "keep": self.keep_policy().label,
             "reference": list(self.reference),
-            "orientations": self.orientations,
+            "orientations": self.uses_orientations(encoders),
+            "verified": {"min_shared": self.min_shared, "groups": self.verify_groups and "orb" in encoders}
+            if "orb" in encoders else None,
             "hash_size": hash_size,
+            **({"preset": self.preset} if self.preset else {}),
         }

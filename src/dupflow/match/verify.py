@@ -1,0 +1,224 @@
+"""Geometric verification: do two pictures show the same content, and how much of it?
+
+Each picture's stored ORB keypoints (`dupflow.encode.features`) are matched by descriptor (nearest
+neighbour, ratio test), and a similarity transform (rotation, scale, shift) is fitted to the matches
+with RANSAC, once against the other picture as stored and once against its mirror image. The pair
+is verified when at least `MIN_INLIERS` matches agree and they spread over at least `MIN_SPREAD` of
+the area the two pictures share (a common logo or watermark alone does not verify a pair).
+
+The score is the **shared fraction**: the area both pictures show divided by the area either shows
+(intersection over union of the two frames once one is mapped onto the other). An identical or
+resized copy scores ~1; a crop keeping 64% of the picture scores 0.64; two windows of a photo
+sharing a quarter of their area score 0.14; touching tiles and unrelated photos do not verify (0).
+Pictures with fewer than `MIN_KEYPOINTS` keypoints, or whose keypoints cover less than `MIN_TEXTURE` of
+them (flat, with detail in one small part), cannot be verified: NaN.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from threadpoolctl import threadpool_limits
+
+from dupflow.encode.features import Features, parse_features
+
+__all__ = [
+    "MIN_INLIERS",
+    "MIN_KEYPOINTS",
+    "MIN_SPREAD",
+    "MIN_TEXTURE",
+    "LocalFeatures",
+    "Verdict",
+    "shared_fraction",
+    "verify_pair",
+]
+
+MIN_KEYPOINTS = 16
+MIN_INLIERS = 12
+# A picture whose detail sits in a small part of it (a logo or a watermark on a flat background) cannot
+# be verified: sharing that part would not make two such pictures copies of each other.
+MIN_TEXTURE = 0.1
+MIN_SPREAD = 0.25  # agreeing matches' convex hull / that of all keypoints in the shared area
+RATIO = 0.85  # Lowe's ratio test
+MAX_DESCRIPTOR_DISTANCE = 80  # of 256 bits
+REPROJECTION = 6.0  # px in the 512 px working frame
+MAX_SCALE = 8.0
+SURE = 0.5  # a picture shares at most half of itself with both the other and its mirror image
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """Shared fraction in [0, 1] (NaN: cannot tell), agreeing matches, and whether b is mirrored."""
+
+    score: float
+    inliers: int
+    mirrored: bool
+
+
+_UNKNOWN = Verdict(float("nan"), 0, False)
+_REFUTED = Verdict(0.0, 0, False)
+
+
+def verify_pair(a: Features, b: Features) -> Verdict:
+    """The verdict for pictures a and b; symmetric up to RANSAC's sampling (seeded, so repeatable)."""
+    if not (_verifiable(a) and _verifiable(b)):
+        return _UNKNOWN
+    stored = _verify_view(a, b, 0)
+    if stored.score >= SURE:  # the mirror image cannot share more
+        return stored
+    mirrored = _verify_view(a, b, 1)
+    return mirrored if mirrored.score > stored.score else stored
+
+
+def _verifiable(f: Features) -> bool:
+    return len(f) >= MIN_KEYPOINTS and _texture(f) >= MIN_TEXTURE
+
+
+def _texture(f: Features) -> float:
+    """The share of the picture its keypoints spread over (the area of their convex hull)."""
+    return _hull_area(f.points[0]) / max(1.0, float(f.width * f.height))
+
+
+def _signs(descriptors: np.ndarray) -> np.ndarray:
+    """Descriptors as rows of +-1: the Hamming distance of two rows is (256 - their dot product) / 2."""
+    result: np.ndarray = np.unpackbits(descriptors, axis=1).astype(np.float32) * 2 - 1
+    return result
+
+
+def _verify_view(a: Features, b: Features, view: int) -> Verdict:
+    import cv2
+
+    da, db = a.descriptors[0], b.descriptors[view]
+    if len(db) < 2 or len(da) < 2:
+        return _REFUTED
+    distance = (256 - _signs(da) @ _signs(db).T) / 2
+    rows = np.arange(len(da))
+    first = distance.argmin(axis=1)
+    best = distance[rows, first]
+    distance[rows, first] = np.inf
+    second = distance.min(axis=1)
+    good = (best <= MAX_DESCRIPTOR_DISTANCE) & (best < RATIO * second)
+    if int(good.sum()) < MIN_INLIERS:
+        return _REFUTED
+    src = a.points[0][good]
+    dst = b.points[view][first[good]]
+    cv2.setRNGSeed(int(good.sum()))
+    model, mask = cv2.estimateAffinePartial2D(src, dst, method=cv2.RANSAC, ransacReprojThreshold=REPROJECTION,
+                                              maxIters=500, confidence=0.995, refineIters=10)
+    if model is None or mask is None:
+        return _REFUTED
+    inliers = mask.ravel().astype(bool)
+    if int(inliers.sum()) < MIN_INLIERS:
+        return _REFUTED
+    scale = float(np.sqrt(abs(np.linalg.det(model[:, :2]))))
+    if not 1 / MAX_SCALE <= scale <= MAX_SCALE:
+        return _REFUTED
+    shared, union = _overlap(model, a, b)
+    if shared <= 0 or _spread(model, a, b, view, dst[inliers]) < MIN_SPREAD:
+        return _REFUTED
+    return Verdict(float(np.clip(shared / union, 0.0, 1.0)), int(inliers.sum()), view == 1)
+
+
+def _hull_area(points: np.ndarray) -> float:
+    import cv2
+
+    if len(points) < 3:
+        return 0.0
+    return float(cv2.contourArea(cv2.convexHull(points.reshape(-1, 1, 2).astype(np.float32))))
+
+
+def _spread(model: np.ndarray, a: Features, b: Features, view: int, agreeing: np.ndarray) -> float:
+    """How much of the textured shared area the agreeing matches cover: the area of their convex hull
+    over that of every keypoint lying in the shared area (the smaller of a's and b's), in b's frame."""
+    import cv2
+
+    in_b = a.points[0] @ model[:, :2].T + model[:, 2]
+    inside_b = (in_b >= 0).all(axis=1) & (in_b[:, 0] <= b.width) & (in_b[:, 1] <= b.height)
+    inverse = cv2.invertAffineTransform(model)
+    points_b = b.points[view]
+    in_a = points_b @ inverse[:, :2].T + inverse[:, 2]
+    inside_a = (in_a >= 0).all(axis=1) & (in_a[:, 0] <= a.width) & (in_a[:, 1] <= a.height)
+    textured = min(_hull_area(in_b[inside_b]), _hull_area(points_b[inside_a]))
+    return _hull_area(agreeing) / textured if textured > 0 else 0.0
+
+
+def _overlap(model: np.ndarray, a: Features, b: Features) -> tuple[float, float]:
+    """Area shared by a (mapped by `model`) and b, and the area of their union, in b's frame."""
+    import cv2
+
+    corners = np.array([[0, 0], [a.width, 0], [a.width, a.height], [0, a.height]], np.float32)
+    mapped = corners @ model[:, :2].T.astype(np.float32) + model[:, 2].astype(np.float32)
+    frame = np.array([[0, 0], [b.width, 0], [b.width, b.height], [0, b.height]], np.float32)
+    shared, _ = cv2.intersectConvexConvex(mapped, frame)
+    area_a = abs(float(np.linalg.det(model[:, :2]))) * a.width * a.height
+    area_b = float(b.width * b.height)
+    return float(shared), area_a + area_b - float(shared)
+
+
+def shared_fraction(a: Features, b: Features) -> float:
+    """The score of a pair, the same whichever picture comes first: the pair is verified in one order
+    fixed by the pictures' own keypoints."""
+    if (len(b), b.points[0].tobytes()) < (len(a), a.points[0].tobytes()):
+        a, b = b, a
+    return verify_pair(a, b).score
+
+
+class LocalFeatures:
+    """The stored local features of the images being matched, row for row (null: none), parsed when
+    first needed; identical values (byte-identical copies) are verified once."""
+
+    def __init__(self, column: pa.Array | pa.ChunkedArray) -> None:
+        array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+        self._array = array
+        encoded = pc.dictionary_encode(array)
+        self._values = encoded.dictionary
+        self.key = encoded.indices.to_numpy(zero_copy_only=False).astype(np.float64)
+        self.key = np.where(np.isnan(self.key), -1, self.key).astype(np.int64)  # -1: no features
+        self._parsed: dict[int, Features] = {}
+        self._lock = threading.Lock()
+        self.verified = 0  # distinct pairs verified in this process (bench/verification.py reads it)
+        self.seconds = 0.0  # CPU time verifying them
+
+    def take(self, ids: np.ndarray) -> LocalFeatures:
+        """The features of images `ids`, in that order."""
+        return LocalFeatures(self._array.take(pa.array(ids, pa.int64())))
+
+    def present(self) -> np.ndarray:
+        """(N,) bool: the image has stored features."""
+        result: np.ndarray = self.key >= 0
+        return result
+
+    def _features(self, key: int) -> Features:
+        found = self._parsed.get(key)
+        if found is None:
+            found = parse_features(self._values[key].as_py())
+            with self._lock:
+                self._parsed[key] = found
+        return found
+
+    def scores(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        """The shared fraction of each image pair (a[i], b[i]): NaN where either has no features or too
+        few keypoints to tell (identical values included: two flat pictures have the same, empty, features);
+        1 for identical features with keypoints."""
+        ka, kb = self.key[a], self.key[b]
+        out = np.full(len(a), np.nan)
+        same = (ka == kb) & (ka >= 0)
+        out[same] = [1.0 if _verifiable(self._features(int(k))) else np.nan for k in ka[same]]
+        todo = np.flatnonzero(~same & (ka >= 0) & (kb >= 0))
+        if len(todo) == 0:
+            return out
+        lo, hi = np.minimum(ka[todo], kb[todo]), np.maximum(ka[todo], kb[todo])
+        unique, back = np.unique(np.stack([lo, hi], axis=1), axis=0, return_inverse=True)
+        start = time.thread_time()
+        with threadpool_limits(1, user_api="blas"):  # one small product per pair: threads only cost
+            found = np.array([shared_fraction(self._features(int(x)), self._features(int(y))) for x, y in unique])
+        with self._lock:
+            self.verified += len(unique)
+            self.seconds += time.thread_time() - start
+        out[todo] = found[back.ravel()]
+        return out

@@ -1,0 +1,171 @@
+"""Geometric verification of local features: crops, flips and rotations verify; overlapping windows and
+touching tiles do not; scores are shared fractions in [0, 1], the same in either order; groups do not
+chain; the default catches a mirrored copy with no flag; the thorough preset is selected by name."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from PIL import Image
+
+from dupflow.encode.features import KEYPOINTS, extract_features, parse_features
+from dupflow.encode.settings import EncodeSettings
+from dupflow.errors import ConfigError
+from dupflow.io.sources import DatasetSource
+from dupflow.match.job import match_store
+from dupflow.match.rules import THOROUGH_RULES, VERIFIED_DEFAULT, parse_rule
+from dupflow.match.settings import MatchSettings
+from dupflow.match.verify import shared_fraction, verify_pair
+from dupflow.store.encode_job import run_encode
+from imagegen import detailed, natural, write
+
+pytestmark = pytest.mark.skipif(importlib.util.find_spec("cv2") is None,
+                                reason="needs OpenCV: pip install 'dupflow[cnn]'")
+
+
+def features(picture: Image.Image):  # type: ignore[no-untyped-def]
+    return parse_features(extract_features(np.asarray(picture.convert("L"))))
+
+
+def crop(picture: Image.Image, keep: float, left: float = 0.5, top: float = 0.5) -> Image.Image:
+    """Keep `keep` of the width and of the height; `left`/`top`: where the cut falls (0: all on the right)."""
+    w, h = picture.size
+    cw, ch = round(w * (1 - keep)), round(h * (1 - keep))
+    x, y = round(cw * left), round(ch * top)
+    return picture.crop((x, y, x + w - cw, y + h - ch))
+
+
+SCENE = detailed(7)
+W, H = SCENE.size
+
+
+@pytest.mark.parametrize(("name", "copy", "low", "high"), [
+    ("crop 10%", crop(SCENE, 0.9, 0.3, 0.7), 0.76, 0.86),
+    ("crop 20%", crop(SCENE, 0.8, 0.6, 0.2), 0.59, 0.69),
+    ("mirrored", SCENE.transpose(Image.Transpose.FLIP_LEFT_RIGHT), 0.95, 1.0),
+    ("rotated 90", SCENE.transpose(Image.Transpose.ROTATE_90), 0.95, 1.0),
+    ("half size, re-encoded", SCENE.resize((W // 2, H // 2)), 0.95, 1.0),
+    ("crop 10% of the mirror image", crop(SCENE.transpose(Image.Transpose.FLIP_LEFT_RIGHT), 0.9), 0.76, 0.86),
+])
+def test_planted_copies_verify_with_the_share_they_keep(name: str, copy: Image.Image, low: float, high: float) -> None:
+    score = shared_fraction(features(SCENE), features(copy))
+    assert low <= score <= high, f"{name}: shared fraction {score:.3f}"
+    assert score >= VERIFIED_DEFAULT
+
+
+@pytest.mark.parametrize(("name", "a", "b"), [
+    # two windows of 57% of the width, sharing a quarter of their area
+    ("25%-overlap windows", SCENE.crop((0, 0, round(W * 0.571), H)), SCENE.crop((round(W * 0.429), 0, W, H))),
+    ("touching tiles", SCENE.crop((0, 0, W // 2, H)), SCENE.crop((W // 2, 0, W, H))),
+    ("a quarter tile and its photograph", SCENE.crop((0, 0, W // 2, H // 2)), SCENE),
+    ("unrelated pictures", SCENE, detailed(8)),
+])
+def test_overlaps_tiles_and_strangers_fall_below_the_boundary(name: str, a: Image.Image, b: Image.Image) -> None:
+    score = shared_fraction(features(a), features(b))
+    assert score < VERIFIED_DEFAULT, f"{name}: shared fraction {score:.3f}"
+    assert score <= 0.3, f"{name}: shared fraction {score:.3f}"
+
+
+def test_scores_stay_in_range_and_do_not_depend_on_the_order() -> None:
+    pictures = [SCENE, crop(SCENE, 0.85), SCENE.transpose(Image.Transpose.ROTATE_270), detailed(9),
+                SCENE.crop((0, 0, W // 2, H))]
+    found = [features(p) for p in pictures]
+    for i, a in enumerate(found):
+        for b in found[i + 1:]:
+            one, two = shared_fraction(a, b), shared_fraction(b, a)
+            assert one == two
+            assert 0.0 <= one <= 1.0
+
+
+def test_a_flat_picture_cannot_be_verified_rather_than_failing() -> None:
+    flat = Image.new("L", (400, 300), 128)
+    got = features(flat)
+    assert len(got) < 16
+    assert np.isnan(verify_pair(got, features(SCENE)).score)
+    assert len(features(SCENE)) == KEYPOINTS
+
+
+def test_verified_checks_candidates_and_its_threshold_is_a_shared_fraction() -> None:
+    with pytest.raises(ConfigError, match="verified checks candidates"):
+        parse_rule("verified>=0.5")
+    with pytest.raises(ConfigError, match="at most 1"):
+        parse_rule("phash<=16&verified>=1.5")
+    rule = parse_rule("verified&phash<=16", min_shared=0.7)
+    assert rule.label == "phash<=16&verified>=0.7"
+
+
+def _encode(root: Path, store: Path, **settings: object) -> None:
+    run_encode([DatasetSource("pics", str(root))], str(store), EncodeSettings(**settings), workers=1)  # type: ignore[arg-type]
+
+
+def _groups(out: Path) -> list[set[str]]:
+    rows = pq.read_table(out / "groups.parquet").to_pylist()
+    groups: dict[int, set[str]] = {}
+    for r in rows:
+        groups.setdefault(r["group"], set()).add(r["rel_path"])
+    return list(groups.values())
+
+
+def test_a_chain_of_weak_matches_does_not_merge_pictures_that_share_too_little(tmp_path: Path) -> None:
+    wide = detailed(11, 960, 360)
+    # windows of 70% of the width, 15% apart: neighbours share 0.65, the two ends 0.40
+    for name, left in (("a.png", 0.0), ("b.png", 0.15), ("c.png", 0.30)):
+        write(tmp_path / "pics" / name, wide.crop((round(960 * left), 0, round(960 * (left + 0.7)), 360)))
+    _encode(tmp_path / "pics", tmp_path / "store", encoders=("phash", "orb"))
+    rules = ("phash<=64&verified",)  # every pair a candidate: only verification decides
+    match_store(str(tmp_path / "store"), str(tmp_path / "checked"), MatchSettings(rules=rules))
+    match_store(str(tmp_path / "store"), str(tmp_path / "chained"), MatchSettings(rules=rules, verify_groups=False))
+    pairs = {frozenset((r["a"].rsplit("/", 1)[1], r["b"].rsplit("/", 1)[1]))
+             for r in pq.read_table(tmp_path / "checked" / "pairs.parquet").to_pylist()}
+    assert pairs == {frozenset(("a.png", "b.png")), frozenset(("b.png", "c.png"))}
+    assert _groups(tmp_path / "chained") == [{"a.png", "b.png", "c.png"}]
+    checked = _groups(tmp_path / "checked")
+    assert len(checked) == 1
+    assert len(checked[0]) == 2
+    assert "b.png" in checked[0]
+
+
+def test_the_default_catches_a_mirrored_copy_with_no_flag(tmp_path: Path) -> None:
+    picture = natural(3)
+    write(tmp_path / "pics" / "photo.jpg", picture, quality=92)
+    write(tmp_path / "pics" / "mirrored.jpg", picture.transpose(Image.Transpose.FLIP_LEFT_RIGHT), quality=92)
+    write(tmp_path / "pics" / "other.jpg", natural(4), quality=92)
+    _encode(tmp_path / "pics", tmp_path / "store")
+    match_store(str(tmp_path / "store"), str(tmp_path / "out"), MatchSettings())
+    assert _groups(tmp_path / "out") == [{"photo.jpg", "mirrored.jpg"}]
+    match_store(str(tmp_path / "store"), str(tmp_path / "off"), MatchSettings(orientations=False))
+    assert _groups(tmp_path / "off") == []
+    match_store(str(tmp_path / "store"), str(tmp_path / "fast"), MatchSettings(preset="fast"))
+    assert _groups(tmp_path / "fast") == []
+
+
+def test_thorough_on_a_store_without_its_encodings_says_how_to_encode(tmp_path: Path) -> None:
+    write(tmp_path / "pics" / "photo.jpg", natural(3))
+    _encode(tmp_path / "pics", tmp_path / "store")
+    with pytest.raises(ConfigError, match="encode it with --preset thorough"):
+        match_store(str(tmp_path / "store"), str(tmp_path / "out"), MatchSettings(preset="thorough"))
+
+
+@pytest.mark.skipif(importlib.util.find_spec("torch") is None, reason="needs the [cnn] extra")
+def test_preset_thorough_on_the_command_line_encodes_and_matches_the_thorough_path(tmp_path: Path) -> None:
+    from conftest import run_cli
+
+    scene = detailed(21)
+    write(tmp_path / "pics" / "scene.jpg", scene, quality=92)
+    write(tmp_path / "pics" / "cropped.jpg", crop(scene, 0.8), quality=92)
+    write(tmp_path / "pics" / "other.jpg", detailed(22), quality=92)
+    run_cli("encode", "--dataset", f"pics={tmp_path / 'pics'}", "--store", str(tmp_path / "store"),
+            "--preset", "thorough")
+    record = json.loads((tmp_path / "store" / "_dupflow" / "store.json").read_text())
+    assert {"cnn", "orb", "phash_dihedral"} <= set(record["encoders"])
+    run_cli("match", "--store", str(tmp_path / "store"), "--out", str(tmp_path / "out"), "--preset", "thorough")
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["settings"]["rules"] == [parse_rule(r).label for r in THOROUGH_RULES]
+    assert _groups(tmp_path / "out") == [{"scene.jpg", "cropped.jpg"}]
+    pair = pq.read_table(tmp_path / "out" / "pairs.parquet").to_pylist()
+    assert any(0.59 <= p["similarity"] <= 0.69 for p in pair)  # the crop keeps 64% of the scene
