@@ -130,6 +130,21 @@ def test_a_chain_of_weak_matches_does_not_merge_pictures_that_share_too_little(t
     assert "b.png" in checked[0]
 
 
+def test_a_picture_joined_only_through_a_flat_one_leaves_the_group(tmp_path: Path) -> None:
+    write(tmp_path / "pics" / "keeper.png", detailed(31, 800, 600))  # the most pixels: the keeper
+    write(tmp_path / "pics" / "flat.png", Image.new("RGB", (640, 480), (120, 130, 140)))
+    write(tmp_path / "pics" / "stranger.png", detailed(32))
+    _encode(tmp_path / "pics", tmp_path / "store", encoders=("phash", "orb"))
+    rules = ("phash<=64",)  # accepts every pair unless verification refutes it
+    match_store(str(tmp_path / "store"), str(tmp_path / "checked"), MatchSettings(rules=rules))
+    match_store(str(tmp_path / "store"), str(tmp_path / "chained"), MatchSettings(rules=rules, verify_groups=False))
+    pairs = {frozenset((r["a"].rsplit("/", 1)[1], r["b"].rsplit("/", 1)[1]))
+             for r in pq.read_table(tmp_path / "checked" / "pairs.parquet").to_pylist()}
+    assert frozenset(("keeper.png", "stranger.png")) not in pairs  # refuted: both have detail, nothing shared
+    assert _groups(tmp_path / "chained") == [{"keeper.png", "flat.png", "stranger.png"}]
+    assert _groups(tmp_path / "checked") == [{"keeper.png", "flat.png"}]
+
+
 def test_the_default_catches_a_mirrored_copy_with_no_flag(tmp_path: Path) -> None:
     picture = natural(3)
     write(tmp_path / "pics" / "photo.jpg", picture, quality=92)

@@ -97,12 +97,15 @@ def _all_evidence(matches: list[RuleMatch]) -> tuple[np.ndarray, ...]:
 
 def _checked_groups(features: LocalFeatures, group_of: np.ndarray, a: np.ndarray, b: np.ndarray,
                     keys: list[np.ndarray], min_shared: float) -> np.ndarray:
-    """Groups in which every member matched its keeper directly or verifies against it.
+    """Groups in which every member matched its keeper directly or is shown to share enough of it.
 
-    A member shown to share part of its keeper, but less than `min_shared`, leaves the group (members
-    whose shared part verification cannot show stay): the pairs joining the leavers to the stayers are
-    set aside and the groups rebuilt, until every group holds. So a chain A~B~C of overlapping windows
-    does not make C a duplicate of A when C and A share too little."""
+    Each other member is verified against its keeper. It leaves the group when verification shows it
+    shares part of the keeper but less than `min_shared` (overlapping windows), or no part at all
+    while no chain of pairs with a shown shared part links it to the keeper (a blurred copy of an
+    upscaled keeper stays through the original; a picture joined only through a flat one, whose
+    pairs verification cannot show, leaves). A member too flat to verify stays. The pairs joining
+    leavers to stayers are set aside and the groups rebuilt, until every group holds: so a chain of
+    weak matches does not join pictures that share too little, or nothing, with the keeper."""
     n = len(group_of)
     edge = np.ones(len(a), bool)
     direct = np.unique(np.minimum(a, b) * n + np.maximum(a, b))
@@ -112,11 +115,18 @@ def _checked_groups(features: LocalFeatures, group_of: np.ndarray, a: np.ndarray
         k = keeper[group_of[members]]
         pair = np.minimum(members, k) * n + np.maximum(members, k)
         need = (members != k) & ~np.isin(pair, direct)
-        shared = features.scores(members[need], k[need])
+        checked, shared = members[need], features.scores(members[need], k[need])
+        refuted = np.zeros(n, bool)
+        refuted[checked[shared == 0]] = True
         leaving = np.zeros(n, bool)
-        # only a shown partial overlap sends a member away: 0 (no shared part found, as for a blurred copy
-        # of an upscaled keeper) and NaN (too flat to tell) are no evidence either way
-        leaving[members[need][(shared > 0) & (shared < min_shared)]] = True
+        leaving[checked[(shared > 0) & (shared < min_shared)]] = True
+        # shown links: pairs whose shared part verification shows (neither picture flat)
+        live = np.flatnonzero(edge)
+        shown = live[features.scores(a[live], b[live]) > 0]
+        linked = components(n, a[shown], b[shown])
+        keeper_link = np.full(n, -2, np.int64)
+        keeper_link[members] = linked[k]
+        leaving |= refuted & ((linked < 0) | (linked != keeper_link))
         if not leaving.any():
             break
         edge &= leaving[a] == leaving[b]

@@ -191,16 +191,18 @@ class RuleSearch:
 
     def _scored(self, lo: np.ndarray, hi: np.ndarray, dist: np.ndarray, similarity: np.ndarray,
                 orient: np.ndarray) -> tuple[np.ndarray, ...]:
-        """Pairs that pass the rule's verified conditions, scored by their verified shared fraction;
-        a rule without one keeps its pairs, scored so where verification shows the shared part."""
+        """Pairs that pass the rule's verified conditions, scored by their verified shared fraction. A rule
+        without one loses the pairs verification refutes (both pictures verifiable, no transform maps one
+        onto the other) and keeps the rest, scored by their shared fraction where verification shows it."""
         assert self.features is not None
         shared = self.features.scores(self.reps[lo], self.reps[hi])
         needs = [c.min_similarity for c in self.rule.conditions if c.verified]
         if needs:
             ok = shared >= max(needs)  # NaN (cannot tell) fails
             return lo[ok], hi[ok], dist[ok], shared[ok], orient[ok]
-        shown = shared > 0
-        return lo, hi, dist, np.where(shown, shared, similarity), orient
+        kept = ~(shared == 0)
+        shared = shared[kept]
+        return lo[kept], hi[kept], dist[kept], np.where(shared > 0, shared, similarity[kept]), orient[kept]
 
     def finish(self, parts: list[ClassPairs]) -> RuleMatch:
         """Merge the blocks' results into the rule's match."""

@@ -58,7 +58,7 @@ DEFAULT_RULES_WITH_EMBEDDINGS = ("exact", "phash<=10", "cosine>=0.85&dhash<=20",
 
 # The thorough preset (needs the orb and cnn encoders): tight hashes as they stand, and loose candidates from
 # pHash (every orientation) and the embeddings accepted only where verification shows the shared part.
-THOROUGH_RULES = ("exact", "phash<=10", "phash<=16&verified", "cosine>=0.7&verified")
+THOROUGH_RULES = ("exact", "phash<=10", "phash<=16&verified", "cosine>=0.65&verified")
 
 # A hash condition allowing more than this fraction of its bits to differ (13+ of 64) is verified
 # after a cosine search rather than driving its own.
@@ -212,7 +212,7 @@ def parse_rule(text: str, hash_size: int = 8, min_shared: float = VERIFIED_DEFAU
         raise ConfigError(f"rule {text!r} names a metric twice")
     if conditions[0].verified:
         raise ConfigError(f"rule {text!r}: verified checks candidates that another condition finds; add one, "
-                          "e.g. phash<=24&verified or cosine>=0.75&verified")
+                          "e.g. phash<=16&verified or cosine>=0.65&verified")
     return Rule(conditions)
 
 
