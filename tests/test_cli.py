@@ -61,8 +61,8 @@ def test_merge_stores_later_input_wins(tmp_path: Path) -> None:
     dataset(tmp_path / "b", 2, seed=2)
     run_cli("encode", "-d", f"a={tmp_path / 'a'}", "-s", str(tmp_path / "sa"), "-e", "phash")
     run_cli("encode", "-d", f"b={tmp_path / 'b'}", "-s", str(tmp_path / "sb"), "-e", "phash,dhash")
-    run_cli("merge", "--encodings-in", str(tmp_path / "sa"), "--encodings-in", str(tmp_path / "sb"),
-            "--encodings", str(tmp_path / "merged"))
+    done = run_cli("merge", "-i", str(tmp_path / "sa"), "-i", str(tmp_path / "sb"), "-o", str(tmp_path / "merged"))
+    assert "Warning" not in done.stderr  # -o is the merged store only, as the README says
     merged = EncodingsStore(str(tmp_path / "merged")).read()
     assert sorted(set(merged["dataset"].to_pylist())) == ["a", "b"]
     assert merged.num_rows == 5

@@ -9,7 +9,7 @@ import click
 
 from dupflow.errors import DupflowError
 
-__all__ = ["report_errors", "say", "shown", "storage_option"]
+__all__ = ["long_storage_option", "report_errors", "say", "shown", "storage_option"]
 
 # C0 and C1 controls (newline, carriage return, ESC of colour and OSC sequences, BEL, ...) and the
 # Unicode marks that reorder text on screen: file names may hold any of them.
@@ -39,12 +39,10 @@ def report_errors(fn: Callable[[], None]) -> None:
         raise click.ClickException(shown(exc)) from exc
 
 
-storage_option = click.option(
-    "--storage-option",
-    "-o",
-    "storage_options",
-    multiple=True,
-    metavar="KEY=VALUE",
-    help="fsspec option for remote stores, e.g. endpoint_url=http://127.0.0.1:9000 (repeatable). "
-    "The environment (AWS_*, FSSPEC_S3_*) is read too.",
-)
+_STORAGE_HELP = ("fsspec option for remote stores, e.g. endpoint_url=http://127.0.0.1:9000 (repeatable). "
+                 "The environment (AWS_*, FSSPEC_S3_*) is read too.")
+storage_option = click.option("--storage-option", "-o", "storage_options", multiple=True, metavar="KEY=VALUE",
+                              help=_STORAGE_HELP)
+# `merge` keeps -o for its output (imagededup's --encodings habit), so there the option is long only.
+long_storage_option = click.option("--storage-option", "storage_options", multiple=True, metavar="KEY=VALUE",
+                                   help=_STORAGE_HELP)

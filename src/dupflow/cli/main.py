@@ -11,7 +11,7 @@ import click
 
 from dupflow import __version__
 from dupflow.cli.apply import apply_cmd, export_cmd, undo_cmd
-from dupflow.cli.common import report_errors, say, storage_option
+from dupflow.cli.common import long_storage_option, report_errors, say, storage_option
 from dupflow.cli.options import build, options
 from dupflow.cli.report import report_cmd
 from dupflow.encode.settings import EncodeSettings
@@ -203,7 +203,7 @@ def info(store: str, storage_options: tuple[str, ...]) -> None:
 @click.option(
     "--encodings", "-o", "out", required=True, metavar="STORE", help="The merged store (created or extended)."
 )
-@storage_option
+@long_storage_option
 def merge(inputs: tuple[str, ...], out: str, storage_options: tuple[str, ...]) -> None:
     """Merge encodings stores: dupflow merge -i a -i b -o merged."""
     from dupflow.store.merging import merge_stores
