@@ -20,6 +20,7 @@ __all__ = [
     "StageSettings",
     "cli_hint",
     "paths_of",
+    "presets_help",
     "problems",
     "setting",
     "validated",
@@ -37,6 +38,11 @@ PRESETS: dict[str, str] = {
     "thorough": "adds embeddings and local features: crops, rotations and edits, each pair geometrically "
                 "verified (needs pip install 'dupflow[cnn]')",
 }
+
+
+def presets_help(what: str) -> str:
+    """A preset setting's help: `what` it chooses, then every preset."""
+    return f"{what}: " + "; ".join(f"{k}: {v}" for k, v in PRESETS.items())
 
 
 @dataclass(frozen=True)

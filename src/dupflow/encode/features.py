@@ -24,6 +24,7 @@ from dupflow.errors import ConfigError
 
 __all__ = [
     "FEATURES_DECODE_SIDE",
+    "FEATURES_ENCODER",
     "FORMAT",
     "KEYPOINTS",
     "WORK_SIDE",
@@ -33,6 +34,7 @@ __all__ = [
     "require_cv2",
 ]
 
+FEATURES_ENCODER = "orb"  # the encoder's name and the store's column
 WORK_SIDE = 512  # longest side of the picture the keypoints are found on
 FEATURES_DECODE_SIDE = 256  # the smallest side the reduced-scale decode keeps for them
 MIN_SIDE = 320  # smaller pictures are enlarged to this longest side (ORB ignores a 15 px border)

@@ -18,7 +18,7 @@ import numpy as np
 import pyarrow as pa
 from PIL import Image
 
-from dupflow.encode.features import FEATURES_DECODE_SIDE, extract_features
+from dupflow.encode.features import FEATURES_DECODE_SIDE, FEATURES_ENCODER, extract_features
 from dupflow.io.decoding import DecodedImage
 from dupflow.schemas import encodings_schema as table_schema
 
@@ -235,7 +235,7 @@ ENCODERS: dict[str, Encoder] = {
             version=1,
         ),
         Encoder(
-            "orb",
+            FEATURES_ENCODER,
             "local features (ORB keypoints of the picture and its mirror image, <= 9.2 KB): geometric "
             "verification of crops and overlaps (verified rules); needs dupflow[cnn]",
             False,

@@ -6,10 +6,11 @@ from typing import Any, Literal
 
 from pydantic import field_validator, model_validator
 
+from dupflow.encode.features import FEATURES_ENCODER, require_cv2
 from dupflow.encode.hashing import ENCODERS, decode_size_for
 from dupflow.errors import ConfigError
 from dupflow.io.decoding import DEFAULT_MAX_FILE_BYTES, DEFAULT_MAX_PIXELS
-from dupflow.settings import PRESETS, Preset, StageSettings, setting
+from dupflow.settings import Preset, StageSettings, presets_help, setting
 
 __all__ = ["DEFAULT_ENCODERS", "PRESET_ENCODERS", "EncodeSettings", "decode_size_for", "settings_conflict"]
 
@@ -19,7 +20,7 @@ __all__ = ["DEFAULT_ENCODERS", "PRESET_ENCODERS", "EncodeSettings", "decode_size
 PRESET_ENCODERS: dict[str, tuple[str, ...]] = {
     "fast": ("phash", "dhash"),
     "default": ("phash", "dhash", "phash_dihedral"),
-    "thorough": ("phash", "dhash", "phash_dihedral", "cnn", "orb"),
+    "thorough": ("phash", "dhash", "phash_dihedral", "cnn", FEATURES_ENCODER),
 }
 DEFAULT_ENCODERS = PRESET_ENCODERS["default"]
 
@@ -28,8 +29,7 @@ class EncodeSettings(StageSettings):
     """How files are turned into encodings. Settings that change hash values are fixed per store."""
 
     preset: Preset | None = setting(
-        None, "what to encode: " + "; ".join(f"{k}: {v}" for k, v in PRESETS.items()) + " [default: default; "
-        "--encoders overrides it]")
+        None, presets_help("what to encode") + " [default: default; --encoders overrides it]")
     encoders: tuple[str, ...] = setting(
         DEFAULT_ENCODERS, f"encoders, comma-separated, from {', '.join(ENCODERS)} or 'all'; exact (SHA-256 of the "
         "bytes) is always computed", short="-e", metavar="LIST", comma=True)
@@ -77,9 +77,7 @@ class EncodeSettings(StageSettings):
             ModelSpec.parse(self.cnn_model)
             if "cnn" in self.encoders:
                 require_torch()
-        if "orb" in self.encoders:
-            from dupflow.encode.features import require_cv2
-
+        if FEATURES_ENCODER in self.encoders:
             require_cv2()
         return self
 

@@ -109,6 +109,7 @@ def _checked_groups(features: LocalFeatures, group_of: np.ndarray, a: np.ndarray
     n = len(group_of)
     edge = np.ones(len(a), bool)
     direct = np.unique(np.minimum(a, b) * n + np.maximum(a, b))
+    shown = features.scores(a, b) > 0  # pairs whose shared part verification shows (neither picture flat)
     for _ in range(_CHECK_ROUNDS):
         keeper = _keepers(group_of, keys)
         members = np.flatnonzero(group_of >= 0)
@@ -120,10 +121,7 @@ def _checked_groups(features: LocalFeatures, group_of: np.ndarray, a: np.ndarray
         refuted[checked[shared == 0]] = True
         leaving = np.zeros(n, bool)
         leaving[checked[(shared > 0) & (shared < min_shared)]] = True
-        # shown links: pairs whose shared part verification shows (neither picture flat)
-        live = np.flatnonzero(edge)
-        shown = live[features.scores(a[live], b[live]) > 0]
-        linked = components(n, a[shown], b[shown])
+        linked = components(n, a[edge & shown], b[edge & shown])
         keeper_link = np.full(n, -2, np.int64)
         keeper_link[members] = linked[k]
         leaving |= refuted & ((linked < 0) | (linked != keeper_link))

@@ -15,6 +15,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from dupflow.encode.features import FEATURES_ENCODER as FEATURES
 from dupflow.errors import ConfigError, StoreError
 from dupflow.index.blocks import Block
 from dupflow.io.fs import atomic_write, join, open_fs, storage_error, to_uri
@@ -46,7 +47,6 @@ __all__ = [
 ]
 
 OUTPUT_FILES = ("pairs.parquet", "groups.parquet", "scores.parquet", "manifest.parquet", "summary.json")
-FEATURES = "orb"  # the store's local features column
 _BASE_COLUMNS = ["uri", "rel_path", "size", "mtime", "etag", "width", "height", "error", "dataset", "exact"]
 
 

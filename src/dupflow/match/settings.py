@@ -7,6 +7,7 @@ from typing import Any
 
 from pydantic import model_validator
 
+from dupflow.encode.features import FEATURES_ENCODER
 from dupflow.errors import ConfigError
 from dupflow.match.keep import KeepPolicy
 from dupflow.match.rules import (
@@ -17,7 +18,7 @@ from dupflow.match.rules import (
     Rule,
     parse_rules,
 )
-from dupflow.settings import PRESETS, Preset, StageSettings, setting
+from dupflow.settings import Preset, StageSettings, presets_help, setting
 
 __all__ = ["MatchSettings"]
 
@@ -26,8 +27,8 @@ class MatchSettings(StageSettings):
     """How to match: rules (any of), keep policy, which datasets, which are reference-only."""
 
     preset: Preset | None = setting(
-        None, "how to match: " + "; ".join(f"{k}: {v}" for k, v in PRESETS.items()) + " [default: the best "
-        "for what the store holds; --rule overrides it]")
+        None, presets_help("how to match") + " [default: the best for what the store holds; --rule "
+        "overrides it]")
     rules: tuple[str, ...] = setting(
         (), "METRIC<=BITS, METRIC>=SIMILARITY, cosine>=SIMILARITY, verified[>=SHARED], exact or pixel; join "
         "conditions with & (all must hold) and alternatives with | or by repeating --rule (any may hold), e.g. "
@@ -83,7 +84,7 @@ class MatchSettings(StageSettings):
         have = set(encoders) | ({"cnn"} if self.embeddings is not None else set())
         texts: tuple[str, ...] = self.rules
         if not texts and self.preset == "thorough":
-            lacking = sorted({"cnn", "orb"} - have)
+            lacking = sorted({"cnn", FEATURES_ENCODER} - have)
             if lacking:
                 raise ConfigError(f"--preset thorough matches with {' and '.join(lacking)} encodings, which the "
                                   "store lacks: encode it with --preset thorough (pip install 'dupflow[cnn]')")
@@ -91,7 +92,7 @@ class MatchSettings(StageSettings):
         elif not texts and self.preset == "fast":
             texts = DEFAULT_RULES
         elif not texts:
-            texts = (THOROUGH_RULES if {"cnn", "orb"} <= have else
+            texts = (THOROUGH_RULES if {"cnn", FEATURES_ENCODER} <= have else
                      DEFAULT_RULES_WITH_EMBEDDINGS if "cnn" in have else DEFAULT_RULES)
         return parse_rules(texts, hash_size, min_shared=self.min_shared)
 
@@ -108,8 +109,8 @@ class MatchSettings(StageSettings):
             "keep": self.keep_policy().label,
             "reference": list(self.reference),
             "orientations": self.uses_orientations(encoders),
-            "verified": {"min_shared": self.min_shared, "groups": self.verify_groups and "orb" in encoders}
-            if "orb" in encoders else None,
+            "verified": ({"min_shared": self.min_shared, "groups": self.verify_groups}
+                         if FEATURES_ENCODER in encoders else None),
             "hash_size": hash_size,
             **({"preset": self.preset} if self.preset else {}),
         }

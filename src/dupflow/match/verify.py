@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
@@ -33,7 +32,6 @@ __all__ = [
     "MIN_SPREAD",
     "MIN_TEXTURE",
     "LocalFeatures",
-    "Verdict",
     "shared_fraction",
     "verify_pair",
 ]
@@ -51,28 +49,18 @@ MAX_SCALE = 8.0
 SURE = 0.5  # a picture shares at most half of itself with both the other and its mirror image
 
 
-@dataclass(frozen=True)
-class Verdict:
-    """Shared fraction in [0, 1] (NaN: cannot tell), agreeing matches, and whether b is mirrored."""
-
-    score: float
-    inliers: int
-    mirrored: bool
+_REFUTED = 0.0
 
 
-_UNKNOWN = Verdict(float("nan"), 0, False)
-_REFUTED = Verdict(0.0, 0, False)
-
-
-def verify_pair(a: Features, b: Features) -> Verdict:
-    """The verdict for pictures a and b; symmetric up to RANSAC's sampling (seeded, so repeatable)."""
+def verify_pair(a: Features, b: Features) -> float:
+    """The shared fraction of pictures a and b, against b as stored or mirrored (NaN: cannot tell);
+    RANSAC is seeded, so the same pair always gets the same score."""
     if not (_verifiable(a) and _verifiable(b)):
-        return _UNKNOWN
+        return float("nan")
     stored = _verify_view(a, b, 0)
-    if stored.score >= SURE:  # the mirror image cannot share more
+    if stored >= SURE:  # the mirror image cannot share more
         return stored
-    mirrored = _verify_view(a, b, 1)
-    return mirrored if mirrored.score > stored.score else stored
+    return max(stored, _verify_view(a, b, 1))
 
 
 def _verifiable(f: Features) -> bool:
@@ -90,7 +78,7 @@ def _signs(descriptors: np.ndarray) -> np.ndarray:
     return result
 
 
-def _verify_view(a: Features, b: Features, view: int) -> Verdict:
+def _verify_view(a: Features, b: Features, view: int) -> float:
     import cv2
 
     da, db = a.descriptors[0], b.descriptors[view]
@@ -121,7 +109,7 @@ def _verify_view(a: Features, b: Features, view: int) -> Verdict:
     shared, union = _overlap(model, a, b)
     if shared <= 0 or _spread(model, a, b, view, dst[inliers]) < MIN_SPREAD:
         return _REFUTED
-    return Verdict(float(np.clip(shared / union, 0.0, 1.0)), int(inliers.sum()), view == 1)
+    return float(np.clip(shared / union, 0.0, 1.0))
 
 
 def _hull_area(points: np.ndarray) -> float:
@@ -165,7 +153,7 @@ def shared_fraction(a: Features, b: Features) -> float:
     fixed by the pictures' own keypoints."""
     if (len(b), b.points[0].tobytes()) < (len(a), a.points[0].tobytes()):
         a, b = b, a
-    return verify_pair(a, b).score
+    return verify_pair(a, b)
 
 
 class LocalFeatures:
@@ -180,6 +168,7 @@ class LocalFeatures:
         self.key = encoded.indices.to_numpy(zero_copy_only=False).astype(np.float64)
         self.key = np.where(np.isnan(self.key), -1, self.key).astype(np.int64)  # -1: no features
         self._parsed: dict[int, Features] = {}
+        self._shared: dict[tuple[int, int], float] = {}  # verified pairs of values: the group check asks again
         self._lock = threading.Lock()
         self.verified = 0  # distinct pairs verified in this process (bench/verification.py reads it)
         self.seconds = 0.0  # CPU time verifying them
@@ -214,11 +203,15 @@ class LocalFeatures:
             return out
         lo, hi = np.minimum(ka[todo], kb[todo]), np.maximum(ka[todo], kb[todo])
         unique, back = np.unique(np.stack([lo, hi], axis=1), axis=0, return_inverse=True)
+        keys = [(int(x), int(y)) for x, y in unique]
+        fresh = [k for k in keys if k not in self._shared]
         start = time.thread_time()
         with threadpool_limits(1, user_api="blas"):  # one small product per pair: threads only cost
-            found = np.array([shared_fraction(self._features(int(x)), self._features(int(y))) for x, y in unique])
+            scored = {k: shared_fraction(self._features(k[0]), self._features(k[1])) for k in fresh}
         with self._lock:
-            self.verified += len(unique)
+            self._shared.update(scored)
+            self.verified += len(fresh)
             self.seconds += time.thread_time() - start
+        found = np.array([self._shared[k] for k in keys])
         out[todo] = found[back.ravel()]
         return out
