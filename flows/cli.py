@@ -28,8 +28,8 @@ from dupflow.io.preflight import check_sources, check_storage
 from dupflow.io.secrets import split_secrets
 from dupflow.io.sources import parse_datasets
 from dupflow.match.settings import MatchSettings
-from dupflow.match.summary import human_size
 from dupflow.report.settings import ReportSettings
+from dupflow.units import human_size
 
 __all__ = ["main"]
 

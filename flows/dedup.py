@@ -14,6 +14,7 @@ from prefect.runtime import flow_run
 
 from dupflow.cli.common import shown
 from dupflow.config import DedupConfig, validate_config
+from dupflow.encode.cnn import check_device
 from dupflow.encode.encoding import EncodeStats
 from dupflow.errors import ConfigError
 from dupflow.index.blocks import Block
@@ -22,7 +23,7 @@ from dupflow.match.job import MatchReport, rule_count
 from dupflow.match.matching import ClassPairs
 from dupflow.store.encode_job import EncodeReport
 from dupflow.store.lease import StoreLease
-from flows.runtime import cluster_threads, dask_task_runner, store_lock
+from flows.runtime import cluster_threads, dask_task_runner, on_gpu_workers, require_gpu_workers, store_lock
 from flows.secrets import run_storage_options
 from tasks import (
     apply_manifest_task,
@@ -64,7 +65,11 @@ def dedup(config: DedupConfig) -> DedupResult:
         raise ConfigError(f"relative local path(s) {', '.join(relative)} with the Dask cluster at "
                           f"{config.cluster.address}: its workers would resolve them in their own folder; give "
                           "absolute paths (dupflow run makes them absolute for you)")
-    runner = dask_task_runner(config.cluster)
+    settings = config.encode_settings()
+    gpu = settings.uses_gpu
+    if gpu and not config.cluster.address:
+        check_device(settings)  # the local workers use this machine's device
+    runner = dask_task_runner(config.cluster, gpu=gpu)
     return dedup_on_dask.with_options(task_runner=runner)(config)
 
 
@@ -80,6 +85,8 @@ def _dedup_steps(config: DedupConfig, options: dict[str, Any], lease: StoreLease
     log = get_run_logger()
     start = time.perf_counter()
     sources, settings = config.sources(), config.encode_settings(options)
+    if settings.uses_gpu:
+        require_gpu_workers()  # before the store is opened: a run that cannot encode changes nothing
     threads = cluster_threads()
     listed = list_source_task.map(sources, unmapped(settings.storage_options)).result()
     refs = [ref for found, _ in listed for ref in found]
@@ -87,7 +94,8 @@ def _dedup_steps(config: DedupConfig, options: dict[str, Any], lease: StoreLease
     log.info("listed %s images in %s dataset(s): %s to encode in %s shards, %s unchanged",
              f"{len(refs):,}", len(sources), f"{plan.listed - plan.reused:,}", len(plan.shards), f"{plan.reused:,}")
     totals = EncodeStats()
-    shards = encode_shard_task.map(unmapped(config.store), list(plan.shards), unmapped(plan.settings))
+    with on_gpu_workers(plan.settings.uses_gpu):
+        shards = encode_shard_task.map(unmapped(config.store), list(plan.shards), unmapped(plan.settings))
     for done, future in enumerate(as_completed(shards), start=1):
         totals.add(future.result())
         log.info("encoded %s/%s shards (%s files)", done, len(shards), f"{totals.files:,}")

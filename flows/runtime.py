@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from dask.base import annotate
 from prefect import get_run_logger
 from prefect.context import FlowRunContext
 from prefect.exceptions import MissingContextError
@@ -19,15 +20,21 @@ from prefect.task_runners import TaskRunner
 from prefect_dask.task_runners import DaskTaskRunner
 
 from dupflow.config import ClusterConfig
+from dupflow.errors import ConfigError
 from dupflow.store.lease import LeaseRecord, StoreLease
 
-__all__ = ["cluster_threads", "dask_task_runner", "prefect_api", "store_lock"]
+__all__ = ["GPU_RESOURCE", "cluster_threads", "dask_task_runner", "on_gpu_workers", "prefect_api",
+           "require_gpu_workers", "store_lock"]
+
+# The Dask worker resource that marks a worker with a GPU: `dask worker ADDRESS --resources GPU=1`.
+GPU_RESOURCE = "GPU"
 
 STARTUP_TIMEOUT_ENV = "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"
 
 
-def dask_task_runner(cluster: ClusterConfig) -> TaskRunner[Any]:
-    """An existing scheduler when `cluster.address` is set, else a local cluster of worker processes."""
+def dask_task_runner(cluster: ClusterConfig, gpu: bool = False) -> TaskRunner[Any]:
+    """An existing scheduler when `cluster.address` is set, else a local cluster of worker processes
+    (each advertising the GPU resource when `gpu`: they share this machine's device)."""
     if cluster.address:
         return DaskTaskRunner(address=cluster.address)
     kwargs: dict[str, Any] = {
@@ -38,6 +45,8 @@ def dask_task_runner(cluster: ClusterConfig) -> TaskRunner[Any]:
         "host": "127.0.0.1",
         "dashboard_address": "127.0.0.1:0",
     }
+    if gpu:
+        kwargs["resources"] = {GPU_RESOURCE: 1}
     return DaskTaskRunner(cluster_class="distributed.LocalCluster", cluster_kwargs=kwargs)
 
 
@@ -49,6 +58,32 @@ def cluster_threads() -> int:
         threads: dict[str, int] = runner.client.nthreads()  # type: ignore[no-untyped-call]
         return max(1, sum(threads.values()))
     return 1
+
+
+def require_gpu_workers() -> None:
+    """Raise a ConfigError when no worker of the flow's Dask cluster advertises a GPU: GPU tasks would
+    wait for one forever."""
+    context = FlowRunContext.get()
+    runner = context.task_runner if context else None
+    if isinstance(runner, DaskTaskRunner):
+        workers = runner.client.scheduler_info(n_workers=-1)["workers"]
+        if not any(w.get("resources", {}).get(GPU_RESOURCE) for w in workers.values()):
+            raise ConfigError(
+                f"--device cuda: none of the Dask cluster's {len(workers)} worker(s) advertises a {GPU_RESOURCE} "
+                f"resource; start one worker per GPU with `dask worker ADDRESS --resources {GPU_RESOURCE}=1`, or "
+                "use --device cpu")
+
+
+@contextmanager
+def on_gpu_workers(needed: bool) -> Iterator[None]:
+    """Tasks submitted inside run only on the workers of the flow's cluster that advertise a GPU (when
+    `needed`), one task per GPU at a time."""
+    if not needed:
+        yield
+        return
+    require_gpu_workers()
+    with annotate(resources={GPU_RESOURCE: 1}):
+        yield
 
 
 @contextmanager

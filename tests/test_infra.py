@@ -21,6 +21,7 @@ from prefect.settings.base import PrefectBaseSettings
 from prefect.utilities.importtools import import_object
 
 from dupflow.config import ADDRESS_ENV, validate_config
+from dupflow.encode.onnx_net import CACHE_ENV
 from flows.ingest import INGEST_EVENT
 
 PROJECT = Path(__file__).resolve().parents[1]
@@ -115,7 +116,7 @@ def test_environment_names_in_infra_are_ones_the_code_reads() -> None:
                                               *(INFRA / "k8s").glob("*.yaml")])
     names = set(re.findall(r"\b((?:DUPFLOW|PREFECT|DASK|AWS)_[A-Z0-9_]+)\b", text))
     dupflow_names = {n for n in names if n.startswith("DUPFLOW_")}
-    assert dupflow_names == {ADDRESS_ENV}
+    assert dupflow_names == {ADDRESS_ENV, CACHE_ENV}
     unknown = {n for n in names if n.startswith("PREFECT_")} - _prefect_settings(Settings)
     assert not unknown, f"not Prefect settings: {unknown}"
     aws = {n for n in names if n.startswith("AWS_")}

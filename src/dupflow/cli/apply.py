@@ -16,7 +16,7 @@ from dupflow.cli.options import build, options
 from dupflow.errors import ConfigError
 from dupflow.io.fs import atomic_write, open_fs, parse_storage_options, read_json
 from dupflow.io.uris import parent
-from dupflow.match.summary import human_size
+from dupflow.units import human_size
 
 __all__ = ["apply_cmd", "export_cmd", "print_apply_brief", "print_apply_report", "undo_cmd"]
 

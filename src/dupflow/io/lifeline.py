@@ -23,13 +23,18 @@ import signal
 import sys
 import threading
 import time
-from concurrent.futures import ProcessPoolExecutor
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
+from contextlib import contextmanager
+from typing import ParamSpec, TypeVar
 
 __all__ = ["ORPHAN_EXIT_CODE", "POLL_SECONDS", "lifeline_pool", "set_parent_death_signal", "watch_parent"]
 
 POLL_SECONDS = 0.25  # how often the fallback thread looks at os.getppid()
 ORPHAN_EXIT_CODE = 70  # the exit status of a worker that found its parent gone
 _PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+P = ParamSpec("P")
+T = TypeVar("T")
 
 
 def set_parent_death_signal(sig: int = signal.SIGKILL) -> bool:
@@ -64,5 +69,30 @@ def lifeline_pool(max_workers: int, start_method: str = "spawn") -> ProcessPoolE
     if start_method == "forkserver":
         raise ValueError("lifeline_pool: forkserver workers are not children of this process")
     ctx = multiprocessing.get_context(start_method)
-    return ProcessPoolExecutor(max_workers=max_workers, mp_context=ctx, initializer=watch_parent,
-                               initargs=(os.getpid(),))
+    return _LifelinePool(max_workers=max_workers, mp_context=ctx, initializer=watch_parent, initargs=(os.getpid(),))
+
+
+class _LifelinePool(ProcessPoolExecutor):
+    """A pool that starts its workers (on submit, as they are needed) without re-running the main module."""
+
+    def submit(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> Future[T]:
+        with _main_not_rerun():
+            return super().submit(fn, *args, **kwargs)
+
+
+@contextmanager
+def _main_not_rerun() -> Iterator[None]:
+    """Spawned children skip re-running this process's main module: the `dupflow` script imports the
+    whole CLI and Prefect, ~3 CPU-seconds per worker that encoding never uses. Work submitted to the
+    pool must then be importable by name (it is: library functions)."""
+    main = sys.modules.get("__main__")
+    if main is None:
+        yield
+        return
+    saved: dict[str, object] = {k: main.__dict__.pop(k) for k in ("__file__", "__spec__") if k in main.__dict__}
+    main.__dict__["__spec__"] = None  # spawn reads it before __file__
+    try:
+        yield
+    finally:
+        main.__dict__.pop("__spec__", None)
+        main.__dict__.update(saved)

@@ -13,8 +13,9 @@ from dupflow.match.decisions import Decisions
 from dupflow.match.graph import components, group_lists
 from dupflow.match.matching import Images
 from dupflow.schemas import SCHEMA_VERSION
+from dupflow.units import human_size
 
-__all__ = ["build_summary", "human_size", "summary_markdown"]
+__all__ = ["build_summary", "summary_markdown"]
 
 
 def build_summary(
@@ -87,16 +88,6 @@ def _groups(mask: np.ndarray, a: np.ndarray, b: np.ndarray, n: int) -> list[list
     """Connected groups (image ids, ascending; groups by first id) over the pairs inside `mask`."""
     inside = mask[a] & mask[b]
     return group_lists(components(n, a[inside], b[inside]))
-
-
-def human_size(n: int) -> str:
-    """Bytes as B, KB, MB, GB or TB (powers of 1024)."""
-    value = float(n)
-    for unit in ("B", "KB", "MB", "GB"):
-        if value < 1024:
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{value:.1f} TB"
 
 
 def summary_markdown(summary: dict[str, Any], out: str, applied: dict[str, Any] | None = None,

@@ -10,7 +10,6 @@ from urllib.parse import quote
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from sklearn.decomposition import PCA
 
 from dupflow.io.uris import redact
 from dupflow.match.keep import KeepPolicy
@@ -128,6 +127,8 @@ def projection(facts: StoreFacts, outputs: MatchOutputs, points: int, seed: int 
     rest = np.flatnonzero(~grouped)
     take = min(len(rest), points - len(first))
     chosen = np.sort(np.concatenate([first, np.random.default_rng(seed).choice(rest, take, replace=False)]))
+    from sklearn.decomposition import PCA  # ~2 CPU-seconds of imports, paid only by a report with a map
+
     xy = PCA(n_components=2, random_state=seed).fit_transform(facts.matrix(chosen).astype(np.float64))
     span = np.maximum(xy.max(axis=0) - xy.min(axis=0), 1e-12)
     xy = (xy - xy.min(axis=0)) / span

@@ -18,6 +18,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from dupflow.encode.cnn import check_device
 from dupflow.encode.encoding import EncodeStats, Shard, encode_refs, make_shards
 from dupflow.encode.settings import EncodeSettings
 from dupflow.io.fs import open_fs, to_uri
@@ -133,10 +134,10 @@ def prepare_encode(
     """Open the store for writing and split the files that need decoding into shards."""
     store = EncodingsStore(store_url, settings.storage_options)
     rec = store.begin(settings)
-    # the store keeps every encoder (and its cnn model); processes share the cores PyTorch would each take
+    # the store keeps every encoder (and its cnn model); processes share the cores the network would each take
     settings = settings.model_copy(update={
         "encoders": tuple(rec.encoders), "cnn_model": settings.cnn_model or rec.settings.get("cnn_model"),
-        "torch_threads": settings.torch_threads or max(1, (os.cpu_count() or 1) // max(1, workers))})
+        "cnn_threads": settings.cnn_threads or max(1, (os.cpu_count() or 1) // max(1, workers))})
     todo = plan_encode(store, rec, refs)
     shards = make_shards(todo, settings.shard_size or auto_shard_size(len(todo), workers))
     return EncodePlan(store_url, rec, settings, tuple(shards), len(refs), len(refs) - len(todo))
@@ -170,6 +171,7 @@ def run_encode(
 ) -> EncodeReport:
     """List, plan, encode in `workers` local processes, commit; returns what happened."""
     start = time.perf_counter()
+    check_device(settings)
     refs, listing = list_sources(sources, settings.storage_options)
     plan = prepare_encode(store_url, settings, refs, workers=workers)
     if on_listed:
