@@ -21,6 +21,7 @@ from dupflow.cli.common import report_errors, say, storage_option
 from dupflow.cli.main import dataset_options, main, print_encode_report, print_match_summary
 from dupflow.cli.options import given, options
 from dupflow.config import ApplyStep, DedupConfig, load_config, merged, validate_config
+from dupflow.encode.cnn import check_device
 from dupflow.encode.settings import EncodeSettings
 from dupflow.errors import ConfigError
 from dupflow.io.fs import parse_storage_options
@@ -77,7 +78,10 @@ def config_from_flags(config_file: str | None, flags: dict[str, Any]) -> tuple[D
 def preflight(config: DedupConfig, credentials: dict[str, Any]) -> None:
     """Fail in seconds, before the Prefect API and the cluster start, on a dataset that does not exist or
     storage that does not answer (endpoint, credentials). With a Secret block the credentials are only
-    known inside the flow run, which then reports these problems itself."""
+    known inside the flow run, which then reports these problems itself. A GPU asked for on a local
+    cluster is checked here too (a remote cluster's workers are checked by the flow)."""
+    if not config.cluster.address:
+        check_device(config.encode_settings())
     if config.storage_secret:
         return
     options = merged(config.storage_options, credentials)

@@ -298,3 +298,19 @@ def test_the_store_keeps_float16_within_a_float16_step_of_the_network(tmp_path: 
         exact = network.embed([network.prepare(Image.open(paths[name]).convert("RGB"))])[0]
         assert stored.dtype == np.float16
         assert float(np.abs(stored.astype(np.float32) - exact).max()) <= 2**-11
+
+
+def test_run_with_cuda_and_no_gpu_fails_before_prefect_starts(tmp_path: Path) -> None:
+    import onnxruntime
+
+    if "CUDAExecutionProvider" in onnxruntime.get_available_providers():
+        pytest.skip("this machine's ONNX Runtime has a CUDA provider")
+    write(tmp_path / "imgs" / "p.jpg", natural(1), quality=90)
+    home = tmp_path / "prefect-home"
+    proc = run_cli("run", "-d", f"d={tmp_path / 'imgs'}", "--store", str(tmp_path / "s"), "--out", str(tmp_path / "o"),
+                   "-e", "phash,cnn", "--device", "cuda", check=False, env={"PREFECT_HOME": str(home)})
+    assert proc.returncode == 1
+    assert "--device cuda: this machine's ONNX Runtime has no CUDA provider" in proc.stderr
+    assert "Starting temporary server" not in proc.stdout + proc.stderr
+    assert not (tmp_path / "s").exists()
+    assert not list(home.rglob("*.db"))
