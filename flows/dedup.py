@@ -66,10 +66,10 @@ def dedup(config: DedupConfig) -> DedupResult:
                           f"{config.cluster.address}: its workers would resolve them in their own folder; give "
                           "absolute paths (dupflow run makes them absolute for you)")
     settings = config.encode_settings()
-    gpu = settings.uses_gpu
-    if gpu and not config.cluster.address:
+    if settings.uses_gpu and not config.cluster.address:
         check_device(settings)  # the local workers use this machine's device
-    runner = dask_task_runner(config.cluster, gpu=gpu)
+    # local workers advertise the GPU whenever one is asked for: the store may add the cnn encoder
+    runner = dask_task_runner(config.cluster, gpu=settings.device == "cuda")
     return dedup_on_dask.with_options(task_runner=runner)(config)
 
 

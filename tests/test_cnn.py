@@ -154,6 +154,8 @@ def test_missing_extra_says_how_to_install_it(monkeypatch: pytest.MonkeyPatch) -
         EncodeSettings(encoders=("phash", "cnn"))
     with pytest.raises(ConfigError, match=r"ONNX Runtime, which is not installed: pip install 'dupflow\[onnx\]'"):
         EncodeSettings(encoders=("phash", "cnn"), cnn_model="onnx=/models/m.onnx,size=224")
+    with pytest.raises(ConfigError, match=r"ONNX Runtime, which is not installed: .*declare size=N"):
+        EncodeSettings(encoders=("phash", "cnn"), cnn_model="onnx=/models/m.onnx")
 
 
 def test_adding_cnn_to_a_store_is_incremental_and_turns_on_the_combined_rule(tmp_path: Path) -> None:

@@ -40,10 +40,11 @@ def _cnn_extra(request: pytest.FixtureRequest) -> None:
     needs_cnn_extra(request, WITHOUT_EXTRA)
 
 
-def _tiny_onnx(path: Path, seed: int, size: int | None = 64, channels_last: bool = False) -> Path:
-    """A small random convolutional network exported to ONNX, batch dynamic. With a fixed `size` it
-    returns N x 1024 (a random projection of 8 x 8 patches: near copies alike, other pictures not);
-    with `size` None it takes any size and returns an N x 32 x H x W map."""
+def _tiny_onnx(path: Path, seed: int, size: int | None = 64, channels_last: bool = False,
+               fixed_batch: int | None = None) -> Path:
+    """A small random convolutional network exported to ONNX, batch dynamic (or `fixed_batch`). With a
+    fixed `size` it returns N x 1024 (a random projection of 8 x 8 patches: near copies alike, other
+    pictures not); with `size` None it takes any size and returns an N x 32 x H x W map."""
     import torch
 
     torch.manual_seed(seed)
@@ -56,13 +57,15 @@ def _tiny_onnx(path: Path, seed: int, size: int | None = 64, channels_last: bool
             return x.permute(0, 3, 1, 2)
 
     net = torch.nn.Sequential(*([ChannelsLast()] if channels_last else []), *layers).eval()
-    side = size or 48
-    example = torch.zeros(2, side, side, 3) if channels_last else torch.zeros(2, 3, side, side)
+    side, n = size or 48, fixed_batch or 2
+    example = torch.zeros(n, side, side, 3) if channels_last else torch.zeros(n, 3, side, side)
     axes = {0: "n"} if size else ({0: "n", 1: "h", 2: "w"} if channels_last else {0: "n", 2: "h", 3: "w"})
+    if fixed_batch:
+        axes = {k: v for k, v in axes.items() if k != 0}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the exporter's deprecation notes
         torch.onnx.export(net, (example,), str(path), dynamo=False, input_names=["x"], output_names=["y"],
-                          dynamic_axes={"x": axes, "y": {0: "n"}})
+                          dynamic_axes={"x": axes, **({} if fixed_batch else {"y": {0: "n"}})})
     return path
 
 
@@ -223,11 +226,12 @@ def _main_script_of_worker() -> str | None:
 
 
 def test_spawned_workers_do_not_rerun_the_main_script() -> None:
-    script = getattr(sys.modules["__main__"], "__file__", None)
+    main = sys.modules["__main__"]
+    script, spec = getattr(main, "__file__", None), getattr(main, "__spec__", None)
     assert script  # pytest's script, which a plain spawn pool re-runs in every worker
     with lifeline_pool(2) as pool:
         assert [f.result() for f in [pool.submit(_main_script_of_worker) for _ in range(4)]] == [None] * 4
-    assert sys.modules["__main__"].__file__ == script  # restored
+    assert (main.__file__, main.__spec__) == (script, spec)  # restored
 
 
 @pytest.fixture
@@ -258,8 +262,11 @@ def test_gpu_work_runs_only_on_workers_that_have_a_gpu(cpu_and_gpu_workers: tupl
 
     @task
     def where(_i: int) -> str:
+        import time
+
         from distributed import get_worker
 
+        time.sleep(0.3)  # long enough that the scheduler spreads the tasks over every worker it may use
         return str(get_worker().name)
 
     @flow(task_runner=DaskTaskRunner(address=address))  # type: ignore[arg-type]
@@ -314,3 +321,79 @@ def test_run_with_cuda_and_no_gpu_fails_before_prefect_starts(tmp_path: Path) ->
     assert "Starting temporary server" not in proc.stdout + proc.stderr
     assert not (tmp_path / "s").exists()
     assert not list(home.rglob("*.db"))
+
+
+def test_a_model_with_a_fixed_batch_runs_in_chunks_of_it(tmp_path: Path) -> None:
+    fixed = cnn.Embedder(ModelSpec.parse(f"onnx={_tiny_onnx(tmp_path / 'b2.onnx', 3, fixed_batch=2)}"), 1)
+    dynamic = cnn.Embedder(ModelSpec.parse(f"onnx={_tiny_onnx(tmp_path / 'bn.onnx', 3)}"), 1)  # same weights
+    assert fixed.batch == 2
+    inputs = [fixed.prepare(natural(i)) for i in range(5)]
+    assert np.allclose(fixed.embed(inputs), dynamic.embed(inputs), atol=1e-6)
+
+
+def _two_outputs(path: Path) -> Path:
+    """A network returning a feature map (first) and a flat N x 1024 vector (`vec`)."""
+    import torch
+
+    torch.manual_seed(5)
+
+    class Two(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = torch.nn.Conv2d(3, 16, 8, stride=8)
+
+        def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            fmap = self.conv(x)
+            return fmap, fmap.flatten(1)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(Two().eval(), (torch.zeros(2, 3, 64, 64),), str(path), dynamo=False, input_names=["x"],
+                          output_names=["map", "vec"], dynamic_axes={"x": {0: "n"}, "map": {0: "n"}, "vec": {0: "n"}})
+    return path
+
+
+def test_the_output_to_embed_from_is_chosen_by_name(tmp_path: Path) -> None:
+    model = _two_outputs(tmp_path / "two.onnx")
+    first, named = ModelSpec.parse(f"onnx={model}"), ModelSpec.parse(f"onnx={model},output=vec")
+    assert cnn.Embedder(first, 1).dim == 16  # the pooled map
+    assert cnn.Embedder(named, 1).dim == 1024
+    assert model_identity(named).endswith(":output=vec:pre1")
+    assert model_identity(first) != model_identity(named)
+    with pytest.raises(ConfigError, match=r"has no output 'logits'; it has map, vec"):
+        cnn.Embedder(ModelSpec.parse(f"onnx={model},output=logits"), 1)
+
+
+def test_a_replaced_model_file_is_loaded_again(tmp_path: Path) -> None:
+    path = tmp_path / "m.onnx"
+    _tiny_onnx(path, seed=0)
+    picture = natural(2)
+    before = cnn.embedder(f"onnx={path}")
+    first = before.embed([before.prepare(picture)])
+    _tiny_onnx(tmp_path / "other.onnx", seed=1).replace(path)  # new weights, same path and size
+    after = cnn.embedder(f"onnx={path}")
+    assert after is not before
+    assert float((first * after.embed([after.prepare(picture)])).sum()) < 0.99
+
+
+def test_an_unwritable_model_cache_names_the_setting(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    monkeypatch.setenv(onnx_net.CACHE_ENV, str(blocker / "models"))
+    with pytest.raises(ConfigError, match=r"cannot write the converted efficientnet-lite0 .* set DUPFLOW_MODEL_CACHE"):
+        onnx_net.converted_model(ModelSpec.parse(None))
+
+
+def test_a_float32_store_column_is_kept_as_float16() -> None:
+    import pyarrow as pa
+
+    from dupflow.encode.hashing import encodings_schema
+    from dupflow.store.encodings import conform_table
+
+    values = np.random.default_rng(0).normal(size=(3, 4)).astype(np.float32)
+    old = pa.table({"cnn": pa.FixedSizeListArray.from_arrays(pa.array(values.ravel()), 4)})
+    schema = encodings_schema(["cnn"], {"hash_size": 8, "cnn_model": "m", "cnn_id": "i", "cnn_dim": 4})
+    new = conform_table(old, pa.schema([schema.field("cnn")]))
+    assert new.schema.field("cnn").type.value_type == pa.float16()
+    stored = np.stack(new["cnn"].to_numpy(zero_copy_only=False)).astype(np.float32)
+    assert np.allclose(stored, values, rtol=2**-10)

@@ -61,7 +61,6 @@ class Embedder:
         self.spec = spec
         self.runtime = resolve_runtime(spec, runtime)
         self.device = device
-        self.batch = BATCHES[device]
         net: _Net
         if self.runtime == "onnx":
             from dupflow.encode.onnx_net import OnnxNet
@@ -72,7 +71,15 @@ class Embedder:
 
             net = TorchNet(spec, threads, device)
         self._net = net
-        self.dim = int(self.embed([np.zeros((spec.input_size, spec.input_size, 3), np.uint8)]).shape[1])
+        self.batch = min(BATCHES[device], getattr(net, "fixed_batch", None) or BATCHES[device])
+        probe = [np.zeros((spec.input_size, spec.input_size, 3), np.uint8)] * self.batch
+        try:
+            self.dim = int(self.embed(probe).shape[1])
+        except ConfigError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a runtime's own error types for a model that cannot run
+            raise ConfigError(f"{spec.text} cannot embed a {spec.input_size} x {spec.input_size} picture: "
+                              f"{type(exc).__name__}: {exc}") from None
 
     def prepare(self, picture: Image.Image) -> np.ndarray:
         """The network's input for one RGB picture: the whole frame resized to a square, as uint8."""
@@ -90,11 +97,11 @@ def check_device(settings: EncodeSettings) -> None:
     their device (a GPU asked for and none usable)."""
     if not settings.uses_gpu:
         return
-    runtime = resolve_runtime(ModelSpec.parse(settings.cnn_model), settings.cnn_runtime)
-    if runtime == "onnx":
-        from dupflow.encode.onnx_net import require_cuda
+    spec = ModelSpec.parse(settings.cnn_model)
+    if resolve_runtime(spec, settings.cnn_runtime) == "onnx":
+        from dupflow.encode.onnx_net import OnnxNet
 
-        require_cuda()
+        OnnxNet(spec, 1, "cuda")  # a real session: a GPU build without a usable GPU falls back to CPU
     else:
         from dupflow.encode.torch_net import require_cuda as require_torch_cuda
 
@@ -102,14 +109,15 @@ def check_device(settings: EncodeSettings) -> None:
 
 
 _LOCK = threading.Lock()
-_LOADED: dict[tuple[str, int, str, str], Embedder] = {}
+_LOADED: dict[tuple[str, str, int, str, str], Embedder] = {}
 
 
 def embedder(spec_text: str | None, threads: int = 0, runtime: Runtime = "auto", device: Device = "cpu") -> Embedder:
-    """The process's embedder for a spec, loaded on first use (once per worker process)."""
+    """The process's embedder for a spec, loaded on first use (once per worker process) and again when
+    the weights file changes (a long-lived worker never embeds with a replaced model's old weights)."""
     spec = ModelSpec.parse(spec_text)
     with _LOCK:
-        key = (spec.text, threads, runtime, device)
+        key = (spec.text, model_identity(spec), threads, runtime, device)
         if key not in _LOADED:
             _LOADED.clear()  # one network per process
             _LOADED[key] = Embedder(spec, threads, runtime, device)

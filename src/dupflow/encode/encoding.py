@@ -132,7 +132,7 @@ def _embed(network: Embedder, waiting: list[tuple[dict[str, Any], np.ndarray]]) 
         for row, _ in waiting:
             _fail(row, _bug("encoder cnn", exc))
     else:
-        # float16 in the store: half the bytes, cosines within 1e-3 of float32 (bench/results/cnn_speed.md)
+        # float16 in the store: half the bytes, cosines within 5e-5 of float32 (bench/results/cnn_speed.md)
         for (row, _), vector in zip(waiting, vectors.astype(np.float16), strict=True):
             row["cnn"] = vector
     waiting.clear()

@@ -9,7 +9,10 @@ A model spec is one of:
 - `onnx=PATH[,size=N][,norm=NAME | ,mean=R/G/B,std=R/G/B]`: any ONNX image model (CLIP, DINOv2, a
   copy-detection network) taking one float image batch, N x 3 x S x S or N x S x S x 3. The size is read
   from the model when its input shape is fixed; `norm` is imagenet (default), clip, inception (-1..1),
-  lite ((x-127)/128) or unit (0..1); `mean`/`std` are on the 0..1 scale, as torchvision writes them.
+  lite ((x-127)/128) or unit (0..1); `mean`/`std` are on the 0..1 scale, as torchvision writes them;
+  `output=NAME` embeds from that output (e.g. a CLIP export's image_embeds, a ViT's pooler_output)
+  instead of the first. The identity digests the .onnx file itself: a model whose weights live in
+  separate external-data files is named by its graph file only.
 
 Every model returns N x D features or an N x D x H x W map (max-pooled over space, then square-rooted).
 The identity a store records names the weights file by digest, with the input size and normalisation
@@ -78,6 +81,7 @@ class ModelSpec:
     input_size: int
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
+    output: str | None = None  # an ONNX model's output to embed from; None: its first
 
     @classmethod
     def parse(cls, text: str | None) -> ModelSpec:
@@ -130,9 +134,9 @@ def _parse_onnx(text: str, rest: str) -> ModelSpec:
     given: dict[str, str] = {}
     for option in options:
         key, eq, value = option.partition("=")
-        if not eq or key.strip().lower() not in ("size", "norm", "mean", "std"):
-            raise ConfigError(f"cnn model {text!r}: unknown option {option!r}; use size=N, norm=NAME or "
-                              "mean=R/G/B,std=R/G/B")
+        if not eq or key.strip().lower() not in ("size", "norm", "mean", "std", "output"):
+            raise ConfigError(f"cnn model {text!r}: unknown option {option!r}; use size=N, norm=NAME, "
+                              "mean=R/G/B,std=R/G/B or output=NAME")
         given[key.strip().lower()] = value.strip()
     if ("mean" in given) != ("std" in given) or ("mean" in given and "norm" in given):
         raise ConfigError(f"cnn model {text!r}: give norm=NAME, or mean=R/G/B and std=R/G/B together")
@@ -147,7 +151,7 @@ def _parse_onnx(text: str, rest: str) -> ModelSpec:
             raise ConfigError(f"cnn model {text!r}: unknown norm {key!r}; use one of {', '.join(NORMS)}")
         norm = NORMS[key]
     size = _onnx_size(text, path, given.get("size"))
-    return ModelSpec(text, "onnx", path, size, *norm)
+    return ModelSpec(text, "onnx", path, size, *norm, output=given.get("output") or None)
 
 
 def _triple(text: str, value: str) -> tuple[float, float, float]:
@@ -165,6 +169,9 @@ def _onnx_size(text: str, path: str, declared: str | None) -> int:
         if not declared.isdigit() or not 16 <= int(declared) <= 4096:
             raise ConfigError(f"cnn model {text!r}: size must be a whole number of pixels, 16..4096")
         return int(declared)
+    if _missing(("onnxruntime",)):
+        raise ConfigError(f"{text} runs on ONNX Runtime, which is not installed: {ONNX_HINT} (or declare "
+                          "size=N to check the spec without it)")
     from dupflow.encode.onnx_net import fixed_input_size
 
     size = fixed_input_size(weights_path(ModelSpec(text, "onnx", path, 0, *NORMS["imagenet"])))
@@ -252,4 +259,6 @@ def model_identity(spec: ModelSpec) -> str:
     if spec.name == "onnx":
         mean, std = "/".join(f"{v:g}" for v in spec.mean), "/".join(f"{v:g}" for v in spec.std)
         identity += f":size={spec.input_size}:mean={mean}:std={std}"
+        if spec.output:
+            identity += f":output={spec.output}"
     return f"{identity}:pre{PREPROCESS_VERSION}"

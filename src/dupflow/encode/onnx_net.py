@@ -64,7 +64,17 @@ def converted_model(spec: ModelSpec) -> Path:
     if path.is_file():
         return path
     require_conversion(spec)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _convert(spec, path)
+    except OSError as exc:
+        raise ConfigError(f"cannot write the converted {spec.text} into the model cache {path.parent}: {exc}; set "
+                          f"{CACHE_ENV} to a writable folder") from None
+    return path
+
+
+def _convert(spec: ModelSpec, path: Path) -> None:
+    """Convert into `path` unless another process did it meanwhile (one converts, the others wait)."""
     with FileLock(f"{path}.lock"):
         if not path.is_file():
             from dupflow.encode.torch_net import export_onnx
@@ -77,7 +87,6 @@ def converted_model(spec: ModelSpec) -> Path:
                 os.replace(tmp, path)
             finally:
                 tmp.unlink(missing_ok=True)
-    return path
 
 
 def require_cuda() -> None:
@@ -108,6 +117,8 @@ def _session(path: str, threads: int, device: Device) -> Any:
     if device == "cuda":
         require_cuda()
         providers = [_CUDA, *providers]
+        if hasattr(ort, "preload_dlls"):  # CUDA and cuDNN from the nvidia-* wheels, where installed
+            ort.preload_dlls()
     try:
         session = ort.InferenceSession(path, options, providers=providers)
     except Exception as exc:  # noqa: BLE001 - ONNX Runtime raises its own types for bad or unreadable models
@@ -157,13 +168,29 @@ class OnnxNet:
         first = self._session.get_inputs()[0]
         self._input = first.name
         self._raw = first.type == "tensor(uint8)"
-        self._layout = "nhwc" if self._raw else _layout(tuple(first.shape), path)[0]
+        self._layout = _layout(tuple(first.shape), path)[0]
+        self.fixed_batch: int | None = first.shape[0] if isinstance(first.shape[0], int) else None
+        self._output = spec.output or self._session.get_outputs()[0].name
+        names = [o.name for o in self._session.get_outputs()]
+        if self._output not in names:
+            raise ConfigError(f"{path} has no output {self._output!r}; it has {', '.join(names)}")
         self._dtype = np.float16 if first.type == "tensor(float16)" else np.float32
         self.providers: list[str] = list(self._session.get_providers())
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
+        size = self.fixed_batch
+        if size is None or len(batch) == size:
+            return self._run(batch)
+        parts = []  # a model exported with a fixed batch: run it in chunks of that size, the last padded
+        for i in range(0, len(batch), size):
+            chunk = batch[i : i + size]
+            padded = np.concatenate([chunk, np.zeros((size - len(chunk), *chunk.shape[1:]), chunk.dtype)])
+            parts.append(self._run(padded)[: len(chunk)])
+        return np.concatenate(parts)
+
+    def _run(self, batch: np.ndarray) -> np.ndarray:
         x = batch if self._raw else self._spec.normalise(batch).astype(self._dtype, copy=False)
         if self._layout == "nchw":
             x = x.transpose(0, 3, 1, 2)
-        out = self._session.run(None, {self._input: np.ascontiguousarray(x)})[0]
+        out = self._session.run([self._output], {self._input: np.ascontiguousarray(x)})[0]
         return np.asarray(out, dtype=np.float32)

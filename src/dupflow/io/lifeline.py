@@ -72,12 +72,16 @@ def lifeline_pool(max_workers: int, start_method: str = "spawn") -> ProcessPoolE
     return _LifelinePool(max_workers=max_workers, mp_context=ctx, initializer=watch_parent, initargs=(os.getpid(),))
 
 
+_MAIN_LOCK = threading.Lock()  # one thread at a time hides and restores __main__
+
+
 class _LifelinePool(ProcessPoolExecutor):
     """A pool that starts its workers (on submit, as they are needed) without re-running the main module."""
 
     def submit(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> Future[T]:
-        with _main_not_rerun():
+        with _MAIN_LOCK, _main_not_rerun():
             return super().submit(fn, *args, **kwargs)
+
 
 
 @contextmanager

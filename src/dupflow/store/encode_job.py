@@ -174,6 +174,7 @@ def run_encode(
     check_device(settings)
     refs, listing = list_sources(sources, settings.storage_options)
     plan = prepare_encode(store_url, settings, refs, workers=workers)
+    check_device(plan.settings)  # the store's own encoders may include cnn
     if on_listed:
         on_listed(plan.listed, plan.listed - plan.reused)
     totals = EncodeStats()
