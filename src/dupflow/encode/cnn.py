@@ -71,8 +71,9 @@ class Embedder:
 
             net = TorchNet(spec, threads, device)
         self._net = net
-        self.batch = min(BATCHES[device], getattr(net, "fixed_batch", None) or BATCHES[device])
-        probe = [np.zeros((spec.input_size, spec.input_size, 3), np.uint8)] * self.batch
+        fixed = getattr(net, "fixed_batch", None)
+        self.batch = min(BATCHES[device], fixed or BATCHES[device])
+        probe = [np.zeros((spec.input_size, spec.input_size, 3), np.uint8)] * (fixed or 1)
         try:
             self.dim = int(self.embed(probe).shape[1])
         except ConfigError:
