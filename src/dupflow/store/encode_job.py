@@ -171,7 +171,6 @@ def run_encode(
 ) -> EncodeReport:
     """List, plan, encode in `workers` local processes, commit; returns what happened."""
     start = time.perf_counter()
-    check_device(settings)
     refs, listing = list_sources(sources, settings.storage_options)
     plan = prepare_encode(store_url, settings, refs, workers=workers)
     check_device(plan.settings)  # the store's own encoders may include cnn
