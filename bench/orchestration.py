@@ -50,7 +50,7 @@ def _core(data: Path, work: Path, workers: int) -> tuple[float, float]:
 
 
 def _flow(data: Path, work: Path, name: str, cluster: dict[str, Any], threads: int) -> tuple[float, int]:
-    from flows.dedup import dedup
+    from dupflow.flows.dedup import dedup
 
     config = validate_config({"datasets": [{"name": "photos", "url": str(data)}], "store": str(work / f"{name}-store"),
                               "out": str(work / f"{name}-out"), "cluster": cluster,

@@ -135,9 +135,9 @@ def run(config_file: str | None, **flags: Any) -> None:
         preflight(config, credentials)
         quiet_dask = "DASK_LOGGING__DISTRIBUTED" not in os.environ
         os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")  # for the worker processes
-        from flows.dedup import dedup
-        from flows.runtime import prefect_api
-        from flows.secrets import storage_credentials
+        from dupflow.flows.dedup import dedup
+        from dupflow.flows.runtime import prefect_api
+        from dupflow.flows.secrets import storage_credentials
 
         if quiet_dask:  # Prefect's logging set-up brings back Dask's per-worker INFO lines
             logging.getLogger("distributed").setLevel(logging.WARNING)

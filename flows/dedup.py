@@ -17,15 +17,15 @@ from dupflow.config import DedupConfig, validate_config
 from dupflow.encode.cnn import check_device
 from dupflow.encode.encoding import EncodeStats
 from dupflow.errors import ConfigError
+from dupflow.flows.runtime import cluster_threads, dask_task_runner, on_gpu_workers, require_gpu_workers, store_lock
+from dupflow.flows.secrets import run_storage_options
 from dupflow.index.blocks import Block
 from dupflow.io.listing import ListingStats
 from dupflow.match.job import MatchReport, rule_count
 from dupflow.match.matching import ClassPairs
 from dupflow.store.encode_job import EncodeReport
 from dupflow.store.lease import StoreLease
-from flows.runtime import cluster_threads, dask_task_runner, on_gpu_workers, require_gpu_workers, store_lock
-from flows.secrets import run_storage_options
-from tasks import (
+from dupflow.tasks import (
     apply_manifest_task,
     commit_encode_task,
     encode_shard_task,

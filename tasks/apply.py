@@ -7,7 +7,7 @@ from typing import Any
 from prefect import task
 
 from dupflow.apply import ApplyOptions, apply_manifest
-from tasks.policy import IO_RETRIES
+from dupflow.tasks.policy import IO_RETRIES
 
 __all__ = ["apply_manifest_task"]
 

@@ -12,7 +12,7 @@ from dupflow.encode.settings import EncodeSettings
 from dupflow.io.listing import ImageRef, ListingStats
 from dupflow.io.sources import DatasetSource
 from dupflow.store.encode_job import EncodePlan, EncodeReport, commit_encode, encode_shard, list_source, prepare_encode
-from tasks.policy import IO_RETRIES, NOT_CACHED
+from dupflow.tasks.policy import IO_RETRIES, NOT_CACHED
 
 __all__ = ["commit_encode_task", "encode_shard_task", "list_source_task", "prepare_encode_task"]
 

@@ -11,7 +11,7 @@ from dupflow.index.blocks import Block
 from dupflow.match.job import MatchJob, MatchReport, finish_match, match_block, plan_match
 from dupflow.match.matching import ClassPairs
 from dupflow.match.settings import MatchSettings
-from tasks.policy import NOT_CACHED
+from dupflow.tasks.policy import NOT_CACHED
 
 __all__ = ["finish_match_task", "match_block_task", "plan_match_task"]
 

@@ -11,7 +11,7 @@ from prefect.artifacts import create_markdown_artifact
 from dupflow.match.job import MatchReport
 from dupflow.match.summary import summary_markdown
 from dupflow.report import ReportSettings, write_report
-from tasks.policy import IO_RETRIES, NOT_CACHED
+from dupflow.tasks.policy import IO_RETRIES, NOT_CACHED
 
 __all__ = ["publish_summary_task", "write_report_task"]
 

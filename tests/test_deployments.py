@@ -103,7 +103,7 @@ def test_deployments_run_ad_hoc_and_on_the_ingest_event(server_env: dict[str, st
         written = sorted(Path(p).name for p in images.ls("dupflow/runs/adhoc-test"))
         assert written == sorted([*OUTPUT_FILES, "report.html", "report.json"])
 
-        subprocess.run([sys.executable, "-c", "from flows.ingest import announce_ingest; "
+        subprocess.run([sys.executable, "-c", "from dupflow.flows.ingest import announce_ingest; "
                         "announce_ingest('batch1', 's3://images/ingest/batch1')"], env=server_env, check=True,
                        timeout=60)
         summary = "dupflow/runs/ingest/batch1/summary.json"

@@ -19,6 +19,7 @@ from distributed import Client, get_task_stream
 from dupflow.config import DedupConfig, validate_config
 from dupflow.encode.encoding import encode_refs
 from dupflow.encode.settings import EncodeSettings
+from dupflow.flows.dedup import dedup
 from dupflow.io.listing import list_dataset
 from dupflow.io.sources import DatasetSource
 from dupflow.match.embeddings import embeddings_from_store
@@ -26,7 +27,6 @@ from dupflow.match.job import OUTPUT_FILES, match_store
 from dupflow.match.settings import MatchSettings
 from dupflow.store.encode_job import run_encode
 from dupflow.store.encodings import EncodingsStore
-from flows.dedup import dedup
 from imagegen import dataset
 from worlds import World, plant_world
 
@@ -200,7 +200,7 @@ def test_runs_are_named_from_their_parameters(world: World, tmp_path: Path) -> N
 
 
 def test_a_second_run_on_the_same_store_waits_for_the_first(world: World, tmp_path: Path) -> None:
-    from flows.runtime import store_lock
+    from dupflow.flows.runtime import store_lock
 
     config = _config(world, tmp_path / "out").model_copy(update={"store": str(tmp_path / "store")})
     finished = threading.Event()

@@ -22,7 +22,7 @@ from prefect.utilities.importtools import import_object
 
 from dupflow.config import ADDRESS_ENV, validate_config
 from dupflow.encode.onnx_net import CACHE_ENV
-from flows.ingest import INGEST_EVENT
+from dupflow.flows.ingest import INGEST_EVENT
 
 PROJECT = Path(__file__).resolve().parents[1]
 INFRA = PROJECT / "infra"

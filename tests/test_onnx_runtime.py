@@ -256,7 +256,7 @@ def test_gpu_work_runs_only_on_workers_that_have_a_gpu(cpu_and_gpu_workers: tupl
     from prefect import flow, task
     from prefect_dask.task_runners import DaskTaskRunner
 
-    from flows.runtime import on_gpu_workers
+    from dupflow.flows.runtime import on_gpu_workers
 
     address, gpu_worker = cpu_and_gpu_workers
 
@@ -282,7 +282,7 @@ def test_gpu_work_runs_only_on_workers_that_have_a_gpu(cpu_and_gpu_workers: tupl
 @pytest.mark.usefixtures("prefect_harness")
 def test_cuda_on_a_cluster_without_gpu_workers_fails_with_what_to_start(tmp_path: Path, dask_processes: str) -> None:
     from dupflow.config import validate_config
-    from flows.dedup import dedup
+    from dupflow.flows.dedup import dedup
 
     write(tmp_path / "imgs" / "p.jpg", natural(1), quality=90)
     config = validate_config({"datasets": [{"name": "d", "url": str(tmp_path / "imgs")}],

@@ -14,10 +14,10 @@ from dupflow.apply.settings import ApplyOptions
 from dupflow.cli.options import SEP
 from dupflow.config import ApplyStep, load_config
 from dupflow.encode.settings import EncodeSettings
+from dupflow.flows.cli import RUN_SECTIONS, config_from_flags, main
 from dupflow.match.settings import MatchSettings
 from dupflow.report.settings import ReportSettings
 from dupflow.settings import cli_hint
-from flows.cli import RUN_SECTIONS, config_from_flags, main
 
 COMMANDS: list[tuple[str, str, type[BaseModel], tuple[str, ...]]] = [
     ("encode", "encode", EncodeSettings, ()),

@@ -175,7 +175,7 @@ def test_a_run_whose_lease_was_taken_over_fails_instead_of_finishing(store: str)
 
 
 def test_store_lock_refuses_a_second_run_with_the_message(tmp_path: Path) -> None:
-    from flows.runtime import store_lock
+    from dupflow.flows.runtime import store_lock
 
     store = str(tmp_path / "store")
     with store_lock(store, wait=0):

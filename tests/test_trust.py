@@ -118,7 +118,7 @@ def test_relative_paths_name_the_callers_folders_on_a_cluster_elsewhere(
 
 
 def test_the_flow_refuses_relative_paths_with_a_cluster_address() -> None:
-    from flows.dedup import dedup
+    from dupflow.flows.dedup import dedup
 
     config = validate_config({"datasets": [{"name": "a", "url": "data/a"}], "store": "/abs/store", "out": "out",
                               "cluster": {"address": "tcp://127.0.0.1:1"}})
@@ -154,7 +154,7 @@ def test_a_bad_setting_fails_in_one_line_before_the_api_or_a_cluster_starts(
 def test_only_what_can_heal_is_retried() -> None:
     from prefect import task
 
-    from tasks.policy import IO_RETRIES
+    from dupflow.tasks.policy import IO_RETRIES
 
     tries: list[str] = []
 
