@@ -2,7 +2,7 @@
 # One command: set everything up, then run the whole test suite (lint and types included).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/bootstrap.sh test,cnn
+scripts/bootstrap.sh test,cnn,heif
 scripts/install-browser.sh
 export PATH="$PWD/.venv/bin:$PATH"
 ruff check src tests tasks flows bench

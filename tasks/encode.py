@@ -18,9 +18,10 @@ __all__ = ["commit_encode_task", "encode_shard_task", "list_source_task", "prepa
 
 
 @task(name="list-dataset", task_run_name="list {source.name}", **IO_RETRIES)
-def list_source_task(source: DatasetSource, storage_options: dict[str, Any]) -> tuple[list[ImageRef], ListingStats]:
-    """Every image under one dataset's URL."""
-    return list_source(source, storage_options)
+def list_source_task(source: DatasetSource, storage_options: dict[str, Any], sniff: bool = False
+                     ) -> tuple[list[ImageRef], ListingStats]:
+    """Every image under one dataset's URL (or in its file list)."""
+    return list_source(source, storage_options, sniff)
 
 
 @task(name="plan-encode", **IO_RETRIES)

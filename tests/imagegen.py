@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import io
 from pathlib import Path
 
@@ -66,3 +67,17 @@ def dataset(root: Path, n: int, seed: int = 0, size: tuple[int, int] = (160, 120
     for i in range(n):
         out.append(write(root / f"sub{i % 3}" / f"img_{i:04d}.jpg", natural(seed * 100_000 + i, *size), quality=90))
     return out
+
+
+def multi_picture(first: Image.Image, *others: Image.Image, quality: int = 90) -> bytes:
+    """An MPO (the multi-picture JPEG of stereo cameras and some phones): `first`, then `others`."""
+    return encode(first, "MPO", save_all=True, append_images=list(others), quality=quality)
+
+
+def heic(image: Image.Image, quality: int = 95) -> bytes:
+    """`image` as HEIC through pillow-heif (which callers check is installed), without registering it
+    with Pillow: what a phone writes."""
+    pillow_heif = importlib.import_module("pillow_heif")  # optional (`dupflow[heif]`): typed only where installed
+    buf = io.BytesIO()
+    pillow_heif.from_pillow(image).save(buf, quality=quality)
+    return buf.getvalue()

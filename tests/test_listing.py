@@ -1,16 +1,19 @@
-"""Listing: recursion, extension filter, hidden files, symlinks, bad roots, dataset parsing."""
+"""Listing: recursion, extension filter, content sniffing, hidden files, symlinks, bad roots, dataset parsing."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
+import boto3
 import pytest
+from fsspec.implementations.local import LocalFileSystem
 
 from dupflow.errors import ConfigError
 from dupflow.io.listing import ListingStats, list_dataset
 from dupflow.io.sources import DatasetSource, parse_datasets
-from imagegen import natural, write
+from imagegen import encode, natural, write
 
 
 def _names(root: Path, stats: ListingStats | None = None) -> list[str]:
@@ -18,14 +21,81 @@ def _names(root: Path, stats: ListingStats | None = None) -> list[str]:
 
 
 def test_lists_recursively_with_case_insensitive_extensions(tmp_path: Path) -> None:
-    for rel in ["a.jpg", "b.JPEG", "deep/x/c.png", "d.WebP", "e.bmp", "f.tif", "g.TIFF", "h.gif"]:
+    images = ["a.jpg", "b.JPEG", "deep/x/c.png", "d.WebP", "e.bmp", "f.tif", "g.TIFF", "h.gif", "i.ppm", "j.PGM",
+              "k.pbm", "l.pnm", "m.MPO", "n.heic", "o.HEIF", "p.avif"]
+    for rel in images:
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / rel).write_bytes(b"x")
     (tmp_path / "notes.txt").write_text("no")
     (tmp_path / "raw.cr2").write_bytes(b"no")
     stats = ListingStats()
-    assert _names(tmp_path, stats) == ["a.jpg", "b.JPEG", "d.WebP", "deep/x/c.png", "e.bmp", "f.tif", "g.TIFF", "h.gif"]
+    assert _names(tmp_path, stats) == sorted(images)
     assert stats.skipped_extension == 2
+
+
+def _unnamed_images(root: Path) -> None:
+    """Images whose names say nothing (no extension, another one), beside files that are not images."""
+    picture = natural(4, 48, 32)
+    write(root / "named.jpg", picture)
+    (root / "camera_dump").write_bytes(encode(picture, "JPEG"))
+    (root / "deep" / "scan.dat").parent.mkdir()
+    (root / "deep" / "scan.dat").write_bytes(encode(picture, "PNG"))
+    (root / "deep" / "frame.raw").write_bytes(encode(picture, "PPM"))
+    (root / "README").write_text("a text file, not an image\n")
+    (root / "notes.txt").write_text("BM is not enough to be a bitmap\n")
+    (root / ".hidden").write_bytes(encode(picture, "JPEG"))
+
+
+def test_files_without_an_image_extension_are_listed_by_content_only_when_asked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _unnamed_images(tmp_path)
+    plain = ListingStats()
+    assert _names(tmp_path, plain) == ["named.jpg"]
+    assert (plain.skipped_extension, plain.sniffed) == (5, 0)
+    read: list[str] = []
+    cat_ranges = LocalFileSystem.cat_ranges
+
+    def spy(self: LocalFileSystem, paths: list[str], *args: Any, **kwargs: Any) -> list[Any]:
+        read.extend(paths)
+        return list(cat_ranges(self, paths, *args, **kwargs))
+
+    monkeypatch.setattr(LocalFileSystem, "cat_ranges", spy)
+    sniffed = ListingStats()
+    refs = list(list_dataset(DatasetSource("d", str(tmp_path)), stats=sniffed, sniff=True))
+    assert sorted(r.rel_path for r in refs) == ["camera_dump", "deep/frame.raw", "deep/scan.dat", "named.jpg"]
+    assert (sniffed.listed, sniffed.sniffed, sniffed.skipped_extension, sniffed.skipped_hidden) == (4, 3, 2, 1)
+    assert sorted(Path(p).name for p in read) == ["README", "camera_dump", "frame.raw", "notes.txt", "scan.dat"]
+    assert {r.rel_path: r.size for r in refs}["camera_dump"] == (tmp_path / "camera_dump").stat().st_size
+
+
+@pytest.mark.timeout(60)
+def test_sniffing_never_reads_a_fifo_or_a_link_out_of_the_root(tmp_path: Path) -> None:
+    root, outside = tmp_path / "root", tmp_path / "outside"
+    root.mkdir()
+    outside.mkdir()
+    os.mkfifo(root / "pipe")  # reading it would block forever
+    (outside / "secret").write_bytes(encode(natural(1, 32, 32), "JPEG"))
+    os.symlink(outside / "secret", root / "escape")
+    (root / "inside").write_bytes(encode(natural(2, 32, 32), "PNG"))
+    stats = ListingStats()
+    assert sorted(r.rel_path for r in list_dataset(DatasetSource("d", str(root)), stats=stats, sniff=True)) == [
+        "inside"]
+    # neither is read: a JPEG read through the link would count as a link out of the root instead
+    assert (stats.skipped_extension, stats.skipped_links, stats.sniffed) == (2, 0, 1)
+
+
+@pytest.mark.s3
+def test_sniffing_on_s3_lists_objects_by_their_first_bytes(bucket: str) -> None:
+    s3 = boto3.client("s3")
+    s3.put_object(Bucket=bucket, Key="imgs/upload_7f3a", Body=encode(natural(1, 40, 30), "JPEG"))
+    s3.put_object(Bucket=bucket, Key="imgs/sub/photo.jpg", Body=encode(natural(2, 40, 30), "JPEG"))
+    s3.put_object(Bucket=bucket, Key="imgs/sub/manifest.json", Body=b'{"not": "an image"}')
+    stats = ListingStats()
+    refs = list(list_dataset(DatasetSource("d", f"s3://{bucket}/imgs"), stats=stats, sniff=True))
+    assert sorted(r.rel_path for r in refs) == ["sub/photo.jpg", "upload_7f3a"]
+    assert all(r.etag for r in refs)
+    assert (stats.sniffed, stats.skipped_extension) == (1, 1)
 
 
 def test_hidden_files_and_folders_are_skipped(tmp_path: Path) -> None:
@@ -73,3 +143,7 @@ def test_dataset_specs_parse_names_roots_and_dirs() -> None:
         DatasetSource.parse("9lives=/a")
     with pytest.raises(ConfigError, match="--root"):
         parse_datasets([], dirs=["a"])
+    listed = DatasetSource.parse("/data/lists/train.txt")
+    assert (listed.name, listed.is_file_list) == ("train", True)
+    assert DatasetSource.parse("val=s3://b/lists/val.PARQUET").is_file_list
+    assert not DatasetSource.parse("/data/train").is_file_list

@@ -44,7 +44,8 @@ class DatasetConfig(_Strict):
     """A named dataset: a local folder, an s3:// prefix or any fsspec URL."""
 
     name: str
-    url: str = setting(help="a local folder, an s3:// prefix or any fsspec URL", path=True)
+    url: str = setting(help="a local folder, an s3:// prefix, any fsspec URL, or a .txt/.parquet file listing the "
+                       "images", path=True)
 
     @model_validator(mode="after")
     def _valid(self) -> DatasetConfig:

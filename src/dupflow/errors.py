@@ -48,6 +48,7 @@ class ErrorKind(StrEnum):
     VANISHED = "vanished"  # listed, then gone before it was read
     READ_FAILED = "read_failed"  # any other storage failure while reading
     ENCODER_FAILED = "encoder_failed"  # our code (an encoder, or decoding) raised: a bug, not a bad file
+    MISSING_CODEC = "missing_codec"  # an optional codec (pillow-heif, Pillow's AVIF) is not installed
 
     @property
     def transient(self) -> bool:
@@ -57,7 +58,7 @@ class ErrorKind(StrEnum):
 
 _TRANSIENT = frozenset({
     ErrorKind.UNREADABLE, ErrorKind.VANISHED, ErrorKind.READ_FAILED, ErrorKind.DECOMPRESSION_BOMB,
-    ErrorKind.ENCODER_FAILED,
+    ErrorKind.ENCODER_FAILED, ErrorKind.MISSING_CODEC,
 })
 
 

@@ -40,6 +40,9 @@ class EncodeSettings(StageSettings):
     max_file_bytes: int = setting(DEFAULT_MAX_FILE_BYTES, "files larger than this are recorded as too_large errors",
                                   ge=1)
     shard_size: int | None = setting(None, "files per encode task [default: auto]", ge=1)
+    sniff_content: bool = setting(
+        False, "also list files whose name has no image extension (none, or another) when their first 64 bytes "
+        "are an image's; one small read per such file, none for the others")
     cnn_model: str | None = setting(
         None, "with --encoders ...,cnn: efficientnet-lite0 (default, weights packaged), "
         "efficientnet-lite0..4=WEIGHTS.pth, onnx=MODEL.onnx[,size=N][,norm=imagenet|clip|inception|lite|unit]"

@@ -1,12 +1,17 @@
 """Decode an image once, at reduced scale, into the normalised picture every encoder reads.
 
-JPEGs use libjpeg's reduced-scale DCT (Pillow's `draft`); other formats decode whole and are
-box-reduced by the same factor, so a JPEG and its lossless copy give comparable pictures. EXIF
-orientation is applied; palette, alpha, 16-bit, CMYK and other modes are normalised to 8-bit L/RGB.
+JPEGs (and MPO, a JPEG whose first picture is read) use libjpeg's reduced-scale DCT (Pillow's `draft`);
+other formats decode whole and are box-reduced by the same factor, so a JPEG and its lossless copy give
+comparable pictures. EXIF orientation is applied; palette, alpha, 16-bit, CMYK and other modes are
+normalised to 8-bit L/RGB. The format is the one the bytes announce, whatever the file's name says.
+HEIC/HEIF decodes through pillow-heif, registered with Pillow the first time such a file is met, and
+AVIF through Pillow's own codec (11.3 and later); where one is missing, the file fails with what to install.
 """
 
 from __future__ import annotations
 
+import functools
+import importlib
 import io
 import os
 import re
@@ -15,9 +20,10 @@ from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError, features
 
 from dupflow.errors import ErrorKind, FileFailure
+from dupflow.io.formats import heif_codec
 
 # Pillow's own default guard is 89.5 M pixels; photographs above 250 MP are rare, bombs are not.
 DEFAULT_MAX_PIXELS = 250_000_000
@@ -41,7 +47,14 @@ Mode = Literal["L", "RGB"]
 # (arithmetic coding spends under a bit per 8x8 block), WebP lossless (a one-colour image costs 0 bits
 # a pixel), BMP RLE and GIF (an end-of-bitmap code or a small frame on a large screen leave the rest
 # blank), TIFF (any codec); for them only the memory guard applies.
-_MAX_PIXELS_PER_BYTE = {"PNG": (1032 * 8, "deflate expands at most 1032:1 and a pixel takes at least 1 bit")}
+# PPM (every netpbm variant, as Pillow names them): PBM's packed rows spend at least 1 bit a pixel, and
+# every other variant more.
+_MAX_PIXELS_PER_BYTE = {
+    "PNG": (1032 * 8, "deflate expands at most 1032:1 and a pixel takes at least 1 bit"),
+    "PPM": (8, "a netpbm pixel takes at least 1 bit"),
+}
+# Formats that decode through libjpeg, at reduced scale with `draft`.
+_DCT_FORMATS = frozenset({"JPEG", "MPO"})
 # Rough peak bytes per decoded pixel: Pillow's storage (1 to 4 bytes) plus the copies `_normalise`
 # and the final `convert` make. 16-bit and float go through float64 arrays; alpha and palette images
 # through RGBA composites.
@@ -121,7 +134,9 @@ def _let_pillow_open(max_pixels: int) -> None:
 
 
 def _open(data: bytes, max_pixels: int) -> Image.Image:
-    """Open the file's header (pixels are not read yet), or raise FileFailure with the error kind."""
+    """Open the file's header (pixels are not read yet), or raise FileFailure with the error kind. Pillow
+    recognises the format by content; nothing here looks at the file's name."""
+    _need_codec(heif_codec(data))
     try:
         return Image.open(io.BytesIO(data))
     except UnidentifiedImageError:
@@ -130,6 +145,28 @@ def _open(data: bytes, max_pixels: int) -> Image.Image:
         raise _pillow_bomb(exc, max_pixels) from None
     except (OSError, SyntaxError, ValueError) as exc:
         raise FileFailure(ErrorKind.CORRUPT, f"the header cannot be parsed: {exc}") from None
+
+
+def _need_codec(container: str | None) -> None:
+    """Make sure the codec an ISO-BMFF `container` ("AVIF", "HEIF" or None) needs is there, or raise
+    FileFailure saying what to install. MISSING_CODEC: the next run retries the file, once it can decode it."""
+    if container == "AVIF" and not features.check("avif"):
+        raise FileFailure(ErrorKind.MISSING_CODEC, "AVIF needs Pillow 11.3 or later with its AVIF codec (the PyPI "
+                          "wheels have it): pip install -U 'pillow>=11.3'")
+    if container == "HEIF" and not _heif_opener():
+        raise FileFailure(ErrorKind.MISSING_CODEC, "HEIC needs pillow-heif: pip install 'dupflow[heif]'")
+
+
+@functools.cache
+def _heif_opener() -> bool:
+    """Register pillow-heif's HEIF opener with Pillow, once per process and only when a HEIF file is met (it
+    loads libheif); False where pillow-heif is not installed."""
+    try:
+        pillow_heif = importlib.import_module("pillow_heif")
+    except ImportError:
+        return False
+    pillow_heif.register_heif_opener()
+    return True
 
 
 def _check_pixels(width: int, height: int, max_pixels: int) -> None:
@@ -187,7 +224,7 @@ def _check_memory(im: Image.Image, width: int, height: int, factor: int) -> None
 def _decode_bytes(im: Image.Image, width: int, height: int, factor: int) -> int:
     """Rough peak bytes of decoding `im`: only JPEG decodes at reduced scale, but a progressive JPEG keeps
     every DCT coefficient of the full image (2 bytes each, one per pixel and component) while decoding."""
-    if im.format != "JPEG":
+    if im.format not in _DCT_FORMATS:
         return width * height * _peak_bytes_per_pixel(im.mode)
     pixels = -(-width // factor) * -(-height // factor)
     coefficients = width * height * len(im.getbands()) * 2 if im.info.get("progressive") else 0
@@ -254,7 +291,7 @@ def _decode_pixels(
     `size` is the declared size, read before `draft` changes `im.size`."""
     width, height = size
     try:
-        if factor > 1 and fmt == "JPEG":
+        if factor > 1 and fmt in _DCT_FORMATS:
             im.draft(mode, (width // factor, height // factor))
         im.load()
         orientation = _orientation(im)  # after load: PNG reads EXIF by loading, which must fail loudly

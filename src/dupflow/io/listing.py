@@ -1,133 +1,153 @@
-"""List the images of a dataset on any fsspec store, streaming, with one code path for all stores."""
+"""List the images of a dataset on any fsspec store, streaming, with one code path for all stores: a
+folder or prefix is walked; a file list (a dataset URL ending .txt or .parquet) is read (`filelists`)."""
 
 from __future__ import annotations
 
 import errno
 import os
 import stat
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
-from datetime import datetime
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import fsspec
 
-from dupflow.errors import ConfigError
+from dupflow.errors import ConfigError, DupflowError
+from dupflow.io.filelists import common_root, list_file_list
+from dupflow.io.formats import IMAGE_EXTENSIONS, SNIFF_BYTES, has_image_extension, sniff_format
 from dupflow.io.fs import is_local, open_fs, storage_error, to_uri
+from dupflow.io.refs import ImageRef, ListingStats, info_etag, info_mtime_ns
 from dupflow.io.sources import DatasetSource
 
-__all__ = ["IMAGE_EXTENSIONS", "ImageRef", "ListingStats", "info_etag", "info_mtime_ns", "list_dataset"]
-
-IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"})
-
-
-@dataclass(frozen=True)
-class ImageRef:
-    """One listed file: what identifies it and the version token used for incremental runs."""
-
-    uri: str
-    dataset: str
-    rel_path: str
-    size: int
-    mtime_ns: int | None
-    etag: str | None
-
-
-@dataclass
-class ListingStats:
-    """What listing skipped, so a summary can say it."""
-
-    listed: int = 0
-    skipped_extension: int = 0
-    skipped_hidden: int = 0
-    skipped_links: int = 0  # links to files outside the root
-    skipped_loops: int = 0  # links that never resolve (a -> b -> a) or lead back to a folder above them
-    unreadable_dirs: list[str] | None = None
-
-    @classmethod
-    def merged(cls, parts: Iterable[ListingStats]) -> ListingStats:
-        """One listing's counts from those of several datasets."""
-        total = cls(unreadable_dirs=[])
-        for part in parts:
-            total.add(part)
-        return total
-
-    def add(self, other: ListingStats) -> None:
-        """Fold another listing's counts into these."""
-        self.listed += other.listed
-        self.skipped_extension += other.skipped_extension
-        self.skipped_hidden += other.skipped_hidden
-        self.skipped_links += other.skipped_links
-        self.skipped_loops += other.skipped_loops
-        self.unreadable_dirs = [*(self.unreadable_dirs or []), *(other.unreadable_dirs or [])]
+__all__ = [
+    "IMAGE_EXTENSIONS",
+    "ImageRef",
+    "ListingStats",
+    "check_root",
+    "check_source",
+    "dataset_url",
+    "info_etag",
+    "info_mtime_ns",
+    "list_dataset",
+]
 
 
 def list_dataset(
     source: DatasetSource,
     storage_options: dict[str, Any] | None = None,
     stats: ListingStats | None = None,
+    *,
+    sniff: bool = False,
 ) -> Iterator[ImageRef]:
-    """Yield the images under `source.url`, recursively, in a stable order per folder.
+    """Yield the images under `source.url`, recursively, in a stable order per folder; or, for a file
+    list, every file it names (`dupflow.io.filelists`).
 
     Hidden files and folders (name starting with '.') are skipped, extensions are matched
     case-insensitively, and symbolic links to files are followed only when they stay inside the root;
     links to folders are not descended into, and link loops are counted as such, whatever their name.
+    `sniff`: a file whose name has no image extension (none, or another) is listed when its first bytes
+    are an image's (`ListingStats.sniffed`); it costs one small read per such file, none for the others.
     """
     stats = stats if stats is not None else ListingStats()
     stats.unreadable_dirs = stats.unreadable_dirs or []
-    fs, root = open_fs(source.url, storage_options)
-    root = root.rstrip("/")
-    check_root(fs, root, source)
-    local = is_local(fs)
-    real_root = os.path.realpath(root) if local else root
-    unreadable = stats.unreadable_dirs
-
-    def on_error(exc: BaseException) -> None:
-        unreadable.append(f"{getattr(exc, 'filename', '')}: {exc}")
-
-    fs.invalidate_cache()  # long-lived processes must not list from a stale cache
-    walker = fs.walk(root, detail=True, topdown=True, on_error=on_error)
+    found = list_file_list(source, storage_options, stats) if source.is_file_list else _walk(
+        source, storage_options, stats, sniff)
     try:
-        for _dirpath, dirs, files in walker:
-            hidden = [d for d in dirs if d.startswith(".")]
-            for d in hidden:
-                del dirs[d]
-            stats.skipped_hidden += len(hidden)
-            for name in sorted(files):
-                info = files[name]
-                skipped = _skipped_as(name, info, real_root if local else None)
-                if skipped:
-                    setattr(stats, skipped, getattr(stats, skipped) + 1)
-                    continue
-                path = info["name"].rstrip("/")
-                stats.listed += 1
-                yield ImageRef(
-                    uri=to_uri(fs, path),
-                    dataset=source.name,
-                    rel_path=path[len(root) + 1 :],
-                    size=int(info.get("size") or 0),
-                    mtime_ns=info_mtime_ns(info),
-                    etag=info_etag(info),
-                )
-    except (ConfigError, GeneratorExit):
+        yield from found
+    except (DupflowError, GeneratorExit):
         raise
     except Exception as exc:
         raise storage_error(exc, source.url, "list") from exc
 
 
-def _skipped_as(name: str, info: dict[str, Any], real_root: str | None) -> str | None:
+def _walk(
+    source: DatasetSource, storage_options: dict[str, Any] | None, stats: ListingStats, sniff: bool
+) -> Iterator[ImageRef]:
+    """`list_dataset` of a folder or prefix."""
+    fs, root = open_fs(source.url, storage_options)
+    root = root.rstrip("/")
+    check_root(fs, root, source)
+    real_root = os.path.realpath(root) if is_local(fs) else None
+    unreadable = stats.unreadable_dirs if stats.unreadable_dirs is not None else []
+
+    def on_error(exc: BaseException) -> None:
+        unreadable.append(f"{getattr(exc, 'filename', '')}: {exc}")
+
+    fs.invalidate_cache()  # long-lived processes must not list from a stale cache
+    for _dirpath, dirs, files in fs.walk(root, detail=True, topdown=True, on_error=on_error):
+        hidden = [d for d in dirs if d.startswith(".")]
+        for d in hidden:
+            del dirs[d]
+        stats.skipped_hidden += len(hidden)
+        by_content = _images_by_content(fs, files, real_root) if sniff else set()
+        for name in sorted(files):
+            info = files[name]
+            skipped = _skipped_as(name, info, real_root, has_image_extension(name) or name in by_content)
+            if skipped:
+                setattr(stats, skipped, getattr(stats, skipped) + 1)
+                continue
+            path = info["name"].rstrip("/")
+            stats.listed += 1
+            stats.sniffed += name in by_content
+            yield ImageRef(
+                uri=to_uri(fs, path),
+                dataset=source.name,
+                rel_path=path[len(root) + 1 :],
+                size=int(info.get("size") or 0),
+                mtime_ns=info_mtime_ns(info),
+                etag=info_etag(info),
+            )
+
+
+def _images_by_content(fs: fsspec.AbstractFileSystem, files: dict[str, Any], real_root: str | None) -> set[str]:
+    """The names, among one folder's files without an image extension that would otherwise be listed,
+    whose first bytes are an image's: one ranged read each, concurrent on object stores."""
+    names = [n for n, info in files.items()
+             if not has_image_extension(n) and _skipped_as(n, info, real_root, True) is None]
+    if not names:
+        return set()
+    paths = [files[n]["name"].rstrip("/") for n in names]
+    heads = fs.cat_ranges(paths, [0] * len(paths), [SNIFF_BYTES] * len(paths), on_error="return")
+    return {n for n, head in zip(names, heads, strict=True) if isinstance(head, bytes) and sniff_format(head)}
+
+
+def _skipped_as(name: str, info: dict[str, Any], real_root: str | None, image: bool) -> str | None:
     """The ListingStats counter a listed entry is skipped under, or None for an image to encode;
-    `real_root` is the resolved root of a local dataset (None on object stores)."""
+    `real_root` is the resolved root of a local dataset (None on object stores), `image` whether the
+    name (or, when sniffing, the content) says it is an image."""
     local = real_root is not None
     if name.startswith("."):
         return "skipped_hidden"
     if local and info.get("islink") and _is_loop(info["name"].rstrip("/")):
         return "skipped_loops"
-    if os.path.splitext(name)[1].lower() not in IMAGE_EXTENSIONS:
+    if not image:
         return "skipped_extension"
     if real_root is not None and not _regular_inside(info["name"].rstrip("/"), info, real_root):
         return "skipped_links"
     return None
+
+
+def check_source(source: DatasetSource, storage_options: dict[str, Any] | None = None) -> None:
+    """`source` can be listed: its folder or prefix exists, or its file list is a file (or, for Parquet, a
+    folder of them) that exists; else one error saying what to check."""
+    fs, path = open_fs(source.url, storage_options)
+    if not source.is_file_list:
+        check_root(fs, path.rstrip("/"), source)
+        return
+    try:
+        ok = fs.exists(path.rstrip("/"))
+    except Exception as exc:
+        raise storage_error(exc, source.url, "read the file list") from exc
+    if not ok:
+        raise ConfigError(f"dataset {source.name!r}: the file list {source.url} does not exist; check the path "
+                          "(for S3: bucket, key, endpoint and credentials)")
+
+
+def dataset_url(source: DatasetSource, refs: Sequence[ImageRef], storage_options: dict[str, Any] | None = None) -> str:
+    """The URL the store records for `source`, which its files' `rel_path` are relative to: its folder or
+    prefix; for a file list, the deepest folder holding the files listed for it in `refs`."""
+    if source.is_file_list:
+        return common_root([r.uri for r in refs if r.dataset == source.name])
+    return str(to_uri(*open_fs(source.url, storage_options)))
 
 
 def check_root(fs: fsspec.AbstractFileSystem, root: str, source: DatasetSource) -> None:
@@ -136,11 +156,24 @@ def check_root(fs: fsspec.AbstractFileSystem, root: str, source: DatasetSource) 
         ok = fs.isdir(root)
     except Exception as exc:
         raise storage_error(exc, source.url, "list") from exc
-    if not ok:
+    if ok:
+        return
+    if _is_file(fs, root):
         raise ConfigError(
-            f"dataset {source.name!r}: {source.url} is not a folder or prefix that exists; "
-            "check the path (for S3: bucket, prefix, endpoint and credentials)"
+            f"dataset {source.name!r}: {source.url} is a file, not a folder: give the folder it is in, or list the "
+            "files to dedup in a .txt (one path or URL a line) or .parquet (a `uri` column) file and give that"
         )
+    raise ConfigError(
+        f"dataset {source.name!r}: {source.url} is not a folder or prefix that exists; "
+        "check the path (for S3: bucket, prefix, endpoint and credentials)"
+    )
+
+
+def _is_file(fs: fsspec.AbstractFileSystem, path: str) -> bool:
+    try:
+        return bool(fs.isfile(path))
+    except Exception:  # noqa: BLE001 - only to choose the message: the caller reports the path as missing
+        return False
 
 
 def _regular_inside(path: str, info: dict[str, Any], real_root: str) -> bool:
@@ -164,21 +197,3 @@ def _is_loop(path: str) -> bool:
         return False
     here, target = os.path.realpath(os.path.dirname(path)), os.path.realpath(path)
     return here == target or here.startswith(target.rstrip(os.sep) + os.sep)
-
-
-def info_mtime_ns(info: dict[str, Any]) -> int | None:
-    """A file's modification time from fsspec `info`, in ns rounded to microseconds (every store's grain)."""
-    value = info.get("mtime", info.get("LastModified"))
-    if value is None:
-        return None
-    if isinstance(value, datetime):
-        return int(value.timestamp() * 1_000_000) * 1000
-    if isinstance(value, str):
-        return int(datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp() * 1_000_000) * 1000
-    return round(float(value) * 1_000_000) * 1000
-
-
-def info_etag(info: dict[str, Any]) -> str | None:
-    """An object's ETag from fsspec `info`, without quotes; None for local files."""
-    value = info.get("ETag") or info.get("etag")
-    return str(value).strip('"') if value else None

@@ -8,7 +8,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from dupflow.io.fs import open_fs, storage_error
-from dupflow.io.listing import check_root
+from dupflow.io.listing import check_source
 from dupflow.io.sources import DatasetSource
 
 __all__ = ["check_sources", "check_storage", "fail_fast"]
@@ -27,10 +27,9 @@ def fail_fast(url: str, storage_options: dict[str, Any]) -> dict[str, Any]:
 
 
 def check_sources(sources: Iterable[DatasetSource], storage_options: dict[str, Any]) -> None:
-    """Every dataset is a folder or prefix that exists and can be read."""
+    """Every dataset is a folder or prefix (or a file list) that exists and can be read."""
     for source in sources:
-        fs, root = open_fs(source.url, fail_fast(source.url, storage_options))
-        check_root(fs, root.rstrip("/"), source)
+        check_source(source, fail_fast(source.url, storage_options))
 
 
 def check_storage(url: str, storage_options: dict[str, Any], what: str) -> None:

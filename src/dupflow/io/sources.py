@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
 
 from dupflow.errors import ConfigError
 
-__all__ = ["DatasetSource", "parse_datasets"]
+__all__ = ["FILE_LIST_SUFFIXES", "DatasetSource", "parse_datasets"]
 
 DATASET_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,127}$")
+# A dataset URL ending in one of these names a list of its files rather than a folder to walk.
+FILE_LIST_SUFFIXES = (".txt", ".parquet")
 
 
 @dataclass(frozen=True)
 class DatasetSource:
-    """A named image collection: a local folder, an s3:// prefix or any fsspec URL."""
+    """A named image collection: a local folder, an s3:// prefix or any fsspec URL; or a file listing its
+    images, when the URL ends in .txt (one path or URL a line) or .parquet (a `uri` or `path` column)."""
 
     name: str
     url: str
@@ -28,13 +32,22 @@ class DatasetSource:
         if not self.url:
             raise ConfigError(f"dataset {self.name!r} has no URL: write it as {self.name}=PATH_OR_URL")
 
+    @property
+    def is_file_list(self) -> bool:
+        """Whether `url` names a file listing the dataset's images (see `FILE_LIST_SUFFIXES`), not a folder."""
+        return self.url.rstrip("/").lower().endswith(FILE_LIST_SUFFIXES)
+
     @classmethod
     def parse(cls, text: str) -> DatasetSource:
-        """Parse `NAME=URL`; a bare URL is named after its last path component."""
+        """Parse `NAME=URL`; a bare URL is named after its last path component (a file list's without
+        its suffix: `lists/train.txt` is `train`)."""
         name, sep, url = text.partition("=")
         if sep and "/" not in name and ":" not in name:
             return cls(name=name, url=url)
         base = text.rstrip("/").rsplit("/", 1)[-1]
+        stem, suffix = os.path.splitext(base)
+        if suffix.lower() in FILE_LIST_SUFFIXES and stem:
+            base = stem
         derived = re.sub(r"[^A-Za-z0-9_.-]", "_", base)
         if not derived or not derived[0].isalpha():
             derived = f"d_{derived}"

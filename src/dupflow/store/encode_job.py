@@ -21,9 +21,8 @@ import pyarrow.compute as pc
 from dupflow.encode.cnn import check_device
 from dupflow.encode.encoding import EncodeStats, Shard, encode_refs, make_shards
 from dupflow.encode.settings import EncodeSettings
-from dupflow.io.fs import open_fs, to_uri
 from dupflow.io.lifeline import lifeline_pool
-from dupflow.io.listing import ImageRef, ListingStats, list_dataset
+from dupflow.io.listing import ImageRef, ListingStats, dataset_url, list_dataset
 from dupflow.io.sources import DatasetSource
 from dupflow.store.encodings import EncodingsStore, StoreRecord, row_keys
 
@@ -64,18 +63,19 @@ class EncodeReport:
 
 
 def list_source(
-    source: DatasetSource, storage_options: dict[str, Any] | None = None
+    source: DatasetSource, storage_options: dict[str, Any] | None = None, sniff: bool = False
 ) -> tuple[list[ImageRef], ListingStats]:
-    """Every image of one source, and what listing skipped: the unit of listing work."""
+    """Every image of one source, and what listing skipped: the unit of listing work. `sniff`: also the
+    files without an image extension whose first bytes are an image's."""
     stats = ListingStats(unreadable_dirs=[])
-    return list(list_dataset(source, storage_options, stats)), stats
+    return list(list_dataset(source, storage_options, stats, sniff=sniff)), stats
 
 
 def list_sources(
-    sources: Sequence[DatasetSource], storage_options: dict[str, Any] | None = None
+    sources: Sequence[DatasetSource], storage_options: dict[str, Any] | None = None, sniff: bool = False
 ) -> tuple[list[ImageRef], ListingStats]:
     """Every image of every source, and what listing skipped."""
-    listed = [list_source(source, storage_options) for source in sources]
+    listed = [list_source(source, storage_options, sniff) for source in sources]
     return [ref for found, _ in listed for ref in found], ListingStats.merged(stats for _, stats in listed)
 
 
@@ -151,7 +151,7 @@ def commit_encode(
     report = EncodeReport(store=plan.store_url, listed=plan.listed, reused=plan.reused)
     report.encoded, report.cpu_seconds = totals.encoded, totals.cpu_seconds
     report.new_errors = sum(totals.errors.values())
-    urls = {s.name: to_uri(*open_fs(s.url, plan.settings.storage_options)) for s in sources}
+    urls = {s.name: dataset_url(s, refs, plan.settings.storage_options) for s in sources}
     dropped = store.commit(plan.record, refs_table(refs), urls)
     report.dropped = sum(dropped.values())
     errors = store.read(["error", "dataset"], datasets=sorted(urls))
@@ -171,7 +171,7 @@ def run_encode(
 ) -> EncodeReport:
     """List, plan, encode in `workers` local processes, commit; returns what happened."""
     start = time.perf_counter()
-    refs, listing = list_sources(sources, settings.storage_options)
+    refs, listing = list_sources(sources, settings.storage_options, settings.sniff_content)
     plan = prepare_encode(store_url, settings, refs, workers=workers)
     check_device(plan.settings)  # the store's own encoders may include cnn
     if on_listed:
