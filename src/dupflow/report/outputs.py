@@ -13,10 +13,10 @@ import pyarrow.parquet as pq
 
 from dupflow.errors import ConfigError, StoreError
 from dupflow.io.fs import join, open_fs, storage_error
-from dupflow.schemas import GROUPS, PAIRS, SCORES, read_meta
+from dupflow.schemas import GROUPS, MANIFEST, PAIRS, SCORES, read_meta
 from dupflow.store.encodings import EncodingsStore
 
-__all__ = ["MatchOutputs", "StoreFacts", "read_match_outputs", "read_store_facts"]
+__all__ = ["MatchOutputs", "StoreFacts", "read_match_outputs", "read_output_table", "read_store_facts", "read_summary"]
 
 _FACTS = ["uri", "width", "height", "size", "format", "mtime", "error_message"]
 
@@ -53,25 +53,39 @@ class StoreFacts:
 
 def read_match_outputs(url: str, storage_options: dict[str, Any] | None = None) -> MatchOutputs:
     """Read a finished match run's outputs from `url`; a folder without them names the command that writes them."""
+    summary = read_summary(url, storage_options)
+    tables = [read_output_table(url, name, storage_options) for name in ("pairs", "groups", "scores")]
+    return MatchOutputs(url, summary, *tables)
+
+
+def read_summary(url: str, storage_options: dict[str, Any] | None = None) -> dict[str, Any]:
+    """summary.json of the finished match run in `url` (written last: without it the run did not finish)."""
     fs, root = open_fs(url, storage_options)
     try:
-        summary = json.loads(fs.cat_file(join(root, "summary.json")))
+        summary: dict[str, Any] = json.loads(fs.cat_file(join(root, "summary.json")))
     except FileNotFoundError as exc:
         raise ConfigError(f"{url} holds no finished match run (no summary.json): run `dupflow match --store STORE "
                           f"--out {url}` first") from exc
     except (OSError, json.JSONDecodeError) as exc:
         raise storage_error(exc, join(url, "summary.json"), "read") from exc
-    tables = []
-    for name, schema in (("pairs", PAIRS), ("groups", GROUPS), ("scores", SCORES)):
-        try:
-            table = pq.read_table(join(root, f"{name}.parquet"), filesystem=fs)
-        except FileNotFoundError as exc:
-            raise StoreError(f"{url} has summary.json but no {name}.parquet: run the match again") from exc
-        except OSError as exc:
-            raise storage_error(exc, join(url, f"{name}.parquet"), "read") from exc
-        read_meta(table.schema, name)
-        tables.append(table.select(schema.names))
-    return MatchOutputs(url, summary, *tables)
+    return summary
+
+
+_OUTPUT_SCHEMAS = {"pairs": PAIRS, "groups": GROUPS, "scores": SCORES, "manifest": MANIFEST}
+
+
+def read_output_table(url: str, name: str, storage_options: dict[str, Any] | None = None) -> pa.Table:
+    """One table (pairs, groups, scores or manifest) of the match run in `url`, in its schema's columns."""
+    schema = _OUTPUT_SCHEMAS[name]
+    fs, root = open_fs(url, storage_options)
+    try:
+        table = pq.read_table(join(root, f"{name}.parquet"), filesystem=fs)
+    except FileNotFoundError as exc:
+        raise StoreError(f"{url} has summary.json but no {name}.parquet: run the match again") from exc
+    except OSError as exc:
+        raise storage_error(exc, join(url, f"{name}.parquet"), "read") from exc
+    read_meta(table.schema, name)
+    return table.select(schema.names)
 
 
 def read_store_facts(store_url: str, scores: pa.Table, storage_options: dict[str, Any] | None = None
