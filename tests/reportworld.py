@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ from dupflow.match.settings import MatchSettings
 from dupflow.store.encode_job import run_encode
 from worlds import World, plant_world
 
-__all__ = ["HOSTILE", "Reported", "components", "page_data", "report_world"]
+__all__ = ["HOSTILE", "Reported", "components", "group_sizes", "page_data", "report_world"]
 
 # A file name that runs script wherever a page pastes names in as HTML.
 HOSTILE = "<img src=x onerror=alert(1)>.jpg"
@@ -35,11 +36,12 @@ class Reported:
 
 
 def report_world(root: Path) -> Reported:
-    """The planted world plus a byte copy of t06 under a hostile name, encoded and matched into root/out,
+    """The planted world plus two byte copies of t06, one under a hostile name, encoded and matched into root/out,
     and a CSV of per-image model scores keyed by uri."""
     world = plant_world(root)
     hostile = root / "train" / HOSTILE
     shutil.copy(world.distinct[6], hostile)
+    shutil.copy(world.distinct[6], root / "train" / "t06_again.jpg")  # and another: a group of three
     run_encode([DatasetSource("train", str(root / "train")), DatasetSource("val", str(root / "val"))], world.store,
                EncodeSettings(encoders=("phash", "dhash")))
     out = root / "out"
@@ -58,8 +60,8 @@ def page_data(html: str, block: str = "dupflow-data") -> Any:
     return json.loads(m.group(1))
 
 
-def components(pairs: pa.Table, threshold: float) -> int:
-    """Duplicate groups among the pairs at or above `threshold` (what the viewer's slider must show)."""
+def group_sizes(pairs: pa.Table, threshold: float) -> dict[int, int]:
+    """How many duplicate groups of each size the pairs at or above `threshold` make (the group-size plot)."""
     parent: dict[str, str] = {}
 
     def find(x: str) -> str:
@@ -70,4 +72,9 @@ def components(pairs: pa.Table, threshold: float) -> int:
     for a, b, s in zip(pairs["a"].to_pylist(), pairs["b"].to_pylist(), pairs["similarity"].to_pylist(), strict=True):
         if s >= threshold - 1e-9:
             parent[find(a)] = find(b)
-    return len({find(x) for x in list(parent)})
+    return dict(Counter(Counter(find(x) for x in list(parent)).values()))
+
+
+def components(pairs: pa.Table, threshold: float) -> int:
+    """Duplicate groups among the pairs at or above `threshold` (what the viewer's slider must show)."""
+    return sum(group_sizes(pairs, threshold).values())

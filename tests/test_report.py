@@ -26,6 +26,7 @@ from dupflow.match.job import match_store
 from dupflow.match.settings import MatchSettings
 from dupflow.report import ReportSettings, write_report
 from dupflow.report.page import safe_json
+from dupflow.report.payload import duplication
 from dupflow.store.encode_job import run_encode
 from reportworld import HOSTILE, Reported, page_data, report_world
 
@@ -52,6 +53,27 @@ def test_the_page_carries_every_image_and_pair_of_the_run(reported: Reported, pa
                                                     strict=True)}
     assert got == {(r["a"], r["b"], round(r["similarity"], 6)) for r in pairs.to_pylist()}
     assert data["summary"]["totals"] == json.loads((reported.out / "summary.json").read_text())["totals"]
+
+
+def test_duplication_counts_each_group_once_and_every_file_in_it() -> None:
+    # groups 0 (2 files) and 1 (3 files); a lone id is in no duplicate group; None is in no group
+    assert duplication([0, None, 1, 0, 1, 7, 1, None]) == {"images": 2, "files": 5, "sizes": [[2, 1], [3, 1]]}
+    assert duplication([None, None]) == {"images": 0, "files": 0, "sizes": []}
+
+
+def test_the_page_counts_duplicated_images_as_the_run_grouped_them(reported: Reported, page: str) -> None:
+    groups = pq.read_table(reported.out / "groups.parquet")["group"].to_pylist()
+    summary = json.loads((reported.out / "summary.json").read_text())
+    members: dict[int, int] = {}
+    for g in groups:
+        members[g] = members.get(g, 0) + 1
+    sizes: dict[int, int] = {}
+    for n in members.values():
+        sizes[n] = sizes.get(n, 0) + 1
+    got = page_data(page)["duplication"]
+    assert got == {"images": len(members), "files": len(groups), "sizes": sorted([n, c] for n, c in sizes.items())}
+    assert got["images"] == summary["totals"]["groups"]
+    assert len(got["sizes"]) >= 2, "the world needs groups of more than one size"
 
 
 def test_thumbnails_are_small_images_for_every_readable_file(reported: Reported, page: str) -> None:

@@ -12,8 +12,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from browser import ARTIFACTS, chromium, missing_browser
+from dupflow.match.job import match_store
+from dupflow.match.settings import MatchSettings
 from dupflow.report import ReportSettings, write_report
-from reportworld import HOSTILE, Reported, components, page_data, report_world
+from reportworld import HOSTILE, Reported, components, group_sizes, page_data, report_world
 
 pytestmark = pytest.mark.slow
 
@@ -69,6 +71,12 @@ def set_slider(driver: Any, value: float) -> None:
     slider = driver.find_element("id", "threshold")
     act(driver, lambda: driver.execute_script(
         "arguments[0].value = arguments[1]; arguments[0].dispatchEvent(new Event('input'))", slider, str(value)))
+
+
+def visible_controls(driver: Any) -> set[str]:
+    """The ids of the controls the active tab shows."""
+    return {c.get_attribute("id") for c in driver.find_elements("css selector", "#controls [data-views]")
+            if c.is_displayed()}
 
 
 def test_the_threshold_slider_regroups_as_the_pairs_say(opened: Any, reported: Reported) -> None:
@@ -203,3 +211,99 @@ def test_every_view_renders_and_the_pair_view_shows_both_images(opened: Any, rep
     assert "confidence" in opened.page_source
     for name in ("groups", "pair", "summary", "images"):
         assert (ARTIFACTS / f"report-{name}.png").stat().st_size > 10_000
+
+
+# what each control changes on each tab: the page must show it there and nowhere else
+CONTROLS = {
+    "summary": {"threshold-control", "method-control"},
+    "groups": {"threshold-control", "limit-control", "per-row-control", "sort-order", "only-dup-control",
+               "dataset-control", "leak-control", "method-control", "search-control"},
+    "pairs": {"threshold-control", "limit-control", "sort-order", "dataset-control", "leak-control",
+              "method-control", "search-control"},
+    "images": {"threshold-control", "limit-control", "sort-order", "only-dup-control", "dataset-control",
+               "leak-control", "method-control", "search-control"},
+    "cross": {"threshold-control", "limit-control", "per-row-control", "sort-order", "dataset-control",
+              "method-control", "search-control"},
+    "errors": {"limit-control", "dataset-control", "search-control"},
+}
+
+
+def test_each_tab_shows_only_the_controls_that_act_on_it(opened: Any) -> None:
+    assert visible_controls(opened) == CONTROLS["groups"]
+    for view, expected in CONTROLS.items():
+        act(opened, lambda v=view: opened.find_element("id", f"tab-{v}").click())
+        assert visible_controls(opened) == expected, view
+
+
+def test_the_pager_shows_only_when_there_is_more_than_one_page(opened: Any) -> None:
+    pager = opened.find_element("id", "pager")
+    assert not pager.is_displayed()  # every group fits on one page of 200 images
+    limit = opened.find_element("id", "limit")
+    act(opened, lambda: opened.execute_script(
+        "arguments[0].value = 10; arguments[0].dispatchEvent(new Event('input'))", limit))
+    assert pager.is_displayed()
+    assert opened.find_element("id", "page-label").text.startswith("page 1 of ")
+    act(opened, lambda: opened.find_element("id", "tab-summary").click())
+    assert not pager.is_displayed()  # the summary has nothing to page
+    act(opened, lambda: opened.find_element("id", "tab-images").click())
+    assert pager.is_displayed()
+    act(opened, lambda: opened.find_element("id", "tab-errors").click())
+    assert not pager.is_displayed()  # one unreadable file
+
+
+def test_the_pairs_tab_counts_pairs(opened: Any, reported: Reported) -> None:
+    from selenium.webdriver.support.ui import Select
+
+    data = page_data((reported.out / "report.html").read_text())
+    total = len(data["pairs"]["a"])
+    act(opened, lambda: opened.find_element("id", "tab-pairs").click())
+    status = opened.find_element("id", "shown-count")
+    assert shown(opened, "items") == total == len(opened.find_elements("css selector", "#view tbody tr"))
+    assert status.text.startswith(f"{total} pairs at similarity ≥ ")
+    assert "groups" not in status.text
+    act(opened, lambda: Select(opened.find_element("id", "dataset")).select_by_visible_text("val"))
+    val = data["datasets"].index("val")
+    ds = data["images"]["ds"]
+    touching = sum(1 for a, b in zip(data["pairs"]["a"], data["pairs"]["b"], strict=True) if val in (ds[a], ds[b]))
+    assert 0 < touching < total
+    assert shown(opened, "items") == touching == len(opened.find_elements("css selector", "#view tbody tr"))
+    assert status.text.startswith(f"{touching} pairs at similarity ≥ ")
+    assert status.text.endswith(f"(of {total} before the filters)")
+
+
+def plotted_sizes(driver: Any) -> dict[str, int]:
+    return {g.get_attribute("data-size"): int(g.get_attribute("data-count"))
+            for g in driver.find_elements("css selector", "#group-sizes g[data-size]")}
+
+
+def test_the_group_size_plot_and_headline_follow_the_slider(opened: Any, reported: Reported) -> None:
+    data = page_data((reported.out / "report.html").read_text())
+    pairs = pq.read_table(reported.out / "pairs.parquet")
+    act(opened, lambda: opened.find_element("id", "tab-summary").click())
+    start = float(opened.find_element("id", "threshold").get_attribute("value"))
+    run = data["duplication"]
+    assert plotted_sizes(opened) == {str(n): c for n, c in run["sizes"]} == {
+        str(n): c for n, c in group_sizes(pairs, start).items()}
+    headline = opened.find_element("id", "duplication")
+    assert (int(headline.get_attribute("data-images")), int(headline.get_attribute("data-files"))) == (
+        run["images"], run["files"])
+    assert headline.text.startswith(f"{run['images']} duplicated images appearing {run['files']} times at similarity")
+    levels = sorted(set(pairs["similarity"].to_pylist()))
+    tighter = next(t for t in levels if group_sizes(pairs, t) != group_sizes(pairs, start))
+    set_slider(opened, round(tighter, 3) if round(tighter, 3) <= tighter else round(tighter, 3) - 0.001)
+    sizes = group_sizes(pairs, tighter)
+    assert plotted_sizes(opened) == {str(n): c for n, c in sizes.items()}
+    headline = opened.find_element("id", "duplication")
+    assert int(headline.get_attribute("data-images")) == sum(sizes.values())
+    assert int(headline.get_attribute("data-files")) == sum(n * c for n, c in sizes.items())
+
+
+def test_a_one_dataset_one_method_report_hides_the_dataset_and_method_filters(driver: Any, reported: Reported) -> None:
+    out = reported.world.root / "train-only"
+    match_store(reported.world.store, str(out), MatchSettings(datasets=("train",), rules=("exact",)))
+    write_report(str(out), ReportSettings())
+    assert page_data((out / "report.html").read_text())["methods"] == ["exact"]
+    driver.get((out / "report.html").as_uri())
+    wait_for(driver, "return document.body.dataset.rendered >= 1")
+    assert visible_controls(driver) == CONTROLS["groups"] - {"dataset-control", "leak-control", "method-control"}
+    assert shown(driver) >= 1

@@ -289,10 +289,16 @@ def import_imagededup_cmd(
 @click.argument("out", type=click.Path(file_okay=False))
 @click.option("--images", default=40, show_default=True, type=click.IntRange(min=4), help="Base images to cut.")
 def sample_data(out: str, images: int) -> None:
-    """Write a small train/val sample set with planted duplicates, leaks and a corrupt file."""
-    from dupflow.samples import SOURCES, write_sample_set
+    """Write a small train/val sample set with planted duplicates, leaks and a corrupt file, and
+    OUT/truth.csv: every file with its kind and planted group, to compare with what matching finds."""
+    from dupflow.samples import SOURCES, TRUTH_FILE, write_sample_set
 
-    counts = write_sample_set(out, images)
+    sample = write_sample_set(out, images)
+    counts = sample.counts()
+    groups = sample.groups()
+    grouped = sum(len(g) for g in groups)
     say(f"wrote {sum(counts.values())} files to {out}/train and {out}/val: "
-               + ", ".join(f"{v} {k}" for k, v in counts.items()))
+        + ", ".join(f"{v} {k}" for k, v in counts.items()))
+    say(f"planted {len(groups)} duplicate groups of {grouped} files ({grouped - len(groups)} duplicates of "
+        f"{len(groups)} originals; every other picture is unique); truth: {out}/{TRUTH_FILE}")
     say(f"source: {SOURCES}")

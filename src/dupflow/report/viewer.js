@@ -160,6 +160,7 @@
     $("page-label").textContent = list.length ? `page ${S.page + 1} of ${starts.length} (${fmtInt(from + 1)}–${fmtInt(to)} of ${fmtInt(list.length)})` : "nothing to show";
     $("prev-page").disabled = S.page === 0;
     $("next-page").disabled = S.page + 1 >= starts.length;
+    $("pager").hidden = starts.length < 2;  // nothing to page through: no pager
     return list.slice(from, to);
   }
 
@@ -240,7 +241,7 @@
   }
   function renderPairs() {
     const rows = pairRows();
-    setCount(S.groups.length, S.groups.length);
+    setCount(S.groups.length, rows.length);
     const shown = pageSlice(rows, rows.map(() => 2));
     const offset = rows.indexOf(shown[0]);
     $("view").append(table([{ label: "" }, { label: "image A" }, { label: "dataset" }, { label: "" }, { label: "image B" },
@@ -321,9 +322,14 @@
     }
   }
   function renderSummary() {
-    const view = $("view"), s = D.summary;
+    const view = $("view"), s = D.summary, dup = duplication(S.groups), run = D.duplication;
     view.append(el("p", { class: "muted", text: `Rules ${s.settings.rules.join(" | ")} · keep ${s.settings.keep}` +
       (s.settings.reference && s.settings.reference.length ? ` · reference ${s.settings.reference.join(", ")}` : "") + ` · store ${s.settings.store}` }));
+    view.append(el("p", { id: "duplication", class: "headline", "data-images": dup.images, "data-files": dup.files },
+      el("b", { text: `${fmtInt(dup.images)} duplicated images appearing ${fmtInt(dup.files)} times` }),
+      ` at similarity ≥ ${fmtSim(S.t)} (as the run grouped them: ${fmtInt(run.images)} appearing ${fmtInt(run.files)} times)`),
+    el("p", { class: "muted", text: "A duplicated image is a picture that appears more than once: each duplicate group counts as one. " +
+      "It appears as every file of its group, the one kept included, so the second number less the first is how many files are copies of another." }));
     const live = D.datasets.map((_, d) => {
       const gs = S.groups.filter((g) => g.datasets.has(d));
       let move = 0;
@@ -341,13 +347,14 @@
       { label: "groups with its images at threshold", num: true }, { label: "to move at threshold", num: true }], rows));
     const plots = el("div", { class: "plots" });
     view.append(el("h2", { text: "Plots" }), plots);
+    plots.append(plot("Group sizes at this threshold: how many groups have 2, 3, 4… images", groupSizePlot(dup.sizes),
+      `${fmtInt(dup.images)} groups holding ${fmtInt(dup.files)} files`));
     D.methods.forEach((m, mi) => plots.append(plot(`Pair similarity, ${m}: ${fmtInt(P.m.filter((x) => x === mi).length)} pairs`,
       similarityHistogram(mi), "red dashed: the rule's threshold · blue: the slider · orange: pairs below the slider")));
     plots.append(plot("Uniqueness (1 − best similarity, as scored by the run)", uniquenessHistogram()));
     plots.append(plot("Duplicates per dataset at this threshold", perDataset(live), "blue: images in duplicate groups · orange: files to move"));
     if (D.projection) plots.append(plot(`2-D view (PCA of ${D.projection.source}; ${fmtInt(D.projection.x.length)} of ${fmtInt(D.projection.of)} images), coloured by group`, scatter()));
     setCount(S.groups.length, S.groups.length);
-    pageSlice([], []);
   }
   const plot = (title, svg, legend) => el("figure", { class: "plot" }, el("figcaption", { text: title }), svg,
     legend ? el("div", { class: "legend", text: legend }) : null);
@@ -392,6 +399,34 @@
     const fig = histogram(values, Math.floor(lo * 100) / 100, 1, 40, marks, S.t);
     fig.setAttribute("data-method", D.methods[mi]);
     return fig;
+  }
+  // the duplicated images (one per group) at the slider, the files they appear as, and [members, groups] per group size
+  function duplication(groups) {
+    const sizes = new Map();
+    for (const g of groups) sizes.set(g.members.length, (sizes.get(g.members.length) || 0) + 1);
+    return { images: groups.length, files: groups.reduce((n, g) => n + g.members.length, 0),
+      sizes: [...sizes.entries()].sort((x, y) => x[0] - y[0]) };
+  }
+  function groupSizePlot(sizes) {
+    const W = 420, H = 180, L = 40, B = 26, most = 24;  // past `most` bars, the largest sizes share one
+    const bars = sizes.length <= most ? sizes.map(([n, c]) => [String(n), c])
+      : [...sizes.slice(0, most - 1).map(([n, c]) => [String(n), c]),
+        [`≥ ${sizes[most - 1][0]}`, sizes.slice(most - 1).reduce((t, x) => t + x[1], 0)]];
+    const top = Math.max(1, ...bars.map((b) => b[1])), slot = Math.min(48, (W - L - 8) / Math.max(bars.length, 1));
+    const y = (c) => H - B - c / top * (H - B - 14), every = Math.ceil(bars.length / 12);
+    const svg = sv("svg", { viewBox: `0 0 ${W} ${H}`, role: "img", id: "group-sizes" });
+    bars.forEach(([label, count], n) => {
+      const x0 = L + n * slot + 2, bar = sv("g", { "data-size": label, "data-count": count });
+      bar.append(sv("title", {}, `${fmtInt(count)} groups of ${label} images`),
+        sv("rect", { class: "bar", x: x0, y: y(count), width: Math.max(slot - 4, 1), height: H - B - y(count) }));
+      if (n % every === 0) bar.append(sv("text", { x: x0 + slot / 2 - 2, y: H - 8, "text-anchor": "middle" }, label));
+      svg.append(bar);
+    });
+    svg.append(sv("line", { x1: L, y1: H - B, x2: W - 8, y2: H - B, stroke: "#999" }),
+      sv("text", { x: 2, y: 14 }, fmtInt(top)), sv("text", { x: 2, y: H - B }, "0"),
+      sv("text", { x: W - 8, y: H - 8, "text-anchor": "end" }, "images in the group"));
+    if (!bars.length) svg.append(sv("text", { x: L + 8, y: H / 2 }, "no duplicate groups at this threshold"));
+    return svg;
   }
   function uniquenessHistogram() {
     return histogram(I.uniq.filter((u) => u !== null), 0, 1, 20, []);
@@ -485,15 +520,32 @@
   }
 
   // ---- rendering and controls ---------------------------------------------------------------
+  // the status line counts what the tab shows: groups, pairs (the Pairs tab), images or unreadable files
   function setCount(groups, items) {
-    const c = $("shown-count");
-    c.dataset.groups = String(groups); c.dataset.items = String(items); c.dataset.pairs = String(S.active.length);
-    c.textContent = `${fmtInt(groups)} groups, ${fmtInt(S.active.length)} pairs at similarity ≥ ${fmtSim(S.t)}` +
-      (S.view === "groups" || S.view === "cross" ? ` · ${fmtInt(items)} shown` : ` · ${fmtInt(items)} rows`);
+    const c = $("shown-count"), pairs = S.active.length;
+    c.dataset.groups = String(groups); c.dataset.items = String(items); c.dataset.pairs = String(pairs);
+    const live = `${fmtInt(groups)} groups, ${fmtInt(pairs)} pairs at similarity ≥ ${fmtSim(S.t)}`;
+    c.textContent = {
+      groups: () => `${live} · ${fmtInt(items)} shown`,
+      cross: () => `${live} · ${fmtInt(items)} shown`,
+      pairs: () => `${fmtInt(items)} pairs at similarity ≥ ${fmtSim(S.t)}` + (items < pairs ? ` (of ${fmtInt(pairs)} before the filters)` : ""),
+      images: () => `${fmtInt(items)} images · ${live}`,
+      errors: () => `${fmtInt(items)} unreadable files`,
+      summary: () => live,
+    }[S.view]();
   }
   const VIEWS = { summary: renderSummary, groups: () => renderGroups(false), pairs: renderPairs, images: renderImages, cross: renderCross, errors: renderErrors };
+  // the controls that act on each tab (data-views in the page); the others are hidden there
+  const useless = new Set();
+  function showControls() {
+    for (const c of document.querySelectorAll("#controls [data-views]")) {
+      c.hidden = useless.has(c.id) || !c.dataset.views.split(" ").includes(S.view);
+    }
+  }
   function render() {
     $("view").replaceChildren();
+    $("pager").hidden = true;
+    showControls();
     for (const b of document.querySelectorAll("#tabs button")) b.setAttribute("aria-selected", String(b.dataset.view === S.view));
     VIEWS[S.view]();
     document.body.dataset.rendered = String(Number(document.body.dataset.rendered || 0) + 1);
@@ -520,6 +572,8 @@
       ["groups across datasets", t.leakage_groups], ["fail the rules", t.failed], ["to move", t.to_move]];
     $("counts").replaceChildren(...counts.map(([k, v]) => el("span", { class: "count", "data-count": k }, el("b", { text: fmtInt(v) }), k)),
       el("span", { class: "count" }, el("b", { text: human(t.bytes_to_move) }), "to move"));
+    if (D.datasets.length < 2) useless.add("dataset-control").add("leak-control");
+    if (D.methods.length < 2) useless.add("method-control");
     for (const [id, list] of [["dataset", D.datasets], ["method", D.methods]]) {
       list.forEach((name, n) => $(id).append(el("option", { value: n, text: name })));
     }
