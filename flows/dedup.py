@@ -10,14 +10,20 @@ from typing import Any, cast
 
 from prefect import flow, get_run_logger, unmapped
 from prefect.futures import as_completed
-from prefect.runtime import flow_run
 
 from dupflow.cli.common import shown
-from dupflow.config import DedupConfig, validate_config
+from dupflow.config import DedupConfig
 from dupflow.encode.cnn import check_device
 from dupflow.encode.encoding import EncodeStats
 from dupflow.errors import ConfigError
-from dupflow.flows.runtime import cluster_threads, dask_task_runner, on_gpu_workers, require_gpu_workers, store_lock
+from dupflow.flows.runtime import (
+    ConfiguredDaskTaskRunner,
+    cluster_threads,
+    on_gpu_workers,
+    require_gpu_workers,
+    run_config,
+    store_lock,
+)
 from dupflow.flows.secrets import run_storage_options
 from dupflow.index.blocks import Block
 from dupflow.io.listing import ListingStats
@@ -38,7 +44,7 @@ from dupflow.tasks import (
     write_report_task,
 )
 
-__all__ = ["DedupResult", "dedup", "dedup_on_dask"]
+__all__ = ["DedupResult", "dedup"]
 
 
 @dataclass
@@ -52,14 +58,14 @@ class DedupResult:
 
 
 def _run_name() -> str:
-    config = flow_run.parameters["config"]
-    return (config if isinstance(config, DedupConfig) else validate_config(config)).run_name()
+    return run_config().run_name()
 
 
-@flow(name="dupflow-dedup", flow_run_name=_run_name, persist_result=False)
+@flow(name="dupflow-dedup", flow_run_name=_run_name, persist_result=False, task_runner=ConfiguredDaskTaskRunner())  # type: ignore[arg-type]  # an unparametrised TaskRunner
 def dedup(config: DedupConfig) -> DedupResult:
     """Encode the datasets into the store, match them, write pairs, groups, scores, manifest and
-    summary to `out`. Runs its tasks on the Dask cluster that `config.cluster` names (or a local one)."""
+    summary to `out`. Runs its tasks on the Dask cluster that `config.cluster` names (or a local one,
+    started when the first task is submitted)."""
     relative = config.relative_paths()
     if relative and config.cluster.address:
         raise ConfigError(f"relative local path(s) {', '.join(relative)} with the Dask cluster at "
@@ -68,14 +74,6 @@ def dedup(config: DedupConfig) -> DedupResult:
     settings = config.encode_settings()
     if settings.uses_gpu and not config.cluster.address:
         check_device(settings)  # the local workers use this machine's device
-    # local workers advertise the GPU whenever one is asked for: the store may add the cnn encoder
-    runner = dask_task_runner(config.cluster, gpu=settings.device == "cuda")
-    return dedup_on_dask.with_options(task_runner=runner)(config)
-
-
-@flow(name="dupflow-dedup-on-dask", flow_run_name=_run_name, persist_result=False)
-def dedup_on_dask(config: DedupConfig) -> DedupResult:
-    """The dedup steps, fanned out over the flow's task runner."""
     options = run_storage_options(config)  # credentials reach the tasks, never the flow's parameters
     with store_lock(config.store, options) as lease:
         return _dedup_steps(config, options, lease)
@@ -88,7 +86,8 @@ def _dedup_steps(config: DedupConfig, options: dict[str, Any], lease: StoreLease
     if settings.uses_gpu:
         require_gpu_workers()  # before the store is opened: a run that cannot encode changes nothing
     threads = cluster_threads()
-    listed = list_source_task.map(sources, unmapped(settings.storage_options)).result()
+    listed = list_source_task.map(sources, unmapped(settings.storage_options),
+                                  unmapped(settings.sniff_content)).result()
     refs = [ref for found, _ in listed for ref in found]
     plan = prepare_encode_task(config.store, settings, refs, threads)
     log.info("listed %s images in %s dataset(s): %s to encode in %s shards, %s unchanged",

@@ -20,10 +20,14 @@ __all__ = ["INGEST_EVENT", "announce_ingest", "check_ingest", "ingest_and_check"
 INGEST_EVENT = "ingest.completed"
 
 
-def announce_ingest(dataset: str, prefix: str) -> None:
-    """Emit the event the `on-ingest` deployment listens for."""
+def announce_ingest(dataset: str, prefix: str, *, corpus: str | None = None, store: str | None = None,
+                    out: str | None = None) -> None:
+    """Emit the event the `on-ingest` deployment listens for. `corpus`, `store` and `out` (URLs or absolute
+    local paths) replace the deployment's defaults for this run (s3://images/corpus, s3://dupflow/store,
+    s3://dupflow/runs/ingest/DATASET)."""
+    where = {key: value for key, value in (("corpus", corpus), ("store", store), ("out", out)) if value}
     emit_event(event=INGEST_EVENT, resource={"prefect.resource.id": f"ingest.dataset.{dataset}"},
-               payload={"dataset": dataset, "prefix": prefix})
+               payload={"dataset": dataset, "prefix": prefix, **where})
 
 
 def check_ingest(dataset: str, prefix: str, *, corpus: str = "s3://images/corpus", store: str = "s3://dupflow/store",

@@ -16,15 +16,15 @@ from prefect.exceptions import MissingContextError
 from prefect.logging.handlers import APILogWorker
 from prefect.server.api.server import SubprocessASGIServer
 from prefect.settings import PREFECT_API_URL, temporary_settings
-from prefect.task_runners import TaskRunner
+from prefect.utilities.importtools import from_qualified_name
 from prefect_dask.task_runners import DaskTaskRunner
 
-from dupflow.config import ClusterConfig
+from dupflow.config import ClusterConfig, DedupConfig, validate_config
 from dupflow.errors import ConfigError
 from dupflow.store.lease import LeaseRecord, StoreLease
 
-__all__ = ["GPU_RESOURCE", "cluster_threads", "dask_task_runner", "on_gpu_workers", "prefect_api",
-           "require_gpu_workers", "store_lock"]
+__all__ = ["GPU_RESOURCE", "ConfiguredDaskTaskRunner", "cluster_threads", "on_gpu_workers", "prefect_api",
+           "require_gpu_workers", "run_config", "store_lock"]
 
 # The Dask worker resource that marks a worker with a GPU: `dask worker ADDRESS --resources GPU=1`.
 GPU_RESOURCE = "GPU"
@@ -32,11 +32,9 @@ GPU_RESOURCE = "GPU"
 STARTUP_TIMEOUT_ENV = "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"
 
 
-def dask_task_runner(cluster: ClusterConfig, gpu: bool = False) -> TaskRunner[Any]:
-    """An existing scheduler when `cluster.address` is set, else a local cluster of worker processes
-    (each advertising the GPU resource when `gpu`: they share this machine's device)."""
-    if cluster.address:
-        return DaskTaskRunner(address=cluster.address)
+def _local_cluster(cluster: ClusterConfig, gpu: bool) -> dict[str, Any]:
+    """LocalCluster arguments: worker processes on 127.0.0.1 (each advertising the GPU resource when `gpu`:
+    they share this machine's device)."""
     kwargs: dict[str, Any] = {
         "n_workers": cluster.workers or os.cpu_count() or 1,
         "threads_per_worker": cluster.threads_per_worker,
@@ -47,7 +45,38 @@ def dask_task_runner(cluster: ClusterConfig, gpu: bool = False) -> TaskRunner[An
     }
     if gpu:
         kwargs["resources"] = {GPU_RESOURCE: 1}
-    return DaskTaskRunner(cluster_class="distributed.LocalCluster", cluster_kwargs=kwargs)
+    return kwargs
+
+
+class ConfiguredDaskTaskRunner(DaskTaskRunner):
+    """The dedup flow's task runner: the Dask cluster that the flow run's `config` parameter names (its
+    `cluster` section; local workers advertise the GPU when the encode asks for one), chosen when the run
+    first submits work. A deployment fixes a flow's task runner when it imports the flow, before any
+    parameter is known; choosing it here keeps every run one flow run holding its own task runs."""
+
+    @property
+    def client(self) -> Any:
+        if self._client is None and not self.address and not self.cluster_kwargs:
+            self._choose(run_config())
+        return super().client
+
+    def _choose(self, config: DedupConfig) -> None:
+        if config.cluster.address:
+            self.address = config.cluster.address
+            return
+        gpu = config.encode_settings().device == "cuda"
+        self.cluster_class = "distributed.LocalCluster"
+        self.resolved_cluster_class = from_qualified_name(self.cluster_class)
+        self.cluster_kwargs = _local_cluster(config.cluster, gpu)
+
+
+def run_config() -> DedupConfig:
+    """The running dedup flow's config parameter, validated."""
+    context = FlowRunContext.get()
+    if context is None or not context.parameters or "config" not in context.parameters:
+        raise RuntimeError("the dedup task runner runs inside a dedup flow run, whose `config` names its cluster")
+    config = context.parameters["config"]
+    return config if isinstance(config, DedupConfig) else validate_config(config)
 
 
 def cluster_threads() -> int:

@@ -3,6 +3,8 @@ to the flow run."""
 
 from __future__ import annotations
 
+import hashlib
+import re
 from typing import Any
 
 from prefect import task
@@ -13,7 +15,7 @@ from dupflow.match.summary import summary_markdown
 from dupflow.report import ReportSettings, write_report
 from dupflow.tasks.policy import IO_RETRIES, NOT_CACHED
 
-__all__ = ["publish_summary_task", "write_report_task"]
+__all__ = ["publish_summary_task", "summary_key", "write_report_task"]
 
 
 @task(name="write-report", **IO_RETRIES)
@@ -30,5 +32,15 @@ def publish_summary_task(report: MatchReport, applied: dict[str, Any] | None = N
     """Attach the summary (what the apply step did, where the HTML report is) to the flow run (Artifacts
     tab); return the Markdown."""
     text = summary_markdown(report.summary, report.out, applied, page)
-    create_markdown_artifact(text, key="dupflow-summary", description=f"dupflow summary of {report.out}")
+    create_markdown_artifact(text, key=summary_key(report.out), description=f"dupflow summary of {report.out}")
     return text
+
+
+def summary_key(out: str) -> str:
+    """The summary artifact's key, one per output folder (Prefect keeps each key's history):
+    `dupflow-summary-<the folder's last parts>-<8 hex digits of the whole URL>`, in the lowercase letters,
+    digits and dashes that Prefect allows."""
+    tail = "-".join(out.rstrip("/").split("/")[-2:])
+    slug = re.sub(r"[^a-z0-9]+", "-", tail.lower()).strip("-")[:60].strip("-")
+    digest = hashlib.sha256(out.rstrip("/").encode()).hexdigest()[:8]
+    return f"dupflow-summary-{slug}-{digest}" if slug else f"dupflow-summary-{digest}"

@@ -85,6 +85,35 @@ def images(s3_endpoint: str, tmp_path: Path) -> s3fs.S3FileSystem:
     return fs
 
 
+def _assert_one_flow_run_per_deployment_run(env: dict[str, str], adhoc_out: str) -> None:
+    """Every run is one flow run (none nested) holding its task runs; the ad hoc run's summary artifact is
+    on it, under its output's key."""
+    code = f"""
+import json
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey, FlowRunFilter, FlowRunFilterId
+from dupflow.tasks.report import summary_key
+with get_client(sync_client=True) as client:
+    ran = [r for r in client.read_flow_runs() if r.state_name != "Scheduled"]  # not the nightly's next runs
+    runs = [r for r in ran if r.deployment_id]
+    tasks = {{str(r.id): [t.name for t in client.read_task_runs(
+        flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[r.id])))] for r in runs}}
+    key = summary_key({adhoc_out!r})
+    art = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])))
+    print(json.dumps({{"runs": len(ran), "deployed": len(runs), "tasks": tasks,
+                      "artifact_runs": [str(a.flow_run_id) for a in art]}}))
+"""
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120,
+                          check=True)
+    seen = json.loads(done.stdout.strip().splitlines()[-1])
+    assert seen["runs"] == seen["deployed"] == 3  # ad hoc, ingest from S3, ingest from local folders
+    for names in seen["tasks"].values():
+        for kind in ("list ", "encode shard ", "match rule ", "decide-and-write", "publish-summary"):
+            assert any(name.startswith(kind) for name in names), (kind, names)
+    assert len(seen["artifact_runs"]) == 1
+    assert seen["artifact_runs"][0] in seen["tasks"]
+
+
 def test_deployments_run_ad_hoc_and_on_the_ingest_event(server_env: dict[str, str], images: s3fs.S3FileSystem,
                                                         tmp_path: Path) -> None:
     deployed = run_cli("deploy", "--prefect-file", str(PROJECT / "prefect.yaml"), env=server_env)
@@ -113,6 +142,17 @@ def test_deployments_run_ad_hoc_and_on_the_ingest_event(server_env: dict[str, st
         # the three re-ingested pictures move; the corpus (reference) keeps its copies
         assert sorted((r["dataset"], r["rel_path"]) for r in manifest) == [
             ("batch1", f"again_img_{i:04d}.jpg") for i in range(3)]
+
+        # a trial on local folders: the event names the corpus, the store and the output
+        local_out = tmp_path / "runs" / "local-batch"
+        subprocess.run([sys.executable, "-c", "from dupflow.flows.ingest import announce_ingest; "
+                        f"announce_ingest('local-batch', {str(tmp_path / 'batch1')!r}, "
+                        f"corpus={str(tmp_path / 'corpus')!r}, store={str(tmp_path / 'store')!r}, "
+                        f"out={str(local_out)!r})"], env=server_env, check=True, timeout=60)
+        _wait_for(lambda: (local_out / "summary.json").exists(), "the local run triggered by ingest.completed", 240)
+        local = pq.read_table(local_out / "manifest.parquet").to_pylist()
+        assert sorted(r["rel_path"] for r in local) == [f"again_img_{i:04d}.jpg" for i in range(3)]
+        _assert_one_flow_run_per_deployment_run(server_env, "s3://dupflow/runs/adhoc-test")
     finally:
         stop(worker)
         log.close()

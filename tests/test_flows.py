@@ -27,6 +27,7 @@ from dupflow.match.job import OUTPUT_FILES, match_store
 from dupflow.match.settings import MatchSettings
 from dupflow.store.encode_job import run_encode
 from dupflow.store.encodings import EncodingsStore
+from dupflow.tasks.report import summary_key
 from imagegen import dataset
 from worlds import World, plant_world
 
@@ -94,6 +95,37 @@ def test_flow_on_a_local_cluster_writes_what_encode_and_match_write(world: World
     summary = json.loads((out / "summary.json").read_text())
     assert summary["intersections"]["train & val"]["shared_groups"] == len(world.leaks)
     assert summary["totals"]["errors"] == {"corrupt": 1}
+
+
+def test_a_run_is_one_flow_run_with_a_summary_keyed_by_its_output(world: World, tmp_path: Path) -> None:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    with get_client(sync_client=True) as client:
+        before = {r.id for r in client.read_flow_runs()}
+        dedup(_config(world, tmp_path / "out", report=None))
+        dedup(_config(world, tmp_path / "other" / "out", report=None))
+        runs = [r for r in client.read_flow_runs() if r.id not in before]
+        assert len(runs) == 2  # no nested flow run under either
+        assert {r.name for r in runs} == {"dedup-train+val-into-out"}
+        keys = [summary_key(str(tmp_path / "out")), summary_key(str(tmp_path / "other" / "out"))]
+        assert keys[0] != keys[1]
+        for key in keys:
+            artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])))
+            assert len(artifacts) == 1
+            assert artifacts[0].flow_run_id in {r.id for r in runs}
+        assert all(run.parent_task_run_id is None for run in runs)
+        # (the tasks each run holds are checked on a real server, whose task-run recorder runs: test_deployments)
+
+
+def test_the_summary_key_is_a_valid_prefect_key_per_output() -> None:
+    from prefect.client.schemas.actions import ArtifactCreate
+
+    keys = {summary_key(out) for out in ("s3://bucket/runs/nightly", "s3://bucket/runs/nightly/",
+                                         "/data/Runs/Night Ly", "s3://other/runs/nightly", "/")}
+    assert len(keys) == 4  # a trailing slash names the same output
+    for key in keys:
+        ArtifactCreate(key=key, type="markdown", data="x")  # Prefect's own validation of the key
 
 
 def test_a_second_run_reuses_every_encoding(world: World, tmp_path: Path) -> None:

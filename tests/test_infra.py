@@ -149,6 +149,12 @@ def test_every_deployment_has_valid_parameters_and_entrypoint(name: str) -> None
         config = validate_config(parameters["config"])
         assert config.datasets[0].url == "s3://raw/ingest/2026-11-22/"
         assert config.match.reference == ("corpus",)
+        assert (config.datasets[1].url, config.store, config.out) == (
+            "s3://images/corpus", "s3://dupflow/store", "s3://dupflow/runs/ingest/batch-2026-11-22")
+        where = {"corpus": "/data/corpus", "store": "/data/store", "out": "/data/runs/b2"}  # a trial on local folders
+        event["payload"].update(where)
+        config = validate_config(_render(trigger["parameters"], {"event": event})["config"])
+        assert (config.datasets[1].url, config.store, config.out) == tuple(where.values())
     else:
         validate_config(deployment["parameters"]["config"])
     if name == "nightly":
