@@ -1,6 +1,7 @@
 """The `dupflow` command: the core commands plus `run` (the whole flow on Dask) and `deploy`.
 
-Prefect is imported only when `run` or `deploy` is called, so `dupflow encode` and `match` stay quick.
+Prefect is imported only when `run` or `deploy` is called, so `dupflow encode` and `match` stay quick;
+like the core commands', the library parts `run` needs are imported when it is called.
 """
 
 from __future__ import annotations
@@ -21,11 +22,9 @@ from dupflow.cli.common import report_errors, say, storage_option
 from dupflow.cli.main import dataset_options, main, print_encode_report, print_match_summary
 from dupflow.cli.options import given, options
 from dupflow.config import ApplyStep, DedupConfig, load_config, merged, validate_config
-from dupflow.encode.cnn import check_device
 from dupflow.encode.settings import EncodeSettings
 from dupflow.errors import ConfigError
 from dupflow.io.fs import parse_storage_options
-from dupflow.io.preflight import check_sources, check_storage
 from dupflow.io.secrets import split_secrets
 from dupflow.io.sources import parse_datasets
 from dupflow.match.settings import MatchSettings
@@ -80,6 +79,9 @@ def preflight(config: DedupConfig, credentials: dict[str, Any]) -> None:
     storage that does not answer (endpoint, credentials). With a Secret block the credentials are only
     known inside the flow run, which then reports these problems itself. A GPU asked for on a local
     cluster is checked here too (a remote cluster's workers are checked by the flow)."""
+    from dupflow.encode.cnn import check_device
+    from dupflow.io.preflight import check_sources, check_storage
+
     if not config.cluster.address:
         check_device(config.encode_settings())
     if config.storage_secret:

@@ -11,6 +11,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from conftest import run_cli
 from dupflow.encode.settings import EncodeSettings
 from dupflow.errors import ConfigError
 from dupflow.io.filelists import common_root, relative_path
@@ -148,3 +149,14 @@ def test_a_list_on_s3_names_objects_by_key_and_url_with_etags(bucket: str, tmp_p
     assert [r.rel_path for r in refs] == [f"s3/{bucket}/imgs/a.jpg", str(local).lstrip(os.sep)]
     assert refs[0].etag
     assert refs[1].etag is None
+
+
+def test_the_encode_command_takes_a_list_and_says_what_it_missed(tmp_path: Path) -> None:
+    files = _tree(tmp_path)
+    listing = tmp_path / "lists" / "val.txt"
+    listing.write_text(f"{files['a']}\n{files['a']}\n{files['c']}\n{tmp_path / 'nowhere.jpg'}\n")
+    done = run_cli("encode", "-d", f"val={listing}", "-s", str(tmp_path / "store"), "-q")
+    assert "1 listed but missing (error rows), 1 listed twice (encoded once)" in done.stdout
+    shown = run_cli("info", "--store", str(tmp_path / "store")).stdout
+    common = os.path.commonpath([files["a"], files["c"]])
+    assert f"from {common}" in shown  # the store records the files' common folder, not the list file

@@ -9,7 +9,6 @@ import os
 import re
 from typing import Any
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from dupflow.apply.settings import ApplyOptions
@@ -202,6 +201,8 @@ def _relative_local(path: str) -> bool:
 
 def load_config(url: str, overrides: dict[str, Any] | None = None) -> DedupConfig:
     """Read a `dupflow.yaml` (local or remote), apply `overrides` on top (section by section), validate."""
+    import yaml  # here: only a run from a config file reads YAML
+
     try:
         fs, path = open_fs(url, None)
         with fs.open(path, "rb") as f:

@@ -4,19 +4,22 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-import pyarrow as pa
 
-from dupflow.apply import ApplyOptions, ApplyReport, apply_manifest, undo_journal
-from dupflow.apply.exports import coco_for_dataset, kept_files, removed_sources, write_table
+from dupflow.apply.settings import ApplyOptions
 from dupflow.cli.common import report_errors, say, storage_option
 from dupflow.cli.options import build, options
 from dupflow.errors import ConfigError
 from dupflow.io.fs import atomic_write, open_fs, parse_storage_options, read_json
 from dupflow.io.uris import parent
 from dupflow.units import human_size
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+    from dupflow.apply.runner import ApplyReport
 
 __all__ = ["apply_cmd", "export_cmd", "print_apply_brief", "print_apply_report", "undo_cmd"]
 
@@ -42,6 +45,8 @@ def apply_cmd(manifest: str | None, journal: str | None, execute: bool, resume: 
     prints and writes what would move. Every move is journaled; `dupflow undo JOURNAL` reverses them."""
 
     def go() -> None:
+        from dupflow.apply.runner import apply_manifest
+
         if journal is None and manifest is None:
             raise ConfigError("name the manifest, or the --journal of the run to resume")
         options = build("apply", ApplyOptions, flags)
@@ -65,6 +70,8 @@ def undo_cmd(journal: str, execute: bool, resume: bool, show: int, storage_optio
     """Put every file an apply journal moved back where it was (a dry run unless --execute)."""
 
     def go() -> None:
+        from dupflow.apply.runner import undo_journal
+
         threads = build("apply", ApplyOptions, flags).threads
         report = undo_journal(journal, execute=execute, resume=resume, threads=threads,
                               storage_options=parse_storage_options(list(storage_options)))
@@ -130,6 +137,8 @@ def export_cmd(out: str, manifest: str | None, journal: str | None, kept: str | 
     """Export what stays after removing duplicates: the kept files, and a filtered COCO file."""
 
     def go() -> None:
+        from dupflow.apply.exports import kept_files, removed_sources, write_table
+
         if not kept and not coco:
             raise ConfigError("nothing to export: give --kept FILE and/or --coco FILE --coco-out FILE")
         if coco and not (coco_out and coco_dataset):
@@ -148,6 +157,8 @@ def export_cmd(out: str, manifest: str | None, journal: str | None, kept: str | 
 
 def _export_coco(kept: pa.Table, removed: set[str], coco: str, dataset: str, prefix: str, coco_out: str,
                  options: dict[str, Any]) -> None:
+    from dupflow.apply.exports import coco_for_dataset
+
     body = read_json(coco, options, "COCO file")
     filtered, counts = coco_for_dataset(body, kept, removed, dataset, prefix)
     ofs, opath = open_fs(coco_out, options)

@@ -1,4 +1,7 @@
-"""The `dupflow` command line: a thin layer over the library and its validated settings."""
+"""The `dupflow` command line: a thin layer over the library and its validated settings.
+
+Building the commands needs only the settings models; each command imports the library parts it runs
+(numpy, pyarrow, fsspec, Pillow, the encoders) when it is called, so `--help` and `info` start quickly."""
 
 from __future__ import annotations
 
@@ -15,18 +18,15 @@ from dupflow.cli.apply import apply_cmd, export_cmd, undo_cmd
 from dupflow.cli.common import long_storage_option, report_errors, say, storage_option
 from dupflow.cli.options import build, options
 from dupflow.cli.report import report_cmd
-from dupflow.encode.cnn import check_device
 from dupflow.encode.settings import EncodeSettings
 from dupflow.io.fs import parse_storage_options
 from dupflow.io.sources import parse_datasets
 from dupflow.match.settings import MatchSettings
-from dupflow.store.encode_job import EncodeReport, run_encode
-from dupflow.store.encodings import EncodingsStore
-from dupflow.store.lease import StoreLease
 from dupflow.units import human_size
 
 if TYPE_CHECKING:
     from dupflow.match.job import MatchReport
+    from dupflow.store.encode_job import EncodeReport
 
 __all__ = ["main"]
 
@@ -74,6 +74,10 @@ def encode(more_dirs: tuple[str, ...], datasets: tuple[str, ...], root: str | No
     """
 
     def go() -> None:
+        from dupflow.encode.cnn import check_device
+        from dupflow.store.encode_job import run_encode
+        from dupflow.store.lease import StoreLease
+
         if more_dirs and not dirs:
             raise click.UsageError(f"unexpected argument(s) {' '.join(more_dirs)}: datasets go in --dataset NAME=URL")
         sources = parse_datasets(list(datasets), root, [*dirs, *more_dirs])
@@ -129,6 +133,11 @@ def print_encode_report(r: EncodeReport) -> None:
             f"skipped    {skipped.skipped_extension} non-image, {skipped.skipped_hidden} hidden, "
             f"{skipped.skipped_links} links leaving the root, {skipped.skipped_loops} link loops"
         )
+    if skipped.sniffed or skipped.missing or skipped.repeated:
+        say(
+            f"found      {skipped.sniffed} by their first bytes (no image extension), {skipped.missing} listed "
+            f"but missing (error rows), {skipped.repeated} listed twice (encoded once)"
+        )
     for d in skipped.unreadable_dirs or []:
         say(f"warning    folder not listed: {d}", err=True)
     say(f"speed      {r.wall_seconds:.2f} s wall, {rate:,.0f} images/s, {cpu:,.0f} images per CPU-second")
@@ -145,6 +154,7 @@ def match(store: str, out: str, storage_options: tuple[str, ...], **flags: Any) 
 
     def go() -> None:
         from dupflow.match.job import match_store  # the matcher's imports (numba, scipy): only when matching
+        from dupflow.store.lease import StoreLease
 
         settings = build("match", MatchSettings, flags)
         options = parse_storage_options(storage_options)
@@ -181,7 +191,9 @@ def info(store: str, storage_options: tuple[str, ...]) -> None:
     """Describe an encodings store: state, settings, datasets, rows and errors."""
 
     def go() -> None:
-        s = EncodingsStore(store, parse_storage_options(list(storage_options)))
+        from dupflow.store.record import StoreRoot  # the record only: no pyarrow
+
+        s = StoreRoot(store, parse_storage_options(list(storage_options)))
         rec = s.record()
         if rec is None:
             raise click.ClickException(f"{store} is not an encodings store (no _dupflow/store.json)")

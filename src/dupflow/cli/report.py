@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from dupflow.cli.common import report_errors, say, storage_option
 from dupflow.cli.options import build, options
 from dupflow.io.fs import parse_storage_options
-from dupflow.report import ReportResult, ReportSettings, write_report
+from dupflow.report.settings import ReportSettings
 from dupflow.units import human_size
+
+if TYPE_CHECKING:
+    from dupflow.report.build import ReportResult
 
 __all__ = ["print_report_result", "report_cmd"]
 
@@ -29,6 +32,8 @@ def report_cmd(out: str, store: str | None, matches: str | None, storage_options
     run's groups, pairs, every image's status and uniqueness, leakage across datasets, errors and plots."""
 
     def go() -> None:
+        from dupflow.report.build import write_report  # numpy, pyarrow, Pillow: only when writing one
+
         settings = build("report", ReportSettings, flags)
         result = write_report(out, settings, store, matches, parse_storage_options(list(storage_options)))
         print_report_result(result)

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from dupflow.encode.catalog import FEATURES_ENCODER
 from dupflow.errors import ConfigError
 
 __all__ = [
@@ -34,7 +35,6 @@ __all__ = [
     "require_cv2",
 ]
 
-FEATURES_ENCODER = "orb"  # the encoder's name and the store's column
 WORK_SIDE = 512  # longest side of the picture the keypoints are found on
 FEATURES_DECODE_SIDE = 256  # the smallest side the reduced-scale decode keeps for them
 MIN_SIDE = 320  # smaller pictures are enlarged to this longest side (ORB ignores a 15 px border)

@@ -18,7 +18,8 @@ import numpy as np
 import pyarrow as pa
 from PIL import Image
 
-from dupflow.encode.features import FEATURES_DECODE_SIDE, FEATURES_ENCODER, extract_features
+from dupflow.encode.catalog import ENCODER_NAMES, FEATURES_ENCODER, decode_size_for
+from dupflow.encode.features import FEATURES_DECODE_SIDE, extract_features
 from dupflow.io.decoding import DecodedImage
 from dupflow.schemas import encodings_schema as table_schema
 
@@ -27,7 +28,6 @@ __all__ = [
     "ENCODERS",
     "Encoder",
     "bits_to_value",
-    "decode_size_for",
     "encodings_schema",
     "hash_bits",
     "hash_input",
@@ -190,7 +190,7 @@ def _square_hash(name: str, description: str, fn: EncodeFn, version: int = 1) ->
                    version=version)
 
 
-ENCODERS: dict[str, Encoder] = {
+_IMPLEMENTATIONS: dict[str, Encoder] = {
     e.name: e
     for e in (
         _square_hash("phash", "perceptual hash (DCT), robust to resizing and re-encoding", _imagehash(imagehash.phash)),
@@ -257,11 +257,8 @@ ENCODERS: dict[str, Encoder] = {
         ),
     )
 }
-
-
-def decode_size_for(hash_size: int) -> int:
-    """The reduced-scale decode's smallest side for a hash size (64 px for 64-bit hashes)."""
-    return 8 * hash_size
+# The registry: the implementations of dupflow.encode.catalog's names, in its order.
+ENCODERS: dict[str, Encoder] = {name: _IMPLEMENTATIONS[name] for name in ENCODER_NAMES}
 
 
 def encodings_schema(encoders: Iterable[str], values: Mapping[str, Any], *, staged: bool = False) -> pa.Schema:

@@ -26,11 +26,12 @@ import hashlib
 import importlib.util
 import os
 from dataclasses import dataclass
-from typing import Literal
-
-import numpy as np
+from typing import TYPE_CHECKING, Literal
 
 from dupflow.errors import ConfigError
+
+if TYPE_CHECKING:
+    import numpy as np
 
 __all__ = [
     "CNN_HINT",
@@ -114,6 +115,8 @@ class ModelSpec:
 
     def normalise(self, batch: np.ndarray) -> np.ndarray:
         """Float32 network input from a uint8 N x S x S x 3 batch: (x - mean) / std per channel."""
+        import numpy as np  # here: the settings parse specs without numpy
+
         mean, std = np.array(self.mean, np.float32), np.array(self.std, np.float32)
         x = batch.astype(np.float32)
         x *= 1.0 / std

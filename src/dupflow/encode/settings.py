@@ -6,11 +6,10 @@ from typing import Any, Literal
 
 from pydantic import field_validator, model_validator
 
-from dupflow.encode.features import FEATURES_ENCODER, require_cv2
-from dupflow.encode.hashing import ENCODERS, decode_size_for
+from dupflow.encode.catalog import ENCODER_NAMES, FEATURES_ENCODER, decode_size_for
 from dupflow.encode.models import Device, ModelSpec, Runtime, resolve_runtime
 from dupflow.errors import ConfigError
-from dupflow.io.decoding import DEFAULT_MAX_FILE_BYTES, DEFAULT_MAX_PIXELS
+from dupflow.io.limits import DEFAULT_MAX_FILE_BYTES, DEFAULT_MAX_PIXELS
 from dupflow.settings import Preset, StageSettings, presets_help, setting
 
 __all__ = ["DEFAULT_ENCODERS", "PRESET_ENCODERS", "EncodeSettings", "decode_size_for", "settings_conflict"]
@@ -32,7 +31,7 @@ class EncodeSettings(StageSettings):
     preset: Preset | None = setting(
         None, presets_help("what to encode") + " [default: default; --encoders overrides it]")
     encoders: tuple[str, ...] = setting(
-        DEFAULT_ENCODERS, f"encoders, comma-separated, from {', '.join(ENCODERS)} or 'all'; exact (SHA-256 of the "
+        DEFAULT_ENCODERS, f"encoders, comma-separated, from {', '.join(ENCODER_NAMES)} or 'all'; exact (SHA-256 of the "
         "bytes) is always computed", short="-e", metavar="LIST", comma=True)
     hash_size: Literal[8, 16] = setting(8, "8 -> 64-bit hashes, 16 -> 256-bit hashes")
     max_pixels: int = setting(DEFAULT_MAX_PIXELS, "images declaring more pixels are recorded as decompression_bomb "
@@ -74,10 +73,11 @@ class EncodeSettings(StageSettings):
             return value
         names = [n for n in names if n and n != "exact"]  # SHA-256 of the bytes is always computed
         if names == ["all"]:
-            return tuple(n for n in ENCODERS if n != "crop_resistant")
-        unknown = [e for e in names if e not in ENCODERS]
+            return tuple(n for n in ENCODER_NAMES if n != "crop_resistant")
+        unknown = [e for e in names if e not in ENCODER_NAMES]
         if unknown:
-            raise ConfigError(f"unknown encoder(s) {', '.join(unknown)}; choose from {', '.join(sorted(ENCODERS))}")
+            raise ConfigError(f"unknown encoder(s) {', '.join(unknown)}; "
+                              f"choose from {', '.join(sorted(ENCODER_NAMES))}")
         return tuple(names)
 
     @model_validator(mode="after")
@@ -87,6 +87,8 @@ class EncodeSettings(StageSettings):
             if "cnn" in self.encoders:
                 resolve_runtime(spec, self.cnn_runtime)
         if FEATURES_ENCODER in self.encoders:
+            from dupflow.encode.features import require_cv2  # numpy: only for the orb encoder
+
             require_cv2()
         return self
 

@@ -25,13 +25,7 @@ from PIL import Image, UnidentifiedImageError, features
 from dupflow.errors import ErrorKind, FileFailure
 from dupflow.io.formats import heif_codec
 
-# Pillow's own default guard is 89.5 M pixels; photographs above 250 MP are rare, bombs are not.
-DEFAULT_MAX_PIXELS = 250_000_000
-DEFAULT_MAX_FILE_BYTES = 1 << 30
-
 __all__ = [
-    "DEFAULT_MAX_FILE_BYTES",
-    "DEFAULT_MAX_PIXELS",
     "DecodedImage",
     "configure_pillow",
     "decode_image",

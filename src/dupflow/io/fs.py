@@ -1,18 +1,22 @@
-"""One filesystem layer for every store (fsspec): URIs, atomic writes, and storage-error mapping."""
+"""One filesystem layer for every store (fsspec): URIs, atomic writes, and storage-error mapping.
+
+fsspec is imported when a filesystem is first opened: the settings and the command line, which parse
+storage options, start without it."""
 
 from __future__ import annotations
 
 import errno
+import functools
 import json
 import os
 import re
 import uuid
-from typing import Any
-
-import fsspec
-from fsspec.implementations.local import LocalFileSystem
+from typing import TYPE_CHECKING, Any
 
 from dupflow.errors import ConfigError, ErrorKind, StorageError
+
+if TYPE_CHECKING:
+    import fsspec
 
 __all__ = [
     "atomic_write",
@@ -35,6 +39,8 @@ def open_fs(url: str, storage_options: dict[str, Any] | None = None) -> tuple[fs
     fsspec also reads options from the environment (`FSSPEC_S3_ENDPOINT_URL`, `AWS_*`), so nothing
     is hard-coded here.
     """
+    import fsspec
+
     protocol = url.split("://", 1)[0] if "://" in url else "file"
     options = {} if protocol in ("file", "local") else dict(storage_options or {})
     try:
@@ -59,7 +65,16 @@ def read_json(url: str, storage_options: dict[str, Any] | None = None, what: str
 
 def is_local(fs: fsspec.AbstractFileSystem) -> bool:
     """Whether `fs` is this machine's disk."""
-    return isinstance(fs, LocalFileSystem)
+    return isinstance(fs, _local_class())
+
+
+@functools.cache
+def _local_class() -> type[fsspec.AbstractFileSystem]:
+    """fsspec's local filesystem class, looked up once (is_local runs per file in listings)."""
+    from fsspec.implementations.local import LocalFileSystem
+
+    local: type[fsspec.AbstractFileSystem] = LocalFileSystem
+    return local
 
 
 def to_uri(fs: fsspec.AbstractFileSystem, path: str) -> str:

@@ -10,11 +10,12 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import numpy as np
-
-from dupflow.encode.hashing import ENCODERS
 from dupflow.errors import ConfigError
+
+if TYPE_CHECKING:
+    import numpy as np
 
 __all__ = [
     "COSINE",
@@ -73,6 +74,8 @@ def metric_bits(metric: str, hash_size: int) -> int:
         return 256
     if metric in (COSINE, VERIFIED):
         return 0
+    from dupflow.encode.hashing import ENCODERS  # here: the settings import the rules without the encoders
+
     encoder = ENCODERS.get(metric)
     if encoder is None or encoder.bits(hash_size) == 0:
         usable = sorted([*DIGESTS, COSINE, VERIFIED, *(n for n, e in ENCODERS.items() if e.bits(hash_size))])
@@ -105,6 +108,8 @@ class Condition:
 
     def similarity(self, distance: np.ndarray) -> np.ndarray:
         """1 - distance / bits, for an array of distances."""
+        import numpy as np  # here: the settings import the rules without numpy
+
         result: np.ndarray = 1.0 - np.asarray(distance) / self.bits
         return result
 

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Collection
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import model_validator
 
-from dupflow.encode.features import FEATURES_ENCODER
+from dupflow.encode.catalog import FEATURES_ENCODER
 from dupflow.errors import ConfigError
-from dupflow.match.keep import KeepPolicy
 from dupflow.match.rules import (
     DEFAULT_RULES,
     DEFAULT_RULES_WITH_EMBEDDINGS,
@@ -19,6 +18,9 @@ from dupflow.match.rules import (
     parse_rules,
 )
 from dupflow.settings import Preset, StageSettings, presets_help, setting
+
+if TYPE_CHECKING:
+    from dupflow.match.keep import KeepPolicy
 
 __all__ = ["MatchSettings"]
 
@@ -76,6 +78,9 @@ class MatchSettings(StageSettings):
         return self
 
     def keep_policy(self) -> KeepPolicy:
+        """The parsed keep policy."""
+        from dupflow.match.keep import KeepPolicy  # pyarrow: not needed to declare the settings
+
         return KeepPolicy.parse(self.keep)
 
     def parsed_rules(self, hash_size: int, encoders: Collection[str] = ()) -> tuple[Rule, ...]:

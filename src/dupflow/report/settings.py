@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from dupflow.io.decoding import DEFAULT_MAX_PIXELS
+from dupflow.io.limits import DEFAULT_MAX_PIXELS
 from dupflow.settings import StageSettings, setting
 
 __all__ = ["ReportSettings"]

@@ -19,8 +19,7 @@ import json
 import os
 import socket
 import uuid
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -32,8 +31,9 @@ from dupflow.encode.encoding import VERSIONS_META, encoder_versions
 from dupflow.encode.hashing import ENCODERS, encodings_schema
 from dupflow.encode.settings import EncodeSettings, settings_conflict
 from dupflow.errors import ErrorKind, StoreError
-from dupflow.io.fs import atomic_write, join, open_fs, storage_error, to_uri
+from dupflow.io.fs import atomic_write, to_uri
 from dupflow.schemas import parquet_bytes, read_meta
+from dupflow.store.record import ENCODINGS_DIR, RECORD_PATH, StoreRecord, StoreRoot, made_versions
 
 __all__ = [
     "ENCODINGS_DIR",
@@ -46,49 +46,10 @@ __all__ = [
     "stale_encoders",
 ]
 
-ENCODINGS_DIR = "encodings"
-RECORD_PATH = "_dupflow/store.json"
 STAGING_DIR = "_dupflow/staging"
 ROWS_PER_FILE = 1_000_000
 KEY_COLUMNS = ("uri", "size", "mtime", "etag")
 _TRANSIENT = [k.value for k in ErrorKind if k.transient]
-
-
-@dataclass
-class StoreRecord:
-    """The commit record: what the store holds and whether its last run finished. Each dataset's entry
-    names its files and the encoders their rows have, with the version of each (`encoder_versions`):
-    a run re-encodes rows whose encoder has another version in this release."""
-
-    state: str = "complete"
-    run_id: str = ""
-    settings: dict[str, Any] = field(default_factory=dict)
-    encoders: list[str] = field(default_factory=list)
-    datasets: dict[str, dict[str, Any]] = field(default_factory=dict)
-    writer: dict[str, Any] = field(default_factory=dict)
-    updated_at: str = ""
-
-    def to_json(self) -> bytes:
-        body = {"format": "dupflow-store", "version": 1, **self.__dict__}
-        return json.dumps(body, indent=2, sort_keys=True).encode()
-
-    @classmethod
-    def from_json(cls, data: bytes) -> StoreRecord:
-        body = json.loads(data)
-        if body.get("format") != "dupflow-store":
-            raise StoreError("store.json is not a dupflow store record")
-        return cls(**{k: body[k] for k in cls.__dataclass_fields__ if k in body})
-
-    def dataset_versions(self, name: str) -> dict[str, int]:
-        """The version of each encoder that dataset `name`'s rows were made with."""
-        info = self.datasets[name]
-        return made_versions(info.get("encoder_versions", {}), info.get("encoders", self.encoders))
-
-
-def made_versions(recorded: Mapping[str, Any], encoders: Iterable[str]) -> dict[str, int]:
-    """The version each encoder's values were made with, as recorded; a store or staged file from
-    before versions were recorded holds version 1 of every encoder."""
-    return {e: int(recorded.get(e, 1)) for e in encoders}
 
 
 def stale_encoders(made: Mapping[str, int]) -> list[str]:
@@ -102,35 +63,10 @@ def row_keys(table: pa.Table) -> pa.Array:
     return pc.binary_join_element_wise(*parts, "\x00")
 
 
-class EncodingsStore:
-    """Read, stage into and commit an encodings store at `url`."""
-
-    def __init__(self, url: str, storage_options: dict[str, Any] | None = None) -> None:
-        self.url = url.rstrip("/")
-        self.storage_options = dict(storage_options or {})
-        self.fs, self.root = open_fs(self.url, self.storage_options)
-        self.root = self.root.rstrip("/")
-
-    # -- paths ---------------------------------------------------------------------------------
-    def path(self, rel: str) -> str:
-        return join(self.root, rel)
-
-    @property
-    def encodings_uri(self) -> str:
-        """Where the Parquet encodings live (point pyarrow/pandas/DuckDB here)."""
-        return to_uri(self.fs, self.path(ENCODINGS_DIR))
+class EncodingsStore(StoreRoot):
+    """Read, stage into and commit an encodings store at `url` (its paths and record: `StoreRoot`)."""
 
     # -- the record ----------------------------------------------------------------------------
-    def record(self) -> StoreRecord | None:
-        """The commit record, or None for a new (empty) store."""
-        try:
-            data = self.fs.cat_file(self.path(RECORD_PATH))
-        except FileNotFoundError:
-            return None
-        except Exception as exc:
-            raise storage_error(exc, to_uri(self.fs, self.path(RECORD_PATH)), "read") from exc
-        return StoreRecord.from_json(data)
-
     def complete_record(self) -> StoreRecord:
         """The record of a finished store; raises a StoreError saying how to finish it otherwise."""
         rec = self.record()
