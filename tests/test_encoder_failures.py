@@ -51,10 +51,10 @@ def test_an_encoder_that_raises_records_encoder_failed_and_the_fixed_release_ree
     dhash = ENCODERS["dhash"].fn
     assert dhash is not None
 
-    def buggy(decoded: Any, gray: Any, hash_size: int) -> Any:
+    def buggy(decoded: Any, given: Any) -> Any:
         if decoded.width == ODD_WIDTH:
             raise RuntimeError("simulated encoder bug")
-        return dhash(decoded, gray, hash_size)
+        return dhash(decoded, given)
 
     with monkeypatch.context() as buggy_release:
         _release(buggy_release, "dhash", fn=buggy)
@@ -142,7 +142,7 @@ def test_a_new_encoder_version_reencodes_every_row_and_an_equal_one_reuses_them(
     assert _counts(_encode(data, store)) == (4, 0)
     assert _counts(_encode(data, store)) == (0, 4)
 
-    _release(monkeypatch, "dhash", version=2, fn=lambda _decoded, _gray, _hash_size: 7)  # its values changed
+    _release(monkeypatch, "dhash", version=2, fn=lambda _decoded, _given: 7)  # its values changed
     assert _counts(_encode(data, store)) == (4, 0)
     assert {r["dhash"] for r in _rows(store).values()} == {7}
     versions = EncodingsStore(str(store)).complete_record().dataset_versions("train")

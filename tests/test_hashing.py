@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from dupflow.encode.hashing import DIHEDRAL, ENCODERS, _phash_input, _phash_of, hash_bits, hash_input
+from dupflow.encode.hashing import DIHEDRAL, ENCODERS, HashInput, _phash_input, _phash_of, hash_bits, hash_input
 from dupflow.io.decoding import DecodedImage, decode_image
 from imagegen import encode, natural
 
@@ -57,7 +57,7 @@ def _decoded(data: bytes, draft: bool = True, mode: str = "RGB") -> DecodedImage
 def _run(name: str, decoded: DecodedImage | None, gray: Image.Image, hash_size: int) -> Any:
     fn = ENCODERS[name].fn
     assert fn is not None
-    return fn(decoded, gray, hash_size)  # type: ignore[arg-type]
+    return fn(decoded, HashInput(gray, hash_size))  # type: ignore[arg-type]
 
 
 def _value(name: str, data: bytes, draft: bool = True) -> int:

@@ -8,7 +8,6 @@ The Python API (`dupflow.api`): `encode_images`, `find_duplicates`, `open_duplic
 from __future__ import annotations
 
 from importlib import import_module
-from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING, Any
 
 from dupflow.errors import ConfigError, DupflowError, ErrorKind, StorageError, StoreError
@@ -29,10 +28,7 @@ if TYPE_CHECKING:
     from dupflow.match.settings import MatchSettings
     from dupflow.report.settings import ReportSettings
 
-try:
-    __version__ = version("dupflow")
-except PackageNotFoundError:  # running from a source tree without installation
-    __version__ = "0.0.0"
+    __version__: str
 
 # Each lazily imported name and the module that defines it.
 _LAZY = {
@@ -76,6 +72,9 @@ if not TYPE_CHECKING:  # type checkers see the imports above, so a misspelt name
 
     def __getattr__(name: str) -> Any:
         """The public names above, imported on first use (PEP 562)."""
+        if name == "__version__":  # package metadata: ~0.1 s to read, so only when asked
+            globals()[name] = _installed_version()
+            return globals()[name]
         module = _LAZY.get(name)
         if module is None:
             raise AttributeError(f"module 'dupflow' has no attribute {name!r}")
@@ -86,3 +85,13 @@ if not TYPE_CHECKING:  # type checkers see the imports above, so a misspelt name
 
 def __dir__() -> list[str]:
     return sorted(set(globals()) | set(__all__))
+
+
+def _installed_version() -> str:
+    """dupflow's version from its package metadata ("0.0.0" in a source tree without installation)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("dupflow")
+    except PackageNotFoundError:
+        return "0.0.0"

@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from dupflow import __version__
 from dupflow.cli.apply import apply_cmd, export_cmd, undo_cmd
 from dupflow.cli.common import long_storage_option, report_errors, say, storage_option
 from dupflow.cli.options import build, options
@@ -32,7 +31,7 @@ __all__ = ["main"]
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
-@click.version_option(__version__, prog_name="dupflow")
+@click.version_option(package_name="dupflow", prog_name="dupflow")  # the metadata is read only when asked
 def main() -> None:
     """Find exact and near-duplicate images within and across datasets."""
 
