@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import pyarrow.dataset as ds
 import pytest
@@ -84,6 +85,41 @@ def test_parallel_processes_give_the_same_rows_as_one(tmp_path: Path) -> None:
     run_encode([DatasetSource("t", str(tmp_path / "data"))], str(tmp_path / "s1"), EncodeSettings(), workers=1)
     run_encode([DatasetSource("t", str(tmp_path / "data"))], str(tmp_path / "s2"), EncodeSettings(shard_size=7),
                workers=2)
+    one = EncodingsStore(str(tmp_path / "s1")).read().sort_by("uri")
+    two = EncodingsStore(str(tmp_path / "s2")).read().sort_by("uri")
+    assert one.equals(two)
+
+
+def test_this_process_encodes_shards_beside_its_workers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from concurrent.futures import Future, ProcessPoolExecutor
+
+    from dupflow.io.lifeline import lifeline_pool
+    from dupflow.store import encode_job
+
+    pools: list[int] = []
+    futures: list[Future[Any]] = []
+    real = lifeline_pool
+
+    def tracked(max_workers: int, start_method: str = "spawn") -> ProcessPoolExecutor:
+        pool = real(max_workers, start_method)
+        pools.append(max_workers)
+        submit = pool.submit
+
+        def recorded(*args: Any, **kwargs: Any) -> Future[Any]:
+            futures.append(submit(*args, **kwargs))
+            return futures[-1]
+
+        pool.submit = recorded  # type: ignore[method-assign]
+        return pool
+
+    monkeypatch.setattr(encode_job, "lifeline_pool", tracked)
+    dataset(tmp_path / "data", 40)
+    run_encode([DatasetSource("t", str(tmp_path / "data"))], str(tmp_path / "s1"), EncodeSettings(), workers=1)
+    run_encode([DatasetSource("t", str(tmp_path / "data"))], str(tmp_path / "s2"), EncodeSettings(shard_size=4),
+               workers=2)
+    assert pools == [1]  # two processes: this one and one worker
+    assert len(futures) == 10
+    assert 1 <= sum(f.cancelled() for f in futures) <= 9  # the shards this process took back and encoded
     one = EncodingsStore(str(tmp_path / "s1")).read().sort_by("uri")
     two = EncodingsStore(str(tmp_path / "s2")).read().sort_by("uri")
     assert one.equals(two)

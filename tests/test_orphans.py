@@ -76,12 +76,12 @@ def _staged(staging: Path) -> int:
 
 @pytest.mark.slow
 def test_sigkilled_encode_leaves_no_workers_running(tmp_path: Path) -> None:
-    """SIGKILL `dupflow encode -j 2` mid-run: its workers (and resource tracker) die too, staging stops."""
+    """SIGKILL `dupflow encode -j 3` mid-run: its two workers (and resource tracker) die too, staging stops."""
     data, store = tmp_path / "data", tmp_path / "store"
     _images(data, 240)
     staging = store / "_dupflow" / "staging"
     exe = str(Path(sys.executable).with_name("dupflow"))
-    cmd = [exe, "encode", "-d", f"t={data}", "-s", str(store), "-j", "2", "--shard-size", "2", "-q"]
+    cmd = [exe, "encode", "-d", f"t={data}", "-s", str(store), "-j", "3", "--shard-size", "2", "-q"]
     log = tmp_path / "stderr.txt"
     with log.open("wb") as err:
         proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err)

@@ -59,7 +59,7 @@ def dataset_options(fn: Callable[..., Any]) -> Callable[..., Any]:
 @click.option("--store", "-s", required=True, metavar="STORE", help="Encodings store: a local folder or S3 prefix.")
 @options("encode", EncodeSettings)
 @click.option("--workers", "-j", type=click.IntRange(min=1), default=None,
-              help="Parallel encoding processes [default: CPU count].")
+              help="Encoding processes, this one included [default: CPU count].")
 @storage_option
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @click.argument("more_dirs", nargs=-1, metavar="[DIR]...")

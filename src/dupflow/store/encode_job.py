@@ -169,7 +169,7 @@ def run_encode(
     on_listed: Callable[[int, int], None] | None = None,
     on_progress: Callable[[int], None] | None = None,
 ) -> EncodeReport:
-    """List, plan, encode in `workers` local processes, commit; returns what happened."""
+    """List, plan, encode in `workers` local processes (this one included), commit; returns what happened."""
     start = time.perf_counter()
     refs, listing = list_sources(sources, settings.storage_options, settings.sniff_content)
     plan = prepare_encode(store_url, settings, refs, workers=workers)
@@ -184,9 +184,18 @@ def run_encode(
                 on_progress(len(shard.refs))
     else:
         # spawn, no fork: s3fs and pyarrow hold threads; the workers die with this process (even on SIGKILL),
-        # so this thread, which starts them on submit, keeps the pool to itself
-        with lifeline_pool(workers, "spawn") as pool:
+        # so this thread, which starts them on submit, keeps the pool to itself. This process is one of the
+        # `workers`: it takes shards from the back of the queue while the pool takes them from the front,
+        # which saves a worker's start (~0.8 CPU-s of imports) and starts work before any worker is up.
+        with lifeline_pool(workers - 1, "spawn") as pool:
             futures = {pool.submit(encode_shard, store_url, s, plan.settings): s for s in plan.shards}
+            for fut in reversed(list(futures)):
+                if not fut.cancel():  # the pool has started it: every shard before it is taken too
+                    break
+                shard = futures.pop(fut)
+                totals.add(encode_shard(store_url, shard, plan.settings))
+                if on_progress:
+                    on_progress(len(shard.refs))
             for fut in as_completed(futures):
                 totals.add(fut.result())
                 if on_progress:
