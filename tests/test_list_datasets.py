@@ -160,3 +160,20 @@ def test_the_encode_command_takes_a_list_and_says_what_it_missed(tmp_path: Path)
     shown = run_cli("info", "--store", str(tmp_path / "store")).stdout
     common = os.path.commonpath([files["a"], files["c"]])
     assert f"from {common}" in shown  # the store records the files' common folder, not the list file
+
+
+def test_a_list_that_grows_past_its_folder_moves_every_rel_path_with_it(tmp_path: Path) -> None:
+    files = _tree(tmp_path)
+    listing = tmp_path / "lists" / "val.txt"
+    listing.write_text(f"{files['a']}\n")
+    store = str(tmp_path / "store")
+    run_encode([DatasetSource.parse(str(listing))], store, EncodeSettings())
+    first = {r["uri"]: r["rel_path"] for r in EncodingsStore(store).read().to_pylist()}
+    assert first == {str(files["a"]): files["a"].name}
+    listing.write_text(f"{files['a']}\n{files['c']}\n")  # c lives elsewhere: the common folder moves up
+    report = run_encode([DatasetSource.parse(str(listing))], store, EncodeSettings())
+    assert report.reused == 1
+    root = Path(os.path.commonpath([files["a"], files["c"]]))
+    rows = {r["uri"]: r["rel_path"] for r in EncodingsStore(store).read().to_pylist()}
+    assert rows == {str(p): str(p.relative_to(root)) for p in (files["a"], files["c"])}
+    assert EncodingsStore(store).complete_record().datasets["val"]["url"] == str(root)

@@ -80,10 +80,12 @@ def list_sources(
 
 
 def refs_table(refs: Sequence[ImageRef]) -> pa.Table:
-    """The key columns of listed refs, typed like the encodings so keys compare equal."""
+    """The key columns of listed refs (and where each sits in its dataset), typed like the encodings so keys
+    compare equal."""
     return pa.table(
         {
             "uri": pa.array([r.uri for r in refs], pa.string()),
+            "rel_path": pa.array([r.rel_path for r in refs], pa.string()),
             "size": pa.array([r.size for r in refs], pa.int64()),
             "mtime": pa.array([r.mtime_ns for r in refs], pa.timestamp("ns", tz="UTC")),
             "etag": pa.array([r.etag for r in refs], pa.string()),

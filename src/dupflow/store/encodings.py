@@ -129,12 +129,17 @@ class EncodingsStore(StoreRoot):
         schema = encodings_schema(rec.encoders, rec.settings, staged=True)
         table = pa.concat_tables([conform_table(t, schema) for t in staged + committed] or [schema.empty_table()])
         table = dedupe(table.append_column("_key", row_keys(table)), "_key")
-        table = table.filter(pc.is_in(table["_key"], value_set=row_keys(listed)))
+        keys = row_keys(listed)
+        table = table.filter(pc.is_in(table["_key"], value_set=keys))
         if table.num_rows < listed.num_rows:
             raise StoreError(
                 f"{listed.num_rows - table.num_rows} listed file(s) have no encodings (a shard failed); "
                 "re-run the same command to encode them"
             )
+        if "rel_path" in listed.column_names:  # where each file sits now (a file list's common folder can move)
+            at = pc.index_in(table["_key"], value_set=keys)
+            table = table.set_column(table.schema.get_field_index("rel_path"), "rel_path",
+                                     listed["rel_path"].take(at))
         fresh = {n for t in staged for n in t["dataset"].unique().to_pylist() if t.num_rows}
         dropped: dict[str, int] = {}
         for name in datasets:
@@ -142,7 +147,8 @@ class EncodingsStore(StoreRoot):
             before = int(rec.datasets.get(name, {}).get("rows", 0))
             old = old_uris.get(name, pa.chunked_array([], pa.string()))
             dropped[name] = int(pc.sum(pc.invert(pc.is_in(old, value_set=part["uri"]))).as_py() or 0)
-            unchanged = name not in fresh and dropped[name] == 0 and before == part.num_rows
+            moved = name in dataset_urls and dataset_urls[name] != rec.datasets.get(name, {}).get("url", "")
+            unchanged = name not in fresh and dropped[name] == 0 and before == part.num_rows and not moved
             if unchanged and rec.datasets.get(name, {}).get("encoders") == rec.encoders and not _stale(rec, name):
                 continue
             self._write_dataset(rec, name, part.sort_by("uri"), dataset_urls.get(name, ""), origin={})
