@@ -126,8 +126,12 @@ def main() -> None:
 
 
 def _markdown(rows: list[dict[str, object]]) -> str:
-    cols = ["method", "images", "cpu_s", "images_per_cpu_s", "wall_s", "peak_rss_mb", "x imagededup PHash",
-            "x decode 1/8 (bare)"]
+    return markdown_table(rows, ["method", "images", "cpu_s", "images_per_cpu_s", "wall_s", "peak_rss_mb",
+                                 "x imagededup PHash", "x decode 1/8 (bare)"])
+
+
+def markdown_table(rows: list[dict[str, object]], cols: list[str]) -> str:
+    """`rows` as a Markdown table of `cols`: floats with two decimals, missing cells empty."""
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for r in rows:
         cells = [f"{r[c]:.2f}" if isinstance(r.get(c), float) else str(r.get(c, "")) for c in cols]

@@ -138,14 +138,12 @@ def main() -> None:
 def _markdown(result: dict[str, object]) -> str:
     rows = result["rows"]
     assert isinstance(rows, list)
+    from encode_speed import markdown_table  # bench/ is on sys.path (the script's folder)
+
     cols = ["what", "cpu_s", "wall_s", "x imagededup PHash", "x bare reduced-scale decode"]
-    lines = [f"{result['images']:,} JPEGs of 480x360 to 800x600 ({result['megabytes']} MB), "
-             f"{result['cpus']} cores, median of {result['repeat']}; x = the reference's CPU / this row's CPU "
-             "(higher is better).", "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    for r in rows:
-        cells = [f"{r[c]:.2f}" if isinstance(r.get(c), float) else str(r.get(c, "")) for c in cols]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+    return (f"{result['images']:,} JPEGs of 480x360 to 800x600 ({result['megabytes']} MB), {result['cpus']} cores, "
+            f"median of {result['repeat']}; x = the reference's CPU / this row's CPU (higher is better).\n\n"
+            + markdown_table(rows, cols))
 
 
 if __name__ == "__main__":

@@ -7,10 +7,10 @@ The Python API (`dupflow.api`): `encode_images`, `find_duplicates`, `open_duplic
 
 from __future__ import annotations
 
-from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
 from dupflow.errors import ConfigError, DupflowError, ErrorKind, StorageError, StoreError
+from dupflow.lazy import lazy_exports
 
 if TYPE_CHECKING:
     from dupflow.api import (
@@ -69,18 +69,14 @@ __all__ = [
 
 
 if not TYPE_CHECKING:  # type checkers see the imports above, so a misspelt name stays an error
+    _exports = lazy_exports(__name__, _LAZY)
 
     def __getattr__(name: str) -> Any:
         """The public names above, imported on first use (PEP 562)."""
         if name == "__version__":  # package metadata: ~0.1 s to read, so only when asked
             globals()[name] = _installed_version()
             return globals()[name]
-        module = _LAZY.get(name)
-        if module is None:
-            raise AttributeError(f"module 'dupflow' has no attribute {name!r}")
-        value = getattr(import_module(module), name)
-        globals()[name] = value
-        return value
+        return _exports(name)
 
 
 def __dir__() -> list[str]:

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from pydantic import BaseModel
 
 from dupflow.errors import ConfigError
-from dupflow.io.sources import DatasetSource
+from dupflow.io.sources import DatasetSource, parse_datasets
 from dupflow.settings import validated
 
 if TYPE_CHECKING:
@@ -144,11 +144,11 @@ def apply_moves(manifest: str, settings: ApplyOptions | None = None, *, journal:
     report's `results` table says what would happen to each file). `journal` defaults to
     apply-journal beside the manifest; `resume` finishes a killed run first."""
     from dupflow.apply.runner import apply_manifest
-    from dupflow.apply.settings import ApplyOptions
+    from dupflow.apply.settings import ApplyOptions, default_journal
 
     chosen = _settings(ApplyOptions, settings, changes)
-    where = journal or f"{manifest.rsplit('/', 1)[0] if '/' in manifest else '.'}/apply-journal"
-    return apply_manifest(manifest, where, chosen, execute=execute, resume=resume, storage_options=storage_options)
+    return apply_manifest(manifest, journal or default_journal(manifest), chosen, execute=execute, resume=resume,
+                          storage_options=storage_options)
 
 
 def undo_moves(journal: str, *, execute: bool = False, resume: bool = False, threads: int = 8,
@@ -180,15 +180,12 @@ def _settings(model: type[M], given: M | None, changes: dict[str, Any]) -> M:
 
 
 def _sources(datasets: Datasets) -> list[DatasetSource]:
-    """Datasets as a mapping of name to URL, a list of NAME=URL strings or DatasetSources, or one URL."""
+    """Datasets as a mapping of name to URL, a list of NAME=URL strings or DatasetSources, or one URL; checked
+    as the command line's --dataset values are."""
     if isinstance(datasets, str):
-        return [DatasetSource.parse(datasets)]
-    if isinstance(datasets, Mapping):
-        return [DatasetSource(name, url) for name, url in datasets.items()]
-    sources = [d if isinstance(d, DatasetSource) else DatasetSource.parse(d) for d in datasets]
-    if not sources:
-        raise ConfigError("no dataset given: pass {'name': 'folder or URL'}")
-    names = [s.name for s in sources]
-    if len(set(names)) != len(names):
-        raise ConfigError(f"dataset names must differ: {', '.join(names)}")
-    return sources
+        specs = [datasets]
+    elif isinstance(datasets, Mapping):
+        specs = [f"{name}={url}" for name, url in datasets.items()]
+    else:
+        specs = [f"{d.name}={d.url}" if isinstance(d, DatasetSource) else d for d in datasets]
+    return parse_datasets(specs)

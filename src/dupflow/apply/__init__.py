@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from importlib import import_module
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from dupflow.lazy import lazy_exports
 
 if TYPE_CHECKING:
     from dupflow.apply.plan import Plan, plan_apply
@@ -14,15 +15,9 @@ __all__ = ["ApplyOptions", "ApplyReport", "Plan", "apply_manifest", "plan_apply"
 
 # Where each export lives, imported on first use (PEP 562): the settings then import without the
 # planner's and the runner's imports (numpy, pyarrow, fsspec).
-_HOMES = {"ApplyOptions": "settings", "ApplyReport": "runner", "Plan": "plan", "apply_manifest": "runner",
-          "plan_apply": "plan", "undo_journal": "runner"}
+_HOMES = {"ApplyOptions": "dupflow.apply.settings", "ApplyReport": "dupflow.apply.runner", "Plan": "dupflow.apply.plan",
+          "apply_manifest": "dupflow.apply.runner", "plan_apply": "dupflow.apply.plan",
+          "undo_journal": "dupflow.apply.runner"}
 
 if not TYPE_CHECKING:  # type checkers see the imports above
-
-    def __getattr__(name: str) -> Any:
-        """An export, imported from its module when first asked for."""
-        if name not in _HOMES:
-            raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-        value = getattr(import_module(f"{__name__}.{_HOMES[name]}"), name)
-        globals()[name] = value
-        return value
+    __getattr__ = lazy_exports(__name__, _HOMES)

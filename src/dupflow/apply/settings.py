@@ -10,7 +10,7 @@ from dupflow.errors import ConfigError
 from dupflow.io.uris import redact
 from dupflow.settings import StageSettings, setting
 
-__all__ = ["ApplyOptions"]
+__all__ = ["ApplyOptions", "default_journal"]
 
 
 class ApplyOptions(StageSettings):
@@ -53,3 +53,9 @@ class ApplyOptions(StageSettings):
         """The options of a journaled run (to resume it)."""
         return cls(sidecars=tuple(described.get("sidecars", ())), annotations=dict(described.get("annotations", {})),
                    on_conflict=described.get("on_conflict", "skip"), duplicates_root=duplicates_root)
+
+
+def default_journal(manifest: str) -> str:
+    """Where a manifest's apply journal goes unless one is named: `apply-journal` beside the manifest."""
+    folder = manifest.rsplit("/", 1)[0] if "/" in manifest else "."
+    return f"{folder}/apply-journal"

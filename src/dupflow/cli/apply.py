@@ -8,12 +8,11 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from dupflow.apply.settings import ApplyOptions
+from dupflow.apply.settings import ApplyOptions, default_journal
 from dupflow.cli.common import report_errors, say, storage_option
 from dupflow.cli.options import build, options
 from dupflow.errors import ConfigError
 from dupflow.io.fs import atomic_write, open_fs, parse_storage_options, read_json
-from dupflow.io.uris import parent
 from dupflow.units import human_size
 
 if TYPE_CHECKING:
@@ -50,7 +49,7 @@ def apply_cmd(manifest: str | None, journal: str | None, execute: bool, resume: 
         if journal is None and manifest is None:
             raise ConfigError("name the manifest, or the --journal of the run to resume")
         options = build("apply", ApplyOptions, flags)
-        report = apply_manifest(manifest, journal or f"{parent(manifest or '')}/apply-journal", options,
+        report = apply_manifest(manifest, journal or default_journal(manifest or ""), options,
                                 execute=execute, resume=resume,
                                 storage_options=parse_storage_options(list(storage_options)))
         print_apply_report(report, show)
