@@ -17,6 +17,8 @@ __all__ = [
     "ENCODINGS_BASE",
     "GROUPS",
     "MANIFEST",
+    "MATCH_CLASSES",
+    "MATCH_PAIRS",
     "PAIRS",
     "SCHEMA_VERSION",
     "SCORES",
@@ -166,6 +168,23 @@ MANIFEST = with_meta(
 )
 
 
+# The match state a run keeps in OUT/_state/match (`dupflow.match.state`): per rule, every class of identical
+# keys by identity (its key and its representative's uri|size|mtime|etag), and the class pairs the rule
+# accepted, by row number in that class table. The next run searches only classes it has not seen.
+MATCH_CLASSES = with_meta(pa.schema([pa.field("identity", pa.binary(), nullable=False)]), "match_classes")
+MATCH_PAIRS = with_meta(
+    pa.schema(
+        [
+            pa.field("a", pa.int64(), nullable=False),  # row of the class table; a < b
+            pa.field("b", pa.int64(), nullable=False),
+            pa.field("distance", pa.int64(), nullable=False),
+            pa.field("similarity", pa.float64(), nullable=False),
+            pa.field("orientation", pa.int64(), nullable=False),
+        ]
+    ),
+    "match_pairs",
+)
+
 # apply: the files a run will move (images and the sidecars that move with them) and what happened.
 APPLY_ACTIONS = with_meta(
     pa.schema(
@@ -216,8 +235,9 @@ def manifest_metadata(duplicates_root: str, dataset_urls: dict[str, str]) -> dic
     return meta
 
 
-def parquet_bytes(table: pa.Table) -> bytes:
-    """A table as Parquet bytes (zstd); the same table gives the same bytes."""
+def parquet_bytes(table: pa.Table, row_group_size: int | None = None) -> bytes:
+    """A table as Parquet bytes (zstd), in row groups of `row_group_size` rows (default: pyarrow's); the
+    same table gives the same bytes."""
     buf = io.BytesIO()
-    pq.write_table(table, buf, compression="zstd")
+    pq.write_table(table, buf, compression="zstd", row_group_size=row_group_size)
     return buf.getvalue()

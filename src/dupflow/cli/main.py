@@ -180,6 +180,15 @@ def print_match_summary(report: MatchReport) -> None:
         say(f"  {name}: {x['shared_groups']} shared groups ({counts} images)")
     say(f"manifest: {t['to_move']} files to move, {human_size(t['bytes_to_move'])} "
                f"-> {report.out}/manifest.parquet (nothing moved)")
+    search = report.search
+    if search.get("mode") == "incremental":
+        searched = sum(r["searched"] for r in search["rules"])
+        classes = sum(r["classes"] for r in search["rules"])
+        reused = sum(r["reused_pairs"] for r in search["rules"])
+        say(f"search: incremental, {searched:,} new of {classes:,} classes searched, {reused:,} pairs reused "
+            "from the previous match (--no-incremental searches all)")
+    elif search:
+        say(f"search: full ({search['why']})")
     say("time: " + ", ".join(f"{k} {v:.2f}s" for k, v in report.seconds.items()))
 
 

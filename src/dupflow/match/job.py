@@ -22,9 +22,10 @@ from dupflow.io.fs import atomic_write, join, open_fs, storage_error, to_uri
 from dupflow.io.uris import redact
 from dupflow.match.decisions import Decisions, decide
 from dupflow.match.embeddings import STORE_COLUMN, embeddings_from_file, embeddings_from_store, read_embeddings_file
-from dupflow.match.matching import ClassPairs, Images, RuleSearch, orientable, prepare_search
+from dupflow.match.matching import ClassPairs, Images, RuleMatch, RuleSearch, orientable, prepare_search
 from dupflow.match.rules import COSINE, VERIFIED, Rule
 from dupflow.match.settings import MatchSettings
+from dupflow.match.state import RuleState, read_state, state_fingerprint, state_token, write_state
 from dupflow.match.summary import build_summary
 from dupflow.match.verify import LocalFeatures
 from dupflow.schemas import manifest_metadata, parquet_bytes
@@ -57,6 +58,9 @@ class MatchReport:
     out: str
     summary: dict[str, Any]
     seconds: dict[str, float] = field(default_factory=dict)
+    # how much of the search the previous run's state spared: mode (full | incremental), why, and per rule
+    # the classes, those searched and the pairs reused
+    search: dict[str, Any] = field(default_factory=dict)
 
 
 def load_images(store: EncodingsStore, settings: MatchSettings) -> tuple[Images, pa.Table, int]:
@@ -111,12 +115,18 @@ def load_images(store: EncodingsStore, settings: MatchSettings) -> tuple[Images,
     return images, errors, hash_size
 
 
-def plan_rules(images: Images, settings: MatchSettings, hash_size: int, store_encoders: tuple[str, ...] = ()
-               ) -> list[RuleSearch]:
-    """One search per rule, ready to run block by block."""
+def plan_rules(images: Images, settings: MatchSettings, hash_size: int, store_encoders: tuple[str, ...] = (),
+               previous: Sequence[RuleState] | None = None) -> list[RuleSearch]:
+    """One search per rule, ready to run block by block; with the `previous` run's state (one per rule),
+    each searches only the classes that state lacks. With `settings.incremental`, each keeps its classes'
+    identities for the next run's state."""
     orientations = settings.uses_orientations(store_encoders)
-    return [prepare_search(images, rule, orientations=orientations and (settings.orientations or _auto(rule, images)))
-            for rule in settings.parsed_rules(hash_size, store_encoders)]
+    rules = settings.parsed_rules(hash_size, store_encoders)
+    if previous is not None and len(previous) != len(rules):
+        previous = None
+    return [prepare_search(images, rule, orientations=orientations and (settings.orientations or _auto(rule, images)),
+                           track=settings.incremental, previous=None if previous is None else previous[k])
+            for k, rule in enumerate(rules)]
 
 
 def _auto(rule: Rule, images: Images) -> bool:
@@ -138,6 +148,7 @@ class MatchJob:
     run_id: str = ""  # the store commit the job was planned against
     hash_size: int = 8
     store_encoders: tuple[str, ...] = ()  # what the store holds (the default rules and orientations follow it)
+    state: str = ""  # the previous run's match state in out_url, by name: part of the per-process cache key
 
     @property
     def options(self) -> dict[str, Any]:
@@ -154,6 +165,8 @@ class PreparedMatch:
     hash_size: int
     searches: tuple[RuleSearch, ...]
     dataset_urls: dict[str, str]  # absolute URL of each matched dataset, where the store knows it
+    fingerprint: str = ""  # of the match state this run reads and writes (`dupflow.match.state`)
+    state_note: str = ""  # whether the previous run's state was reused, or why not
 
 
 def plan_match(store_url: str, out_url: str, settings: MatchSettings,
@@ -163,7 +176,7 @@ def plan_match(store_url: str, out_url: str, settings: MatchSettings,
     rec = store.complete_record()
     options = json.dumps(storage_options or {}, sort_keys=True)
     job = MatchJob(store.url, out_url, settings, options, rec.run_id, int(rec.settings.get("hash_size", 8)),
-                   tuple(rec.encoders))
+                   tuple(rec.encoders), state_token(out_url, storage_options) if settings.incremental else "")
     job.settings.parsed_rules(job.hash_size, job.store_encoders)  # a bad rule fails here, before any worker
     return job
 
@@ -181,11 +194,19 @@ def prepared(job: MatchJob) -> PreparedMatch:
             if job.run_id and store.complete_record().run_id != job.run_id:
                 raise StoreError(f"the store {job.store_url} was re-encoded while matching: run the match again")
             images, errors, hash_size = load_images(store, job.settings)
-            searches = tuple(plan_rules(images, job.settings, hash_size, job.store_encoders))
+            record = store.complete_record()
+            fingerprint, previous, note = "", None, "--no-incremental"
+            if job.settings.incremental:
+                fingerprint = state_fingerprint(
+                    job.settings.describe(hash_size, job.store_encoders), images.datasets, record,
+                    {"embeddings": job.settings.embeddings, "column": job.settings.embed_col_name,
+                     "allow_missing": job.settings.allow_missing_embeddings})
+                previous, note = read_state(job.out_url, fingerprint, job.options)
+            searches = tuple(plan_rules(images, job.settings, hash_size, job.store_encoders, previous))
             urls = {name: _absolute(info["url"], job.options)
-                    for name, info in store.complete_record().datasets.items()
+                    for name, info in record.datasets.items()
                     if info.get("url") and name in images.datasets}
-            _PREPARED[job] = PreparedMatch(images, errors, hash_size, searches, urls)
+            _PREPARED[job] = PreparedMatch(images, errors, hash_size, searches, urls, fingerprint, note)
         return _PREPARED[job]
 
 
@@ -218,9 +239,25 @@ def finish_match(job: MatchJob, parts: Sequence[Sequence[ClassPairs]], seconds: 
     summary = build_summary(ready.images, decisions, ready.errors, described, settings.examples)
     decided = time.perf_counter()
     write_outputs(job.out_url, decisions, summary, options)
+    if settings.incremental:  # after the outputs: a state never describes outputs that were not written
+        write_state(job.out_url, ready.fingerprint, [m.state() for m in matches], options)
     timing = {**(seconds or {}), "decided": round(decided - start, 3),
               "written": round(time.perf_counter() - decided, 3)}
-    return MatchReport(job.out_url, summary, timing)
+    return MatchReport(job.out_url, summary, timing, _search_report(ready, matches))
+
+
+def _search_report(ready: PreparedMatch, matches: Sequence[RuleMatch]) -> dict[str, Any]:
+    incremental = any(s.searched >= 0 for s in ready.searches)
+    why = ("the previous match state holds the other classes" if incremental else
+           "most classes are new: searching all of them is cheaper" if ready.state_note == "reused" else
+           ready.state_note)
+    return {
+        "mode": "incremental" if incremental else "full",
+        "why": why,
+        "rules": [{"rule": m.search.rule.label, "classes": len(m.search.reps),
+                   "searched": len(m.search.reps) if m.search.searched < 0 else m.search.searched,
+                   "reused_pairs": 0 if m.search.reused is None else len(m.search.reused)} for m in matches],
+    }
 
 
 def match_store(store_url: str, out_url: str, settings: MatchSettings,

@@ -29,6 +29,7 @@ from dupflow.errors import ConfigError
 from dupflow.index import Block, HammingIndex, as_words, cosine_pairs, plan_search, search_block
 from dupflow.match.embeddings import Embeddings
 from dupflow.match.rules import COSINE, DIGESTS, VERIFIED, Rule
+from dupflow.match.state import RuleState, carry, class_identities
 from dupflow.match.verify import LocalFeatures
 
 __all__ = [
@@ -50,6 +51,9 @@ __all__ = [
 # it would add 15 false pairs instead of 9.
 ORIENTATION_MARGIN = 4
 COSINE_TILE = 1024  # rows of embeddings per cosine tile: one tile's candidates are verified at a time
+# Tiles find cosine candidates this much below the threshold; each is then decided on its own row-by-row
+# dot product, so a pair's similarity does not depend on the tiling (a full and an incremental search agree).
+COSINE_SLACK = 1e-4
 ORIENTATIONS = tuple(name for name, _ in DIHEDRAL)
 _INVERSE = {name: {"rot90": "rot270", "rot270": "rot90"}.get(name, name) for name in ORIENTATIONS}
 _INVERSE_CODES = np.array([ORIENTATIONS.index(_INVERSE[name]) for name in ORIENTATIONS], np.int64)
@@ -136,6 +140,9 @@ class RuleSearch:
     rep_words: tuple[np.ndarray, ...]
     joins: tuple[_Join | _CosineJoin, ...]
     features: LocalFeatures | None = None  # of every image: verifies and scores the rule's pairs
+    identity: pa.Array | None = None  # of each class, where the run keeps a match state (`dupflow.match.state`)
+    reused: ClassPairs | None = None  # accepted pairs taken over from the previous run's state
+    searched: int = -1  # classes the joins search from (new ones); -1: every class
 
     def block(self, block: Block) -> ClassPairs:
         """The class pairs this block of every join finds, verified against all conditions."""
@@ -147,12 +154,15 @@ class RuleSearch:
                 tiles = -(-len(join.a) // COSINE_TILE)
                 for tile in range(block.k, tiles, block.of):
                     with threadpool_limits(1, user_api="blas"):
-                        found_c = cosine_pairs(join.a, join.threshold, join.b, block=Block(tile, tiles),
-                                               rows=COSINE_TILE)
-                    cq = join.a_class[found_c.i]
-                    cx = (join.a_class if join.b is None else join.b_class)[found_c.j]
+                        found_c = cosine_pairs(join.a, max(-1.0, join.threshold - COSINE_SLACK), join.b,
+                                               block=Block(tile, tiles), rows=COSINE_TILE)
+                    other = join.a if join.b is None else join.b
+                    sims = np.einsum("ij,ij->i", join.a[found_c.i], other[found_c.j])
+                    hit = sims >= join.threshold
+                    cq = join.a_class[found_c.i[hit]]
+                    cx = (join.a_class if join.b is None else join.b_class)[found_c.j[hit]]
                     none = np.full(len(cq), -1, np.int64)
-                    similarity = np.clip(found_c.similarity.astype(np.float64), 0.0, 1.0)
+                    similarity = np.clip(sims[hit].astype(np.float64), 0.0, 1.0)
                     parts.append(self._verified(cq, cx, none, similarity, none))
             else:
                 found = search_block(join.index, block, join.queries)
@@ -205,8 +215,9 @@ class RuleSearch:
         return lo[kept], hi[kept], dist[kept], np.where(shared > 0, shared, similarity[kept]), orient[kept]
 
     def finish(self, parts: list[ClassPairs]) -> RuleMatch:
-        """Merge the blocks' results into the rule's match."""
-        return RuleMatch(self, ClassPairs.concat(parts).best_per_pair())
+        """Merge the blocks' results (and the pairs reused from the previous run) into the rule's match."""
+        reused = [self.reused] if self.reused is not None else []
+        return RuleMatch(self, ClassPairs.concat([*parts, *reused]).best_per_pair())
 
 
 @dataclass(frozen=True)
@@ -215,6 +226,14 @@ class RuleMatch:
 
     search: RuleSearch
     pairs: ClassPairs
+
+    def state(self) -> RuleState:
+        """What the next run reuses of this rule (its search must have tracked identities)."""
+        if self.search.identity is None:
+            raise ValueError("this search kept no class identities")
+        p = self.pairs
+        return RuleState(self.search.identity, p.c1, p.c2, p.distance, p.similarity.astype(np.float64),
+                         p.orientation)
 
 
 def _column_words(images: Images, metric: str) -> np.ndarray | None:
@@ -236,8 +255,11 @@ def orientable(rule: Rule) -> bool:
     return rule.conditions[0].metric == "phash" and all(c.verified for c in rule.conditions[1:])
 
 
-def prepare_search(images: Images, rule: Rule, *, orientations: bool = False) -> RuleSearch:
-    """Classes of identical keys and the joins between their representatives for `rule`."""
+def prepare_search(images: Images, rule: Rule, *, orientations: bool = False, track: bool = False,
+                   previous: RuleState | None = None) -> RuleSearch:
+    """Classes of identical keys and the joins between their representatives for `rule`. `track`: keep each
+    class's identity for the match state; with the `previous` run's state, the joins search only the
+    classes it lacks (against all classes) and its pairs between the others are reused."""
     metrics = [c.metric for c in rule.conditions]
     if orientations and rule.conditions[0].metric == "phash" and not orientable(rule):
         raise ConfigError(
@@ -278,8 +300,16 @@ def prepare_search(images: Images, rule: Rule, *, orientations: bool = False) ->
     reps = member[first][order]
     reference_class = images.reference[reps]
     rep_words = tuple(_rows(w, first[order]) for w in words)
-    joins = _joins(images, rule, reps, reference_class, rep_words, orientations)
-    return RuleSearch(rule, member, cls, reps, reference_class, rep_words, joins, images.features)
+    identity = class_identities(images.table, reps, key[first[order]]) if track or previous else None
+    carried = carry(previous, identity) if previous is not None and identity is not None else None
+    # searching new classes against all beats a full search only while they are few
+    fresh = carried.fresh if carried is not None and 2 * int(carried.fresh.sum()) <= len(reps) else None
+    joins = _joins(images, rule, reps, reference_class, rep_words, orientations, fresh)
+    reused = None
+    if fresh is not None and carried is not None:
+        reused = ClassPairs(carried.c1, carried.c2, carried.distance, carried.similarity, carried.orientation)
+    return RuleSearch(rule, member, cls, reps, reference_class, rep_words, joins, images.features, identity,
+                      reused, -1 if fresh is None else int(fresh.sum()))
 
 
 def _rows(x: np.ndarray, ids: np.ndarray) -> np.ndarray:
@@ -299,39 +329,68 @@ def _digest_words(vectors: np.ndarray) -> np.ndarray:
 
 def _joins(
     images: Images, rule: Rule, reps: np.ndarray, reference_class: np.ndarray,
-    rep_words: tuple[np.ndarray, ...], orientations: bool,
+    rep_words: tuple[np.ndarray, ...], orientations: bool, fresh: np.ndarray | None = None,
 ) -> tuple[_Join | _CosineJoin, ...]:
+    """The searches between representatives: within the matched datasets, from them to the reference
+    datasets, and (with `orientations`) from their mirrored and rotated pHashes to every class. With
+    `fresh` (a mask of classes), only pairs with a fresh class: each join is run from the fresh classes
+    of one side against all of the other, and from all of the first against the fresh of the other."""
     first = rule.conditions[0]
     words = rep_words[0]
     normal = np.flatnonzero(~reference_class)
     ref = np.flatnonzero(reference_class)
+    new_normal = normal if fresh is None else normal[fresh[normal]]
+    new_ref = ref if fresh is None else ref[fresh[ref]]
+    # (from, to) pairs of class sets for the joins across sets
+    across = ((new_normal, ref), (normal, new_ref)) if fresh is not None else ((normal, ref),)
     if first.cosine:
-        found: list[_Join | _CosineJoin] = []
-        if len(normal) > 1:
-            found.append(_CosineJoin(_rows(words, normal), None, normal, normal, first.min_similarity))
-        if len(normal) and len(ref):
-            found.append(_CosineJoin(_rows(words, normal), words[ref], normal, ref, first.min_similarity))
-        return tuple(found)
+        return _cosine_joins(words, normal, new_normal, across, first.min_similarity, fresh is None)
     threshold = first.max_distance
-    stored = np.full(len(normal), -1, np.int64)
     joins: list[_Join | _CosineJoin] = []
-    if len(normal) > 1:
+    if fresh is None and len(normal) > 1:
         plan = plan_search(threshold, words[normal])
-        joins.append(_Join(HammingIndex.build(words[normal], plan), None, normal, normal, stored))
-    if len(normal) and len(ref):
-        plan = plan_search(threshold, words[ref], words[normal])
-        joins.append(_Join(HammingIndex.build(words[ref], plan), HammingIndex.build(words[normal], plan),
-                           normal, ref, stored))
+        joins.append(_Join(HammingIndex.build(words[normal], plan), None, normal, normal,
+                           np.full(len(normal), -1, np.int64)))
+    elif fresh is not None and len(new_normal) and len(normal) > 1:
+        joins.append(_across(threshold, words[new_normal], new_normal, words[normal], normal,
+                             np.full(len(new_normal), -1, np.int64)))
+    joins += [_across(threshold, words[a], a, words[b], b, np.full(len(a), -1, np.int64))
+              for a, b in across if len(a) and len(b)]
     if orientations and rule.conditions[0].metric == "phash" and len(normal):
-        variants = as_words(images.table["phash_dihedral"].take(pa.array(reps[normal])))
-        variants = variants.reshape(len(normal), len(ORIENTATIONS), -1).transpose(1, 0, 2)
-        queries = variants.reshape(-1, words.shape[1])
         everyone = np.arange(len(reps))
-        plan = plan_search(max(0, threshold - ORIENTATION_MARGIN), words, queries)
-        joins.append(_Join(HammingIndex.build(words, plan), HammingIndex.build(queries, plan),
-                           np.tile(normal, len(ORIENTATIONS)), everyone,
-                           np.repeat(np.arange(len(ORIENTATIONS)), len(normal))))
+        sides = [(new_normal, everyone)] if fresh is None else [(new_normal, everyone), (normal, np.flatnonzero(fresh))]
+        joins += [_oriented(images, reps, max(0, threshold - ORIENTATION_MARGIN), words, queried, indexed)
+                  for queried, indexed in sides if len(queried) and len(indexed)]
     return tuple(joins)
+
+
+def _cosine_joins(words: np.ndarray, normal: np.ndarray, new_normal: np.ndarray,
+                  across: tuple[tuple[np.ndarray, np.ndarray], ...], threshold: float, full: bool
+                  ) -> tuple[_Join | _CosineJoin, ...]:
+    found: list[_Join | _CosineJoin] = []
+    if full and len(normal) > 1:
+        found.append(_CosineJoin(_rows(words, normal), None, normal, normal, threshold))
+    elif not full and len(new_normal) and len(normal) > 1:
+        found.append(_CosineJoin(words[new_normal], _rows(words, normal), new_normal, normal, threshold))
+    found += [_CosineJoin(_rows(words, a), words[b], a, b, threshold) for a, b in across if len(a) and len(b)]
+    return tuple(found)
+
+
+def _oriented(images: Images, reps: np.ndarray, threshold: int, words: np.ndarray, queried: np.ndarray,
+              indexed: np.ndarray) -> _Join:
+    """A join from the mirrored and rotated pHashes of the `queried` classes to the `indexed` ones."""
+    variants = as_words(images.table["phash_dihedral"].take(pa.array(reps[queried])))
+    variants = variants.reshape(len(queried), len(ORIENTATIONS), -1).transpose(1, 0, 2)
+    return _across(threshold, variants.reshape(-1, words.shape[1]), np.tile(queried, len(ORIENTATIONS)),
+                   _rows(words, indexed), indexed, np.repeat(np.arange(len(ORIENTATIONS)), len(queried)))
+
+
+def _across(threshold: int, queries: np.ndarray, query_class: np.ndarray, index: np.ndarray,
+            index_class: np.ndarray, orientation: np.ndarray) -> _Join:
+    """A join from every query row to every index row within `threshold` bits."""
+    plan = plan_search(threshold, index, queries)
+    return _Join(HammingIndex.build(index, plan), HammingIndex.build(queries, plan), query_class, index_class,
+                 orientation)
 
 
 def evidence_pairs(match: RuleMatch) -> tuple[np.ndarray, ...]:

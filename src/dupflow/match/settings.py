@@ -55,6 +55,10 @@ class MatchSettings(StageSettings):
     verify_groups: bool = setting(
         True, "with local features in the store, keep in a group only members verified against its keeper "
         "(or matched to it directly), so chains of weak matches do not merge unrelated pictures")
+    incremental: bool = setting(
+        True, "keep the accepted pairs in OUT/_state/match and, on the next run with the same settings, search "
+        "only new and changed images (against all): the outputs are those of a full match; --no-incremental "
+        "searches everything")
     duplicates_root: str | None = setting(
         None, "where the manifest sends duplicates, as ROOT/DATASET/REL_PATH [default: OUT/duplicates]",
         metavar="URL", path=True)
