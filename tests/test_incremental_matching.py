@@ -24,7 +24,7 @@ from dupflow.match.job import OUTPUT_FILES, MatchReport, match_store
 from dupflow.match.matching import Images, RuleMatch, prepare_search
 from dupflow.match.rules import parse_rules
 from dupflow.match.settings import MatchSettings
-from dupflow.match.state import STATE_DIR, RuleState
+from dupflow.match.state import STATE_DIR, RuleState, row_identities
 from dupflow.store.encode_job import run_encode
 from imagegen import detailed, write
 from worlds import brighter
@@ -175,7 +175,8 @@ def synthetic_images(rows: dict[str, tuple[str, int, bytes]], reference: str | N
 
 
 def search_all(images: Images, previous: RuleState | None = None) -> RuleMatch:
-    search = prepare_search(images, parse_rules(("phash<=10",))[0], orientations=True, track=True, previous=previous)
+    search = prepare_search(images, parse_rules(("phash<=10",))[0], orientations=True,
+                            rows=row_identities(images.table), previous=previous)
     return search.finish([search.block(Block(k, 3)) for k in range(3)])
 
 

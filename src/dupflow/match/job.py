@@ -25,7 +25,7 @@ from dupflow.match.embeddings import STORE_COLUMN, embeddings_from_file, embeddi
 from dupflow.match.matching import ClassPairs, Images, RuleMatch, RuleSearch, orientable, prepare_search
 from dupflow.match.rules import COSINE, VERIFIED, Rule
 from dupflow.match.settings import MatchSettings
-from dupflow.match.state import RuleState, read_state, state_fingerprint, state_token, write_state
+from dupflow.match.state import RuleState, read_state, row_identities, state_fingerprint, state_token, write_state
 from dupflow.match.summary import build_summary
 from dupflow.match.verify import LocalFeatures
 from dupflow.schemas import manifest_metadata, parquet_bytes
@@ -97,10 +97,11 @@ def load_images(store: EncodingsStore, settings: MatchSettings) -> tuple[Images,
     errors = table.filter(failed).select(["uri", "dataset", "rel_path", "error"])
     valid = table.filter(pc.invert(failed))
     rank = {d: i for i, d in enumerate(names)}
-    dataset_ix = np.array([rank[d] for d in valid["dataset"].to_pylist()], np.int64)
-    order = np.lexsort((pc.sort_indices(valid["uri"]).to_numpy().argsort(), dataset_ix))
-    valid = valid.take(pa.array(order, pa.int64()))
-    dataset_ix = dataset_ix[order]
+    dataset_ix = _dataset_index(valid["dataset"], rank)
+    if not _in_order(valid["uri"], dataset_ix):  # the store keeps each dataset sorted by uri
+        order = np.lexsort((pc.sort_indices(valid["uri"]).to_numpy().argsort(), dataset_ix))
+        valid = valid.take(pa.array(order, pa.int64()))
+        dataset_ix = dataset_ix[order]
     reference = np.isin(dataset_ix, [rank[d] for d in settings.reference])
     embeddings = None
     if cosine and settings.embeddings is not None:
@@ -115,6 +116,23 @@ def load_images(store: EncodingsStore, settings: MatchSettings) -> tuple[Images,
     return images, errors, hash_size
 
 
+def _dataset_index(names: pa.ChunkedArray, rank: dict[str, int]) -> np.ndarray:
+    """Each row's dataset as its position in the keep-priority order."""
+    encoded = pc.dictionary_encode(names).combine_chunks()
+    lookup = np.array([rank[d] for d in encoded.dictionary.to_pylist()], np.int64)
+    return lookup[encoded.indices.to_numpy(zero_copy_only=False)] if len(lookup) else np.zeros(0, np.int64)
+
+
+def _in_order(uris: pa.ChunkedArray, dataset_ix: np.ndarray) -> bool:
+    """Whether rows are sorted by (dataset, uri) already."""
+    if len(dataset_ix) < 2:
+        return True
+    if (np.diff(dataset_ix) < 0).any():
+        return False
+    back = pc.less(uris.slice(1), uris.slice(0, len(uris) - 1)).to_numpy(zero_copy_only=False)
+    return not bool((back & (dataset_ix[1:] == dataset_ix[:-1])).any())
+
+
 def plan_rules(images: Images, settings: MatchSettings, hash_size: int, store_encoders: tuple[str, ...] = (),
                previous: Sequence[RuleState] | None = None) -> list[RuleSearch]:
     """One search per rule, ready to run block by block; with the `previous` run's state (one per rule),
@@ -124,8 +142,9 @@ def plan_rules(images: Images, settings: MatchSettings, hash_size: int, store_en
     rules = settings.parsed_rules(hash_size, store_encoders)
     if previous is not None and len(previous) != len(rules):
         previous = None
+    rows = row_identities(images.table) if settings.incremental else None
     return [prepare_search(images, rule, orientations=orientations and (settings.orientations or _auto(rule, images)),
-                           track=settings.incremental, previous=None if previous is None else previous[k])
+                           rows=rows, previous=None if previous is None else previous[k])
             for k, rule in enumerate(rules)]
 
 

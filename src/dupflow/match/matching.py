@@ -255,11 +255,12 @@ def orientable(rule: Rule) -> bool:
     return rule.conditions[0].metric == "phash" and all(c.verified for c in rule.conditions[1:])
 
 
-def prepare_search(images: Images, rule: Rule, *, orientations: bool = False, track: bool = False,
+def prepare_search(images: Images, rule: Rule, *, orientations: bool = False, rows: pa.Array | None = None,
                    previous: RuleState | None = None) -> RuleSearch:
-    """Classes of identical keys and the joins between their representatives for `rule`. `track`: keep each
-    class's identity for the match state; with the `previous` run's state, the joins search only the
-    classes it lacks (against all classes) and its pairs between the others are reused."""
+    """Classes of identical keys and the joins between their representatives for `rule`. `rows` (each
+    image's `row_identities`): keep each class's identity for the match state; with the `previous` run's
+    state too, the joins search only the classes it lacks (against all) and its pairs between the others
+    are reused."""
     metrics = [c.metric for c in rule.conditions]
     if orientations and rule.conditions[0].metric == "phash" and not orientable(rule):
         raise ConfigError(
@@ -290,17 +291,11 @@ def prepare_search(images: Images, rule: Rule, *, orientations: bool = False, tr
         words = [np.zeros((0, 1), np.uint64) for _ in metrics]
     keys = [_digest_words(w) if m == COSINE else w for m, w in zip(metrics, words, strict=True) if m != VERIFIED]
     key = np.concatenate([images.dataset_ix[member].astype(np.uint64)[:, None], *keys], axis=1)
-    _, first, cls = np.unique(key, axis=0, return_index=True, return_inverse=True)
-    cls = cls.ravel()
-    # number classes by their representative (first member: member ids ascend)
-    order = np.argsort(member[first], kind="stable")
-    renumber = np.empty_like(order)
-    renumber[order] = np.arange(len(order))
-    cls = renumber[cls]
-    reps = member[first][order]
+    first, cls = _classes(key)
+    reps = member[first]
     reference_class = images.reference[reps]
-    rep_words = tuple(_rows(w, first[order]) for w in words)
-    identity = class_identities(images.table, reps, key[first[order]]) if track or previous else None
+    rep_words = tuple(_rows(w, first) for w in words)
+    identity = class_identities(rows, reps, key[first]) if rows is not None else None
     carried = carry(previous, identity) if previous is not None and identity is not None else None
     # searching new classes against all beats a full search only while they are few
     fresh = carried.fresh if carried is not None and 2 * int(carried.fresh.sum()) <= len(reps) else None
@@ -310,6 +305,26 @@ def prepare_search(images: Images, rule: Rule, *, orientations: bool = False, tr
         reused = ClassPairs(carried.c1, carried.c2, carried.distance, carried.similarity, carried.orientation)
     return RuleSearch(rule, member, cls, reps, reference_class, rep_words, joins, images.features, identity,
                       reused, -1 if fresh is None else int(fresh.sum()))
+
+
+def _classes(key: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Rows with identical keys form a class: the first row of each class, and each row's class, classes
+    numbered by their first row (a stable sort keeps the rows of a class ascending)."""
+    n = len(key)
+    if n == 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    order = np.lexsort(key.T[::-1])
+    ordered = key[order]
+    starts = np.ones(n, bool)
+    starts[1:] = (ordered[1:] != ordered[:-1]).any(axis=1)
+    group = np.cumsum(starts) - 1
+    first = order[starts]
+    rank = np.argsort(first)
+    renumber = np.empty_like(rank)
+    renumber[rank] = np.arange(len(rank))
+    cls = np.empty(n, np.int64)
+    cls[order] = renumber[group]
+    return first[rank], cls
 
 
 def _rows(x: np.ndarray, ids: np.ndarray) -> np.ndarray:

@@ -30,11 +30,10 @@ import pyarrow.parquet as pq
 from dupflow.errors import StoreError
 from dupflow.io.fs import atomic_write, join, open_fs, storage_error
 from dupflow.schemas import MATCH_CLASSES, MATCH_PAIRS, parquet_bytes, read_meta
-from dupflow.store.encodings import row_keys
 from dupflow.store.record import StoreRecord
 
-__all__ = ["STATE_DIR", "Carried", "RuleState", "carry", "class_identities", "read_state", "state_fingerprint",
-           "state_token", "write_state"]
+__all__ = ["STATE_DIR", "Carried", "RuleState", "carry", "class_identities", "read_state", "row_identities",
+           "state_fingerprint", "state_token", "write_state"]
 
 STATE_DIR = "_state/match"
 STATE_VERSION = 1
@@ -84,14 +83,24 @@ def state_fingerprint(describe: Mapping[str, Any], datasets: Sequence[str], reco
     return hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def class_identities(table: pa.Table, reps: np.ndarray, keys: np.ndarray) -> pa.Array:
-    """Each class's identity: its key words (`keys`, one row per class) and its representative's row key."""
+def row_identities(table: pa.Table) -> pa.Array:
+    """Each image's file identity (uri, size, mtime, etag) as bytes, to be joined into class identities."""
+    size = pc.fill_null(table["size"], -1).to_numpy().astype(np.int64)
+    mtime = pc.fill_null(pc.cast(table["mtime"], pa.int64()), -1).to_numpy().astype(np.int64)
+    fixed = pa.FixedSizeBinaryArray.from_buffers(
+        pa.binary(16), len(size), [None, pa.py_buffer(np.stack([size, mtime], axis=1).tobytes())])
+    etag = pc.fill_null(table["etag"], "")
+    return pc.binary_join_element_wise(pc.cast(fixed, pa.binary()), pc.cast(table["uri"], pa.binary()),
+                                       pc.cast(etag, pa.binary()), b"\x00").combine_chunks()
+
+
+def class_identities(rows: pa.Array, reps: np.ndarray, keys: np.ndarray) -> pa.Array:
+    """Each class's identity: its key words (`keys`, one row per class) and its representative's
+    `row_identities` entry."""
     width = keys.shape[1] * 8
     raw = pa.py_buffer(np.ascontiguousarray(keys, dtype=np.uint64).tobytes())
-    key_bytes = pa.FixedSizeBinaryArray.from_buffers(pa.binary(width), len(keys), [None, raw]) if width else \
-        pa.array([b""] * len(keys), pa.binary())
-    rep_keys = row_keys(table.select(["uri", "size", "mtime", "etag"]).take(pa.array(reps, pa.int64())))
-    return pc.binary_join_element_wise(pc.cast(key_bytes, pa.binary()), pc.cast(rep_keys, pa.binary()), b"")
+    key_bytes = pa.FixedSizeBinaryArray.from_buffers(pa.binary(width), len(keys), [None, raw])
+    return pc.binary_join_element_wise(pc.cast(key_bytes, pa.binary()), rows.take(pa.array(reps, pa.int64())), b"")
 
 
 def carry(previous: RuleState, identity: pa.Array) -> Carried:
