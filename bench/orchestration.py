@@ -33,7 +33,7 @@ from dupflow.config import validate_config
 from dupflow.encode.settings import EncodeSettings
 from dupflow.io.sources import DatasetSource
 from dupflow.match.job import MatchSettings, match_store
-from dupflow.store.encode_job import auto_shard_size, run_encode
+from dupflow.store.encode_job import FLOW_SHARD_MOST, auto_shard_size, run_encode
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -58,9 +58,10 @@ def _flow(data: Path, work: Path, name: str, cluster: dict[str, Any], threads: i
     start = time.perf_counter()
     result = dedup(config)
     seconds = time.perf_counter() - start
-    shards = -(-result.encode.listed // auto_shard_size(result.encode.listed, threads))
+    shards = -(-result.encode.listed // auto_shard_size(result.encode.listed, threads, FLOW_SHARD_MOST))
     blocks = 2 * 2 * threads  # two rules (exact, phash<=10), two blocks per worker thread
-    tasks = 1 + 1 + shards + 1 + 1 + blocks + 1 + 1  # list, plan, shards, commit, plan-match, blocks, decide, summary
+    # list, open, plan, shards, commit, plan-match, blocks, decide, summary
+    tasks = 1 + 1 + 1 + shards + 1 + 1 + blocks + 1 + 1
     return seconds, tasks
 
 

@@ -1,5 +1,5 @@
-"""The dedup flow: list -> shard -> encode on Dask workers -> commit the store -> match in blocks on
-the workers -> groups, scores, manifest, summary -> apply (only when configured; dry unless execute)
+"""The dedup flow: list (staged in the store) -> shard -> encode on Dask workers -> commit the store -> match
+in blocks on the workers -> groups, scores, manifest, summary -> apply (only when configured; dry unless execute)
 -> report."""
 
 from __future__ import annotations
@@ -26,11 +26,11 @@ from dupflow.flows.runtime import (
 )
 from dupflow.flows.secrets import run_storage_options
 from dupflow.index.blocks import Block
-from dupflow.io.listing import ListingStats
 from dupflow.match.job import MatchReport, rule_count
 from dupflow.match.matching import ClassPairs
 from dupflow.store.encode_job import EncodeReport
 from dupflow.store.lease import StoreLease
+from dupflow.store.listing_stage import new_stage_id
 from dupflow.tasks import (
     apply_manifest_task,
     commit_encode_task,
@@ -38,6 +38,7 @@ from dupflow.tasks import (
     finish_match_task,
     list_source_task,
     match_block_task,
+    open_encode_task,
     plan_match_task,
     prepare_encode_task,
     publish_summary_task,
@@ -86,21 +87,25 @@ def _dedup_steps(config: DedupConfig, options: dict[str, Any], lease: StoreLease
     if settings.uses_gpu:
         require_gpu_workers()  # before the store is opened: a run that cannot encode changes nothing
     threads = cluster_threads()
-    listed = list_source_task.map(sources, unmapped(settings.storage_options),
-                                  unmapped(settings.sniff_content)).result()
-    refs = [ref for found, _ in listed for ref in found]
-    plan = prepare_encode_task(config.store, settings, refs, threads)
+    # The listing and the shards are staged in the store under a name of this run's: tasks pass where they
+    # are and how many files they hold, never the files (what this process holds does not grow with them).
+    stage = new_stage_id()
+    listed = list_source_task.map(sources, unmapped(config.store), unmapped(stage),
+                                  unmapped(settings.storage_options), unmapped(settings.sniff_content)).result()
+    run = open_encode_task(config.store, settings, threads)  # here: this process is the store's recorded writer
+    plan = prepare_encode_task.submit(run, listed, stage, threads).result()
     log.info("listed %s images in %s dataset(s): %s to encode in %s shards, %s unchanged",
-             f"{len(refs):,}", len(sources), f"{plan.listed - plan.reused:,}", len(plan.shards), f"{plan.reused:,}")
+             f"{plan.listed:,}", len(sources), f"{plan.listed - plan.reused:,}", plan.shards.count,
+             f"{plan.reused:,}")
     totals = EncodeStats()
     with on_gpu_workers(plan.settings.uses_gpu):
-        shards = encode_shard_task.map(unmapped(config.store), list(plan.shards), unmapped(plan.settings))
+        shards = encode_shard_task.map(unmapped(config.store), unmapped(plan.shards), range(plan.shards.count),
+                                       unmapped(plan.settings))
     for done, future in enumerate(as_completed(shards), start=1):
         totals.add(future.result())
         log.info("encoded %s/%s shards (%s files)", done, len(shards), f"{totals.files:,}")
     lease.check()  # never commit into a store another run has taken over
-    encoded = commit_encode_task(plan, sources, refs, totals)
-    encoded.listing = ListingStats.merged(stats for _, stats in listed)
+    encoded = commit_encode_task.submit(plan, totals).result()
     encoded.wall_seconds = time.perf_counter() - start
 
     job = plan_match_task(config.store, config.out, config.match_settings(), settings.storage_options)

@@ -5,7 +5,13 @@ tasks (listing, encoding a shard) retry; a task that fails because of the settin
 """
 
 from dupflow.tasks.apply import apply_manifest_task
-from dupflow.tasks.encode import commit_encode_task, encode_shard_task, list_source_task, prepare_encode_task
+from dupflow.tasks.encode import (
+    commit_encode_task,
+    encode_shard_task,
+    list_source_task,
+    open_encode_task,
+    prepare_encode_task,
+)
 from dupflow.tasks.match import finish_match_task, match_block_task, plan_match_task
 from dupflow.tasks.report import publish_summary_task, write_report_task
 
@@ -16,6 +22,7 @@ __all__ = [
     "finish_match_task",
     "list_source_task",
     "match_block_task",
+    "open_encode_task",
     "plan_match_task",
     "prepare_encode_task",
     "publish_summary_task",

@@ -16,6 +16,7 @@ __all__ = [
     "APPLY_RESULTS",
     "ENCODINGS_BASE",
     "GROUPS",
+    "LISTING",
     "MANIFEST",
     "MATCH_CLASSES",
     "MATCH_PAIRS",
@@ -81,6 +82,23 @@ def read_meta(schema: pa.Schema, expected: str) -> dict[str, str]:
             f"understands ({SCHEMA_VERSION}): upgrade dupflow"
         )
     return meta
+
+
+# A run's listing as staged in the store (and the shards its plan cut from it): one row per listed file,
+# typed like the encodings' key columns so that keys compare equal (`dupflow.store.listing_stage`).
+LISTING = with_meta(
+    pa.schema(
+        [
+            pa.field("uri", pa.string(), nullable=False),
+            pa.field("rel_path", pa.string()),
+            pa.field("size", pa.int64()),
+            pa.field("mtime", pa.timestamp("ns", tz="UTC")),
+            pa.field("etag", pa.string()),
+            pa.field("dataset", pa.string(), nullable=False),
+        ]
+    ),
+    "listing",
+)
 
 
 # Matching outputs. URIs are as listed: absolute local paths or proto://bucket/key.

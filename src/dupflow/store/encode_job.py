@@ -1,7 +1,12 @@
 """The encode job: list -> plan (reuse what is unchanged) -> encode shards -> commit.
 
 Each step is a plain function so that the Prefect/Dask flow can run the same steps as tasks; this
-module also runs them locally with a process pool, for the CLI.
+module also runs them locally with a process pool, for the CLI (`run_encode`), which keeps the listing
+in memory. The distributed run stages it in the store instead (`dupflow.store.listing_stage`): its
+steps pass where the listing and the shards are and how many files they hold, never the files
+(`stage_listing` -> `open_encode` -> `plan_staged` -> `encode_staged_shard` -> `commit_staged`). Both
+share the deciding: `open_encode` (the store's record and encoders), `todo_mask` (what is reused),
+`make_shards` (their order and keys), `auto_shard_size` and the commit.
 """
 
 from __future__ import annotations
@@ -25,20 +30,42 @@ from dupflow.io.lifeline import lifeline_pool
 from dupflow.io.listing import ImageRef, ListingStats, dataset_url, list_dataset
 from dupflow.io.sources import DatasetSource
 from dupflow.store.encodings import EncodingsStore, StoreRecord, row_keys
+from dupflow.store.listing_stage import (
+    StagedListing,
+    StagedShards,
+    clear_listings,
+    merged_stats,
+    read_listing,
+    read_shard,
+    refs_table,
+    stage_shards,
+)
 
 __all__ = [
+    "FLOW_SHARD_MOST",
     "EncodePlan",
     "EncodeReport",
+    "EncodeRun",
+    "StagedPlan",
     "auto_shard_size",
     "commit_encode",
+    "commit_staged",
     "encode_shard",
+    "encode_staged_shard",
     "list_source",
     "list_sources",
+    "open_encode",
     "plan_encode",
+    "plan_staged",
     "prepare_encode",
     "refs_table",
     "run_encode",
+    "todo_mask",
 ]
+
+# The most files in one shard of a distributed run: each costs ~0.1 s of orchestration (Prefect on Dask),
+# so its shards are larger than a local run's, worth seconds of decoding each.
+FLOW_SHARD_MOST = 1024
 
 
 @dataclass
@@ -79,35 +106,28 @@ def list_sources(
     return [ref for found, _ in listed for ref in found], ListingStats.merged(stats for _, stats in listed)
 
 
-def refs_table(refs: Sequence[ImageRef]) -> pa.Table:
-    """The key columns of listed refs (and where each sits in its dataset), typed like the encodings so keys
-    compare equal."""
-    return pa.table(
-        {
-            "uri": pa.array([r.uri for r in refs], pa.string()),
-            "rel_path": pa.array([r.rel_path for r in refs], pa.string()),
-            "size": pa.array([r.size for r in refs], pa.int64()),
-            "mtime": pa.array([r.mtime_ns for r in refs], pa.timestamp("ns", tz="UTC")),
-            "etag": pa.array([r.etag for r in refs], pa.string()),
-            "dataset": pa.array([r.dataset for r in refs], pa.string()),
-        }
-    )
+def todo_mask(store: EncodingsStore, rec: StoreRecord, listed: pa.Table) -> pa.Array:
+    """Per row of `listed` (a `refs_table`): whether it must be decoded, i.e. has no reusable row in the
+    store (or staging): one of the unchanged file with every encoder's value at this release's version or
+    an error not retried."""
+    if not listed.num_rows:
+        return pa.array([], pa.bool_())
+    datasets = sorted(pc.unique(listed["dataset"]).to_pylist())
+    cached = store.cache_keys(rec.encoders, datasets)
+    return pc.invert(pc.is_in(row_keys(listed), value_set=cached))
 
 
 def plan_encode(store: EncodingsStore, rec: StoreRecord, refs: Sequence[ImageRef]) -> list[ImageRef]:
-    """The refs that must be decoded: those with no reusable row in the store (or staging), i.e. one of
-    the unchanged file with every encoder's value at this release's version or an error not retried."""
+    """The refs that must be decoded (`todo_mask`)."""
     if not refs:
         return []
-    datasets = sorted({r.dataset for r in refs})
-    cached = store.cache_keys(rec.encoders, datasets)
-    hit = pc.is_in(row_keys(refs_table(refs)), value_set=cached).to_pylist()
-    return [r for r, h in zip(refs, hit, strict=True) if not h]
+    todo = todo_mask(store, rec, refs_table(refs)).to_pylist()
+    return [r for r, t in zip(refs, todo, strict=True) if t]
 
 
-def auto_shard_size(n_files: int, workers: int) -> int:
-    """Enough shards to balance the workers (4 per worker), each 16..256 files."""
-    return min(256, max(16, math.ceil(n_files / max(1, 4 * workers))))
+def auto_shard_size(n_files: int, workers: int, most: int = 256) -> int:
+    """Enough shards to balance the workers (4 per worker), each 16..`most` files."""
+    return min(most, max(16, math.ceil(n_files / max(1, 4 * workers))))
 
 
 def encode_shard(store_url: str, shard: Shard, settings: EncodeSettings) -> EncodeStats:
@@ -115,6 +135,27 @@ def encode_shard(store_url: str, shard: Shard, settings: EncodeSettings) -> Enco
     table, stats = encode_refs(shard.refs, settings)
     EncodingsStore(store_url, settings.storage_options).stage(shard.key, table)
     return stats
+
+
+@dataclass(frozen=True)
+class EncodeRun:
+    """An encode run under way: the store's record (marked as being written) and the settings its shards
+    are encoded with (every encoder the store keeps)."""
+
+    store_url: str
+    record: StoreRecord
+    settings: EncodeSettings
+
+
+def open_encode(store_url: str, settings: EncodeSettings, *, workers: int = 1) -> EncodeRun:
+    """Open the store for writing (`EncodingsStore.begin`: this process is the run's recorded writer)."""
+    store = EncodingsStore(store_url, settings.storage_options)
+    rec = store.begin(settings)
+    # the store keeps every encoder (and its cnn model); processes share the cores the network would each take
+    settings = settings.model_copy(update={
+        "encoders": tuple(rec.encoders), "cnn_model": settings.cnn_model or rec.settings.get("cnn_model"),
+        "cnn_threads": settings.cnn_threads or max(1, (os.cpu_count() or 1) // max(1, workers))})
+    return EncodeRun(store_url, rec, settings)
 
 
 @dataclass(frozen=True)
@@ -134,31 +175,86 @@ def prepare_encode(
     store_url: str, settings: EncodeSettings, refs: Sequence[ImageRef], *, workers: int = 1,
 ) -> EncodePlan:
     """Open the store for writing and split the files that need decoding into shards."""
-    store = EncodingsStore(store_url, settings.storage_options)
-    rec = store.begin(settings)
-    # the store keeps every encoder (and its cnn model); processes share the cores the network would each take
-    settings = settings.model_copy(update={
-        "encoders": tuple(rec.encoders), "cnn_model": settings.cnn_model or rec.settings.get("cnn_model"),
-        "cnn_threads": settings.cnn_threads or max(1, (os.cpu_count() or 1) // max(1, workers))})
-    todo = plan_encode(store, rec, refs)
-    shards = make_shards(todo, settings.shard_size or auto_shard_size(len(todo), workers))
-    return EncodePlan(store_url, rec, settings, tuple(shards), len(refs), len(refs) - len(todo))
+    run = open_encode(store_url, settings, workers=workers)
+    todo = plan_encode(EncodingsStore(store_url, run.settings.storage_options), run.record, refs)
+    shards = make_shards(todo, run.settings.shard_size or auto_shard_size(len(todo), workers))
+    return EncodePlan(store_url, run.record, run.settings, tuple(shards), len(refs), len(refs) - len(todo))
 
 
 def commit_encode(
     plan: EncodePlan, sources: Sequence[DatasetSource], refs: Sequence[ImageRef], totals: EncodeStats
 ) -> EncodeReport:
     """Commit the staged shards (dropping files that are gone) and report what the store now holds."""
-    store = EncodingsStore(plan.store_url, plan.settings.storage_options)
-    report = EncodeReport(store=plan.store_url, listed=plan.listed, reused=plan.reused)
+    urls = {s.name: dataset_url(s, refs, plan.settings.storage_options) for s in sources}
+    run = EncodeRun(plan.store_url, plan.record, plan.settings)
+    return _commit(run, refs_table(refs), urls, totals, plan.listed, plan.reused)
+
+
+def _commit(run: EncodeRun, listed: pa.Table, urls: dict[str, str], totals: EncodeStats, n_listed: int,
+            reused: int) -> EncodeReport:
+    """Rewrite the listed datasets to exactly their `listed` files, remove the run's staged listings, and
+    report what the store now holds."""
+    store = EncodingsStore(run.store_url, run.settings.storage_options)
+    report = EncodeReport(store=run.store_url, listed=n_listed, reused=reused)
     report.encoded, report.cpu_seconds = totals.encoded, totals.cpu_seconds
     report.new_errors = sum(totals.errors.values())
-    urls = {s.name: dataset_url(s, refs, plan.settings.storage_options) for s in sources}
-    dropped = store.commit(plan.record, refs_table(refs), urls)
+    dropped = store.commit(run.record, listed, urls)
     report.dropped = sum(dropped.values())
+    clear_listings(store)  # this run's staged listing, and any a killed run left
     errors = store.read(["error", "dataset"], datasets=sorted(urls))
     report.errors = Counter(e for e in errors["error"].to_pylist() if e)
     report.per_dataset = dict(Counter(errors["dataset"].to_pylist()))
+    return report
+
+
+# -- the distributed run: the listing and the shards are staged in the store -----------------------
+@dataclass(frozen=True)
+class StagedPlan:
+    """What a distributed encode run will do, small whatever the number of files: the run, its staged
+    listings, its staged shards, and how many listed files are reused unchanged."""
+
+    run: EncodeRun
+    listings: tuple[StagedListing, ...]
+    shards: StagedShards
+    listed: int
+    reused: int
+
+    @property
+    def store_url(self) -> str:
+        return self.run.store_url
+
+    @property
+    def settings(self) -> EncodeSettings:
+        return self.run.settings
+
+
+def plan_staged(run: EncodeRun, listings: Sequence[StagedListing], stage: str, *, workers: int = 1,
+                most: int = FLOW_SHARD_MOST) -> StagedPlan:
+    """Read the staged listings, decide what must be decoded, and stage it in shards (as `prepare_encode`
+    does in memory: the same shards, given the same size); shards hold up to `most` files unless the
+    settings fix their size."""
+    store = EncodingsStore(run.store_url, run.settings.storage_options)
+    listed = read_listing(store, listings)
+    todo = listed.filter(todo_mask(store, run.record, listed))
+    todo = todo.sort_by([("dataset", "ascending"), ("uri", "ascending")])  # make_shards' order
+    size = run.settings.shard_size or auto_shard_size(todo.num_rows, workers, most)
+    shards = stage_shards(store, stage, todo, size)
+    return StagedPlan(run, tuple(listings), shards, listed.num_rows, listed.num_rows - todo.num_rows)
+
+
+def encode_staged_shard(store_url: str, shards: StagedShards, index: int, settings: EncodeSettings) -> EncodeStats:
+    """Read staged shard `index` and encode it (`encode_shard`, under the key `make_shards` gives it)."""
+    refs = read_shard(EncodingsStore(store_url, settings.storage_options), shards, index)
+    (shard,) = make_shards(refs, len(refs))
+    return encode_shard(store_url, shard, settings)
+
+
+def commit_staged(plan: StagedPlan, totals: EncodeStats) -> EncodeReport:
+    """`commit_encode` from the staged listings; removes them once the store is committed."""
+    store = EncodingsStore(plan.store_url, plan.settings.storage_options)
+    urls = {staged.dataset: staged.url for staged in plan.listings}
+    report = _commit(plan.run, read_listing(store, plan.listings), urls, totals, plan.listed, plan.reused)
+    report.listing = merged_stats(plan.listings)
     return report
 
 
