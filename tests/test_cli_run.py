@@ -10,6 +10,7 @@ import pytest
 
 from conftest import run_cli
 from dupflow.match.job import OUTPUT_FILES
+from dupflow.match.state import STATE_FOLDER
 from worlds import plant_world
 
 pytestmark = pytest.mark.slow
@@ -34,7 +35,7 @@ def test_run_leaves_the_same_files_as_encode_then_match(tmp_path: Path) -> None:
     run_cli("match", "--store", str(tmp_path / "store"), "--out", str(tmp_path / "match-out"),
             "--datasets", "train,val", "--duplicates-root", str(tmp_path / "dups"))
     written = sorted(p.name for p in (tmp_path / "run-out").iterdir())
-    assert written == sorted([*OUTPUT_FILES, "report.html", "report.json"])
+    assert written == sorted([*OUTPUT_FILES, STATE_FOLDER, "report.html", "report.json"])
     assert f"report: {tmp_path / 'run-out'}/report.html" in ran.stdout
     assert not (tmp_path / "ignored").exists()  # --out overrides the file's out
     for name in OUTPUT_FILES[:4]:

@@ -25,6 +25,7 @@ from dupflow.io.sources import DatasetSource
 from dupflow.match.embeddings import embeddings_from_store
 from dupflow.match.job import OUTPUT_FILES, match_store
 from dupflow.match.settings import MatchSettings
+from dupflow.match.state import STATE_FOLDER
 from dupflow.store.encode_job import run_encode
 from dupflow.store.encodings import EncodingsStore
 from dupflow.tasks.report import summary_key
@@ -80,7 +81,7 @@ def test_flow_on_a_local_cluster_writes_what_encode_and_match_write(world: World
                                                                     tmp_path: Path) -> None:
     out = tmp_path / "out"
     result = dedup(_config(world, out, encode={"shard_size": 8}, match={"blocks": 3}))
-    assert sorted(p.name for p in out.iterdir()) == sorted([*OUTPUT_FILES, "report.html", "report.json"])
+    assert sorted(p.name for p in out.iterdir()) == sorted([*OUTPUT_FILES, STATE_FOLDER, "report.html", "report.json"])
     assert result.report is not None
     assert result.report["path"] == f"{out}/report.html"
     record = json.loads((out / "report.json").read_text())
@@ -206,7 +207,8 @@ def test_flow_reads_and_writes_s3(world: World, expected: Path, bucket: str) -> 
         "cluster": {"workers": 2},
     })
     dedup(config)
-    assert sorted(Path(p).name for p in fs.ls(f"{bucket}/out")) == sorted([*OUTPUT_FILES, "report.html", "report.json"])
+    written = sorted(Path(p).name for p in fs.ls(f"{bucket}/out"))
+    assert written == sorted([*OUTPUT_FILES, STATE_FOLDER, "report.html", "report.json"])
     # served as a page, so that a presigned link to it opens in a browser
     assert fs.call_s3("head_object", Bucket=bucket, Key="out/report.html")["ContentType"].startswith("text/html")
     with fs.open(f"{bucket}/store/_dupflow/store.json") as f:

@@ -18,7 +18,7 @@ from dupflow.errors import ConfigError
 from dupflow.io.sources import DatasetSource
 from dupflow.match.job import OUTPUT_FILES, match_store
 from dupflow.match.settings import MatchSettings
-from dupflow.match.state import STATE_DIR
+from dupflow.match.state import STATE_FOLDER
 from dupflow.store.encode_job import run_encode
 from imagegen import natural, write
 from worlds import World, brighter, build_world
@@ -47,7 +47,7 @@ def _groups(out: Path) -> dict[int, set[str]]:
 
 def test_match_writes_exactly_the_contract_files_and_its_state(world: World, tmp_path: Path) -> None:
     _match(world, tmp_path / "out")
-    assert sorted(os.listdir(tmp_path / "out")) == sorted([*OUTPUT_FILES, STATE_DIR.split("/")[0]])
+    assert sorted(os.listdir(tmp_path / "out")) == sorted([*OUTPUT_FILES, STATE_FOLDER])
     pairs = pq.read_table(tmp_path / "out" / "pairs.parquet")
     assert {"a", "b", "method", "distance", "similarity"} <= set(pairs.column_names)
 

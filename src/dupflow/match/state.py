@@ -32,10 +32,11 @@ from dupflow.io.fs import atomic_write, join, open_fs, storage_error
 from dupflow.schemas import MATCH_CLASSES, MATCH_PAIRS, parquet_bytes, read_meta
 from dupflow.store.record import StoreRecord
 
-__all__ = ["STATE_DIR", "Carried", "RuleState", "carry", "class_identities", "read_state", "row_identities",
-           "state_fingerprint", "state_token", "write_state"]
+__all__ = ["STATE_DIR", "STATE_FOLDER", "Carried", "RuleState", "carry", "class_identities", "read_state",
+           "row_identities", "state_fingerprint", "state_token", "write_state"]
 
-STATE_DIR = "_state/match"
+STATE_FOLDER = "_state"  # in OUT, beside the outputs: what later runs reuse
+STATE_DIR = f"{STATE_FOLDER}/match"
 STATE_VERSION = 1
 _INDEX = "state.json"
 
