@@ -8,7 +8,17 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dupflow.index import Block, as_words, brute_force_pairs, hamming_pairs, plan_search
+from dupflow.index import (
+    Block,
+    HammingIndex,
+    as_words,
+    brute_force_pairs,
+    concat_pairs,
+    hamming_pairs,
+    plan_search,
+    sort_pairs,
+    stream_block,
+)
 
 
 @st.composite
@@ -111,3 +121,13 @@ def test_words_from_arrow_columns() -> None:
     assert as_words(binary)[0].tolist() == [0x0001020304050607, 0x08090A0B0C0D0E0F]
     with pytest.raises(ValueError, match="nulls"):
         as_words(pa.array([1, None], pa.uint64()))
+
+
+@settings(max_examples=40, deadline=None)
+@given(hash_sets(), hash_sets(), st.integers(0, 16), st.integers(1, 5))
+def test_streamed_rows_against_an_index_equal_brute_force(rows: np.ndarray, small: np.ndarray, t: int,
+                                                          blocks: int) -> None:
+    plan = plan_search(t, small, rows, stream=True)
+    index = HammingIndex.build(small, plan)
+    got = sort_pairs(concat_pairs([stream_block(index, rows, Block(k, blocks)) for k in range(blocks)]))
+    assert _same(got, brute_force_pairs(rows, t, small))

@@ -14,6 +14,7 @@ from dupflow.index.hamming import (
     search_block,
     search_blocks,
     sort_pairs,
+    stream_block,
 )
 
 __all__ = [
@@ -32,4 +33,5 @@ __all__ = [
     "search_block",
     "search_blocks",
     "sort_pairs",
+    "stream_block",
 ]

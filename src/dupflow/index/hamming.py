@@ -41,6 +41,7 @@ __all__ = [
     "search_block",
     "search_blocks",
     "sort_pairs",
+    "stream_block",
 ]
 
 CHUNK_BITS = 16
@@ -90,14 +91,16 @@ class SearchPlan:
 _PROBE_COST = 2.0  # one bucket probe, in units of one candidate check
 
 
-def plan_search(threshold: int, index_words: np.ndarray, query_words: np.ndarray | None = None) -> SearchPlan:
+def plan_search(threshold: int, index_words: np.ndarray, query_words: np.ndarray | None = None, *,
+                stream: bool = False) -> SearchPlan:
     """Choose chunk radii that minimise the expected work on these hashes.
 
     Real hashes are not uniform: a chunk whose bits barely vary puts most rows in a few buckets,
     and probing it costs nearly N^2. For each chunk the number of candidate pairs at radius r is
     sum over masks m with popcount(m) <= r of the XOR-correlation of the two bucket histograms,
     computed for all m at once with a Walsh-Hadamard transform. A small dynamic programme then
-    picks radii with sum(r_c + 1) > threshold (so no pair is missed) at the least total cost.
+    picks radii with sum(r_c + 1) > threshold (so no pair is missed) at the least total cost. `stream`:
+    for `stream_block`, where every query row probes its own buckets (not every occupied bucket once).
     """
     index_words = _as_2d(index_words)
     n_bits = 64 * index_words.shape[1]
@@ -114,7 +117,8 @@ def plan_search(threshold: int, index_words: np.ndarray, query_words: np.ndarray
         corr = _walsh_hadamard(_walsh_hadamard(hq) * _walsh_hadamard(hx)) / _BUCKETS
         candidates = np.cumsum(np.bincount(group, weights=corr, minlength=CHUNK_BITS + 1))
         cost[c, 0] = 0.0
-        cost[c, 1:] = candidates + _PROBE_COST * np.count_nonzero(hq) * upto
+        probes = len(q) if stream else np.count_nonzero(hq)
+        cost[c, 1:] = candidates + _PROBE_COST * probes * upto
     return SearchPlan(threshold, _cheapest_radii(cost, threshold + 1))
 
 
@@ -329,6 +333,76 @@ def search_blocks(
     with ThreadPoolExecutor(threads) as pool:
         parts = list(pool.map(lambda k: search_block(index, Block(k, blocks), queries), range(blocks)))
     return sort_pairs(concat_pairs(parts))
+
+
+def stream_block(index: HammingIndex, rows: np.ndarray, block: Block) -> Pairs:
+    """The rows of `block` (its contiguous share of `rows`, in any order: nothing is sorted) against the
+    index, with a `plan_search(..., stream=True)` plan: every (row, index row) pair within the threshold,
+    once. For a small index and many rows, as when new images are searched against a whole corpus: only
+    the index is sorted, and what it costs beyond the index is one pass over the rows."""
+    rows = np.ascontiguousarray(_as_2d(rows))
+    if rows.shape[1] != index.words.shape[1]:
+        raise ValueError("rows and index have hashes of different lengths")
+    if not 0 <= block.k < block.of:
+        raise ValueError(f"block {block.k} of {block.of} does not exist")
+    start, stop = block.k * len(rows) // block.of, (block.k + 1) * len(rows) // block.of
+    if start == stop or len(index) == 0:
+        empty = np.zeros(0, np.int64)
+        return Pairs(empty, empty.copy(), empty.copy())
+    masks, upto = _masks()
+    a, b, d = _stream(rows, start, stop, index.sorted_words, index.ids, index.starts, index.plan.radii, masks, upto,
+                      index.plan.threshold)
+    return Pairs(a, b, d)
+
+
+@njit(nogil=True, cache=True)
+def _stream(  # type: ignore[no-untyped-def]  # noqa: C901  # pragma: no cover - compiled; tested through the wrappers
+    rows, start, stop, xs, xids, xstarts, radii, masks, upto, threshold
+):
+    chunks = radii.shape[0]
+    n_words = rows.shape[1]
+    cap = 4096
+    out_a = np.empty(cap, np.int64)
+    out_b = np.empty(cap, np.int64)
+    out_d = np.empty(cap, np.int64)
+    n = 0
+    for p in range(start, stop):
+        for c in range(chunks):
+            r = radii[c]
+            if r < 0:
+                continue
+            v = np.int64((rows[p, c // 4] >> np.uint64(16 * (c % 4))) & np.uint64(0xFFFF))
+            for mi in range(upto[r]):
+                b2 = v ^ masks[mi]
+                t0 = xstarts[c, b2]
+                t1 = xstarts[c, b2 + 1]
+                for q in range(t0, t1):
+                    d = 0
+                    for w in range(n_words):
+                        d += _popcount(rows[p, w] ^ xs[c, q, w])
+                    if d > threshold:
+                        continue
+                    earlier = False
+                    for c2 in range(c):
+                        r2 = radii[c2]
+                        if r2 < 0:
+                            continue
+                        x = (rows[p, c2 // 4] ^ xs[c, q, c2 // 4]) >> np.uint64(16 * (c2 % 4))
+                        if _popcount(x & np.uint64(0xFFFF)) <= r2:
+                            earlier = True
+                            break
+                    if earlier:
+                        continue
+                    if n == cap:
+                        cap *= 2
+                        out_a = np.resize(out_a, cap)
+                        out_b = np.resize(out_b, cap)
+                        out_d = np.resize(out_d, cap)
+                    out_a[n] = p
+                    out_b[n] = xids[c, q]
+                    out_d[n] = d
+                    n += 1
+    return out_a[:n], out_b[:n], out_d[:n]
 
 
 def hamming_pairs(

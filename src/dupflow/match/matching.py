@@ -26,7 +26,7 @@ from threadpoolctl import threadpool_limits
 
 from dupflow.encode.hashing import DIHEDRAL
 from dupflow.errors import ConfigError
-from dupflow.index import Block, HammingIndex, as_words, cosine_pairs, plan_search, search_block
+from dupflow.index import Block, HammingIndex, as_words, cosine_pairs, plan_search, search_block, stream_block
 from dupflow.match.embeddings import Embeddings
 from dupflow.match.rules import COSINE, DIGESTS, VERIFIED, Rule
 from dupflow.match.state import RuleState, carry, class_identities
@@ -116,6 +116,20 @@ class _Join:
 
 
 @dataclass(frozen=True)
+class _StreamJoin:
+    """An incremental run's join: the new classes' hashes indexed, the other side's rows streamed past them,
+    so nothing of the size of the corpus is sorted or copied. `oriented_index`: the index holds the
+    mirrored/rotated pHashes (their picture is the pair's query picture); else the rows may."""
+
+    index: HammingIndex
+    rows: np.ndarray
+    index_class: np.ndarray
+    row_class: np.ndarray
+    orientation: np.ndarray  # per index row when `oriented_index`, else per row
+    oriented_index: bool = False
+
+
+@dataclass(frozen=True)
 class _CosineJoin:
     """Tiled cosine search: within `a` (upper triangle) or every (a, b) pair."""
 
@@ -124,6 +138,9 @@ class _CosineJoin:
     a_class: np.ndarray
     b_class: np.ndarray
     threshold: float
+
+
+AnyJoin = _Join | _StreamJoin | _CosineJoin
 
 
 @dataclass(frozen=True)
@@ -138,7 +155,7 @@ class RuleSearch:
     # per condition, (C, W) hash words of the representatives, or (C, d) unit vectors for cosine
     # ((C, 0) for verified: the features are in `features`)
     rep_words: tuple[np.ndarray, ...]
-    joins: tuple[_Join | _CosineJoin, ...]
+    joins: tuple[AnyJoin, ...]
     features: LocalFeatures | None = None  # of every image: verifies and scores the rule's pairs
     identity: pa.Array | None = None  # of each class, where the run keeps a match state (`dupflow.match.state`)
     reused: ClassPairs | None = None  # accepted pairs taken over from the previous run's state
@@ -164,6 +181,14 @@ class RuleSearch:
                     none = np.full(len(cq), -1, np.int64)
                     similarity = np.clip(sims[hit].astype(np.float64), 0.0, 1.0)
                     parts.append(self._verified(cq, cx, none, similarity, none))
+            elif isinstance(join, _StreamJoin):
+                got = stream_block(join.index, join.rows, block)
+                similarity = self.rule.conditions[0].similarity(got.distance)
+                if join.oriented_index:
+                    cq, cx, orient = join.index_class[got.b], join.row_class[got.a], join.orientation[got.b]
+                else:
+                    cq, cx, orient = join.row_class[got.a], join.index_class[got.b], join.orientation[got.a]
+                parts.append(self._verified(cq, cx, got.distance, similarity, orient))
             else:
                 found = search_block(join.index, block, join.queries)
                 cq = join.query_class[found.a] if join.queries is not None else join.index_class[found.a]
@@ -345,7 +370,7 @@ def _digest_words(vectors: np.ndarray) -> np.ndarray:
 def _joins(
     images: Images, rule: Rule, reps: np.ndarray, reference_class: np.ndarray,
     rep_words: tuple[np.ndarray, ...], orientations: bool, fresh: np.ndarray | None = None,
-) -> tuple[_Join | _CosineJoin, ...]:
+) -> tuple[AnyJoin, ...]:
     """The searches between representatives: within the matched datasets, from them to the reference
     datasets, and (with `orientations`) from their mirrored and rotated pHashes to every class. With
     `fresh` (a mask of classes), only pairs with a fresh class: each join is run from the fresh classes
@@ -361,28 +386,55 @@ def _joins(
     if first.cosine:
         return _cosine_joins(words, normal, new_normal, across, first.min_similarity, fresh is None)
     threshold = first.max_distance
-    joins: list[_Join | _CosineJoin] = []
-    if fresh is None and len(normal) > 1:
+    if fresh is not None:
+        return _stream_joins(images, rule, reps, words, normal, ref, fresh, orientations)
+    joins: list[AnyJoin] = []
+    if len(normal) > 1:
         plan = plan_search(threshold, words[normal])
         joins.append(_Join(HammingIndex.build(words[normal], plan), None, normal, normal,
                            np.full(len(normal), -1, np.int64)))
-    elif fresh is not None and len(new_normal) and len(normal) > 1:
-        joins.append(_across(threshold, words[new_normal], new_normal, words[normal], normal,
-                             np.full(len(new_normal), -1, np.int64)))
     joins += [_across(threshold, words[a], a, words[b], b, np.full(len(a), -1, np.int64))
               for a, b in across if len(a) and len(b)]
     if orientations and rule.conditions[0].metric == "phash" and len(normal):
-        everyone = np.arange(len(reps))
-        sides = [(new_normal, everyone)] if fresh is None else [(new_normal, everyone), (normal, np.flatnonzero(fresh))]
-        joins += [_oriented(images, reps, max(0, threshold - ORIENTATION_MARGIN), words, queried, indexed)
-                  for queried, indexed in sides if len(queried) and len(indexed)]
+        variants, variant_class, codes = _variants(images, reps, normal)
+        joins.append(_across(max(0, threshold - ORIENTATION_MARGIN), variants, variant_class, words,
+                             np.arange(len(reps)), codes))
     return tuple(joins)
+
+
+def _stream_joins(images: Images, rule: Rule, reps: np.ndarray, words: np.ndarray, normal: np.ndarray,
+                  ref: np.ndarray, fresh: np.ndarray, orientations: bool) -> tuple[AnyJoin, ...]:
+    """The joins of an incremental run: every pair with a new class, the new side indexed and the other
+    streamed. Plain joins are symmetric (no orientation), so which side is the query does not matter."""
+    threshold = rule.conditions[0].max_distance
+    new_normal, new_ref = normal[fresh[normal]], ref[fresh[ref]]
+    joins: list[AnyJoin] = []
+    others = ((new_normal, normal if len(normal) > 1 else normal[:0]), (new_normal, ref), (new_ref, normal))
+    joins += [_stream(threshold, words[new], new, words[other], other, np.full(len(other), -1, np.int64))
+              for new, other in others if len(new) and len(other)]
+    if orientations and rule.conditions[0].metric == "phash" and len(normal):
+        margin = max(0, threshold - ORIENTATION_MARGIN)
+        if len(new_normal):  # the new classes' mirrored/rotated pHashes against every class
+            variants, variant_class, codes = _variants(images, reps, new_normal)
+            joins.append(_stream(margin, variants, variant_class, words, np.arange(len(reps)), codes,
+                                 oriented_index=True))
+        indexed = np.flatnonzero(fresh)
+        if len(indexed):  # every class's mirrored/rotated pHashes against the new classes
+            variants, variant_class, codes = _variants(images, reps, normal)
+            joins.append(_stream(margin, words[indexed], indexed, variants, variant_class, codes))
+    return tuple(joins)
+
+
+def _stream(threshold: int, indexed: np.ndarray, index_class: np.ndarray, rows: np.ndarray, row_class: np.ndarray,
+            orientation: np.ndarray, *, oriented_index: bool = False) -> _StreamJoin:
+    plan = plan_search(threshold, indexed, rows, stream=True)
+    return _StreamJoin(HammingIndex.build(indexed, plan), rows, index_class, row_class, orientation, oriented_index)
 
 
 def _cosine_joins(words: np.ndarray, normal: np.ndarray, new_normal: np.ndarray,
                   across: tuple[tuple[np.ndarray, np.ndarray], ...], threshold: float, full: bool
-                  ) -> tuple[_Join | _CosineJoin, ...]:
-    found: list[_Join | _CosineJoin] = []
+                  ) -> tuple[AnyJoin, ...]:
+    found: list[AnyJoin] = []
     if full and len(normal) > 1:
         found.append(_CosineJoin(_rows(words, normal), None, normal, normal, threshold))
     elif not full and len(new_normal) and len(normal) > 1:
@@ -391,13 +443,13 @@ def _cosine_joins(words: np.ndarray, normal: np.ndarray, new_normal: np.ndarray,
     return tuple(found)
 
 
-def _oriented(images: Images, reps: np.ndarray, threshold: int, words: np.ndarray, queried: np.ndarray,
-              indexed: np.ndarray) -> _Join:
-    """A join from the mirrored and rotated pHashes of the `queried` classes to the `indexed` ones."""
-    variants = as_words(images.table["phash_dihedral"].take(pa.array(reps[queried])))
-    variants = variants.reshape(len(queried), len(ORIENTATIONS), -1).transpose(1, 0, 2)
-    return _across(threshold, variants.reshape(-1, words.shape[1]), np.tile(queried, len(ORIENTATIONS)),
-                   _rows(words, indexed), indexed, np.repeat(np.arange(len(ORIENTATIONS)), len(queried)))
+def _variants(images: Images, reps: np.ndarray, classes: np.ndarray) -> tuple[np.ndarray, ...]:
+    """The mirrored and rotated pHashes of these classes' representatives: words, class and orientation
+    code of each row, orientation by orientation."""
+    variants = as_words(images.table["phash_dihedral"].take(pa.array(reps[classes])))
+    variants = variants.reshape(len(classes), len(ORIENTATIONS), -1).transpose(1, 0, 2)
+    return (variants.reshape(len(ORIENTATIONS) * len(classes), -1), np.tile(classes, len(ORIENTATIONS)),
+            np.repeat(np.arange(len(ORIENTATIONS)), len(classes)))
 
 
 def _across(threshold: int, queries: np.ndarray, query_class: np.ndarray, index: np.ndarray,
