@@ -93,7 +93,7 @@ def test_match_contract_writes_five_files_and_prints_a_summary(tmp_path: Path) -
     out = run_cli("match", "--store", str(tmp_path / "st"), "--out", str(tmp_path / "out"), "--rule", "phash<=10",
                   "--rule", "exact", "--keep", "dataset:train,val", "--keep", "size")
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(
-        ["pairs.parquet", "groups.parquet", "scores.parquet", "manifest.parquet", "summary.json"])
+        ["pairs.parquet", "groups.parquet", "scores.parquet", "manifest.parquet", "summary.json", "_state"])
     assert "train & val: 1 shared groups (train 1, val 1 images)" in out.stdout
     assert "manifest: 1 files to move" in out.stdout
     assert "nothing moved" in out.stdout
