@@ -239,6 +239,16 @@ def _ctpop(_typingctx: Any, _x: Any) -> Any:
 _popcount = cast(Callable[[Any], Any], _ctpop)  # called as popcount(x) inside compiled code
 
 
+@njit(nogil=True, cache=True, inline="always")
+def _found_earlier(a, b, c, radii):  # type: ignore[no-untyped-def]  # pragma: no cover - compiled
+    """Whether chunk c2 < c would find the pair (a, b): it is kept only by the first chunk that can."""
+    for c2 in range(c):
+        r2 = radii[c2]
+        if r2 >= 0 and _popcount(((a[c2 // 4] ^ b[c2 // 4]) >> np.uint64(16 * (c2 % 4))) & np.uint64(0xFFFF)) <= r2:
+            return True
+    return False
+
+
 # One flat loop nest on purpose: splitting this hot kernel into helpers costs speed, hence the C901 waiver.
 @njit(nogil=True, cache=True)
 def _join(  # type: ignore[no-untyped-def]  # noqa: C901  # pragma: no cover - compiled; tested through the wrappers
@@ -277,16 +287,7 @@ def _join(  # type: ignore[no-untyped-def]  # noqa: C901  # pragma: no cover - c
                             d += _popcount(qs[c, p, w] ^ xs[c, q, w])
                         if d > threshold:
                             continue
-                        earlier = False
-                        for c2 in range(c):
-                            r2 = radii[c2]
-                            if r2 < 0:
-                                continue
-                            x = (qs[c, p, c2 // 4] ^ xs[c, q, c2 // 4]) >> np.uint64(16 * (c2 % 4))
-                            if _popcount(x & np.uint64(0xFFFF)) <= r2:
-                                earlier = True
-                                break
-                        if earlier:
+                        if _found_earlier(qs[c, p], xs[c, q], c, radii):
                             continue
                         if n == cap:
                             cap *= 2
@@ -356,7 +357,7 @@ def stream_block(index: HammingIndex, rows: np.ndarray, block: Block) -> Pairs:
 
 
 @njit(nogil=True, cache=True)
-def _stream(  # type: ignore[no-untyped-def]  # noqa: C901  # pragma: no cover - compiled; tested through the wrappers
+def _stream(  # type: ignore[no-untyped-def]  # pragma: no cover - compiled; tested through the wrappers
     rows, start, stop, xs, xids, xstarts, radii, masks, upto, threshold
 ):
     chunks = radii.shape[0]
@@ -382,16 +383,7 @@ def _stream(  # type: ignore[no-untyped-def]  # noqa: C901  # pragma: no cover -
                         d += _popcount(rows[p, w] ^ xs[c, q, w])
                     if d > threshold:
                         continue
-                    earlier = False
-                    for c2 in range(c):
-                        r2 = radii[c2]
-                        if r2 < 0:
-                            continue
-                        x = (rows[p, c2 // 4] ^ xs[c, q, c2 // 4]) >> np.uint64(16 * (c2 % 4))
-                        if _popcount(x & np.uint64(0xFFFF)) <= r2:
-                            earlier = True
-                            break
-                    if earlier:
+                    if _found_earlier(rows[p], xs[c, q], c, radii):
                         continue
                     if n == cap:
                         cap *= 2
