@@ -19,6 +19,7 @@ import s3fs
 
 from conftest import free_port, run_cli, stop
 from dupflow.match.job import OUTPUT_FILES
+from dupflow.match.state import STATE_FOLDER
 from imagegen import dataset
 
 pytestmark = [pytest.mark.slow, pytest.mark.s3]
@@ -130,7 +131,7 @@ def test_deployments_run_ad_hoc_and_on_the_ingest_event(server_env: dict[str, st
                              env=server_env, capture_output=True, text=True, timeout=360)
         assert run.returncode == 0, run.stdout + run.stderr
         written = sorted(Path(p).name for p in images.ls("dupflow/runs/adhoc-test"))
-        assert written == sorted([*OUTPUT_FILES, "report.html", "report.json"])
+        assert written == sorted([*OUTPUT_FILES, STATE_FOLDER, "report.html", "report.json"])
 
         subprocess.run([sys.executable, "-c", "from dupflow.flows.ingest import announce_ingest; "
                         "announce_ingest('batch1', 's3://images/ingest/batch1')"], env=server_env, check=True,

@@ -94,10 +94,14 @@ def test_thumbnails_are_small_images_for_every_readable_file(reported: Reported,
 def test_the_report_keeps_its_own_record_and_never_writes_the_runs_files(reported: Reported, tmp_path: Path) -> None:
     out = tmp_path / "run"
     shutil.copytree(reported.out, out, ignore=shutil.ignore_patterns("report.*"))
-    run_files = {p.name: p.read_bytes() for p in out.iterdir()}
+    def run_files_now() -> dict[str, bytes]:  # every file of the run, its match state included
+        return {str(p.relative_to(out)): p.read_bytes() for p in out.rglob("*")
+                if p.is_file() and not p.name.startswith("report.")}
+
+    run_files = run_files_now()
     result = write_report(str(out), ReportSettings(thumbnails=2))
-    assert {p.name: p.read_bytes() for p in out.iterdir() if not p.name.startswith("report.")} == run_files
-    assert sorted(set(os.listdir(out)) - set(run_files)) == ["report.html", "report.json"]
+    assert run_files_now() == run_files
+    assert sorted(set(os.listdir(out)) - {Path(k).parts[0] for k in run_files}) == ["report.html", "report.json"]
     record = json.loads((out / "report.json").read_text())
     assert record == {**result.brief(), "matches": str(out), "dupflow": __version__,
                       "generated": record["generated"], "extra_scores": None}

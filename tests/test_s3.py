@@ -67,6 +67,7 @@ def test_match_an_s3_store_into_an_s3_prefix(bucket: str) -> None:
 
     from dupflow.match.job import OUTPUT_FILES, match_store
     from dupflow.match.settings import MatchSettings
+    from dupflow.match.state import STATE_FOLDER
 
     picture = encode(natural(1, 200, 150), "JPEG", quality=90)
     _put(bucket, "corpus/a.jpg", picture)
@@ -77,7 +78,7 @@ def test_match_an_s3_store_into_an_s3_prefix(bucket: str) -> None:
     run_encode(sources, f"s3://{bucket}/store", EncodeSettings())
     report = match_store(f"s3://{bucket}/store", f"s3://{bucket}/out", MatchSettings(reference=("corpus",)))
     fs = s3fs.S3FileSystem(skip_instance_cache=True)
-    assert sorted(p.rsplit("/", 1)[-1] for p in fs.ls(f"{bucket}/out")) == sorted(OUTPUT_FILES)
+    assert sorted(p.rsplit("/", 1)[-1] for p in fs.ls(f"{bucket}/out")) == sorted([*OUTPUT_FILES, STATE_FOLDER])
     manifest = pq.read_table(f"{bucket}/out/manifest.parquet", filesystem=fs).to_pylist()
     assert [(m["source"], m["destination"], m["keeper"]) for m in manifest] == [
         (f"s3://{bucket}/ingest/a_again.jpg", f"s3://{bucket}/out/duplicates/ingest/a_again.jpg",
