@@ -78,6 +78,7 @@ TUNE_PHASH = 16
 PEER_METHODS = ("PHash", "DHash", "AHash", "WHash")
 THRESHOLDS = (0, 6, 10, 15)
 MAX_SIDE = 1024
+HASHES = ("phash", "dhash", "phash_dihedral")  # the previous default's encoders (no local features)
 
 
 # ---- sources -----------------------------------------------------------------------------------
@@ -339,12 +340,14 @@ def score(found: set[tuple[str, str]], labels: list[dict[str, Any]], reported_er
 
 # ---- the two tools --------------------------------------------------------------------------------
 def _encode(root: Path, store: Path, preset: str, reuse: bool) -> float | None:
+    """Encode the set with a preset (`hashes`: the previous default's encoders, hashes only)."""
     reused = reuse and store.exists()  # an interrupted store is finished, a finished one reused
     if not reused:
         shutil.rmtree(store, ignore_errors=True)
     start = time.perf_counter()
     run_encode([DatasetSource("train", str(root / "train")), DatasetSource("val", str(root / "val"))],
-               str(store), EncodeSettings(preset=preset), workers=2)  # type: ignore[arg-type]
+               str(store), EncodeSettings(encoders=HASHES) if preset == "hashes" else
+               EncodeSettings(preset=preset), workers=2)  # type: ignore[arg-type]
     return None if reused else round(time.perf_counter() - start, 1)
 
 
@@ -384,12 +387,15 @@ def tune(root: Path, work: Path, labels: list[dict[str, Any]], reuse: bool) -> d
 def run_dupflow(root: Path, work: Path, labels: list[dict[str, Any]], cnn: bool, reuse: bool,
                 chosen: dict[str, Any] | None) -> dict[str, Any]:
     out: dict[str, Any] = {"encode_s": {}, "presets": {}}
-    stores = {"default": work / "store-default", **({"thorough": work / "store-thorough"} if cnn else {})}
+    stores = {"hashes": work / "store-hashes", "default": work / "store-default",
+              **({"thorough": work / "store-thorough"} if cnn else {})}
     for preset, store in stores.items():
         out["encode_s"][preset] = _encode(root, store, preset, reuse)
     configurations: dict[str, tuple[str, dict[str, Any]]] = {
-        "dupflow --preset fast (exact | phash<=10)": ("default", {"preset": "fast"}),
-        "dupflow default (exact | phash<=10, every orientation)": ("default", {}),
+        "dupflow --preset fast (exact | phash<=10)": ("hashes", {"preset": "fast"}),
+        "dupflow previous default (exact | phash<=10, every orientation)": ("hashes", {}),
+        "dupflow default, no crops (hashes, verified orientations)": ("default", {"crops": False}),
+        "dupflow default (hashes, verified orientations and crops)": ("default", {}),
     }
     if cnn:
         thorough: dict[str, Any] = {"preset": "thorough"}

@@ -20,7 +20,8 @@ def test_encode_contract_prints_summary_and_writes_store(tmp_path: Path) -> None
     dataset(tmp_path / "val", 3, seed=2)
     (tmp_path / "val" / "broken.jpg").write_bytes(b"")
     out = run_cli("encode", "--dataset", f"train={tmp_path / 'train'}", "--dataset", f"val={tmp_path / 'val'}",
-                  "--store", str(tmp_path / "store"), "--encoders", "phash,dhash,ahash,phash_dihedral")
+                  "--store", str(tmp_path / "store"),
+                  "--encoders", "phash,dhash,ahash,phash_dihedral,phash_windows,orb")
     assert "9 listed: 8 encoded, 0 reused" in out.stdout
     assert "empty=1" in out.stdout
     assert "images per CPU-second" in out.stdout
@@ -108,4 +109,4 @@ def test_match_contract_writes_five_files_and_prints_a_summary(tmp_path: Path) -
     missing = run_cli("match", "--store", str(tmp_path / "st"), "--out", str(tmp_path / "o2"), "--rule", "whash<=8",
                       check=False)
     assert missing.returncode != 0
-    assert "--encoders phash,dhash,phash_dihedral,whash" in missing.stderr
+    assert "--encoders phash,dhash,phash_dihedral,phash_windows,orb,whash" in missing.stderr

@@ -146,7 +146,7 @@ def test_a_new_encoder_version_reencodes_every_row_and_an_equal_one_reuses_them(
     assert _counts(_encode(data, store)) == (4, 0)
     assert {r["dhash"] for r in _rows(store).values()} == {7}
     versions = EncodingsStore(str(store)).complete_record().dataset_versions("train")
-    assert versions == {"phash": 1, "dhash": 2, "phash_dihedral": 1}
+    assert versions == {"phash": 1, "dhash": 2, "phash_dihedral": 1, "phash_windows": 1, "orb": 1}
     assert _counts(_encode(data, store)) == (0, 4)
 
 

@@ -11,7 +11,16 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from dupflow.encode.hashing import DIHEDRAL, ENCODERS, HashInput, _phash_input, _phash_of, hash_bits, hash_input
+from dupflow.encode.hashing import (
+    DIHEDRAL,
+    ENCODERS,
+    WINDOWS,
+    HashInput,
+    _phash_input,
+    _phash_of,
+    hash_bits,
+    hash_input,
+)
 from dupflow.io.decoding import DecodedImage, decode_image
 from imagegen import encode, natural
 
@@ -151,6 +160,26 @@ def test_dihedral_phashes_equal_imagehash_of_the_transposed_picture(seed: int, h
     for name, value in zip(PIL_TRANSPOSE, variants, strict=True):
         assert value == _hex(imagehash.phash(img.transpose(PIL_TRANSPOSE[name]), hash_size=hash_size)), name
     assert len({identity, *variants}) == 8  # the symmetries give distinct hashes: a swapped pair fails
+
+
+@pytest.mark.parametrize("hash_size", [8, 16])
+def test_window_hashes_are_the_phash_of_each_window_and_bring_a_crop_close(hash_size: int) -> None:
+    img = natural(5, 512, 384).convert("L")
+    out = _run("phash_windows", None, img, hash_size)
+    n_bytes = hash_size * hash_size // 8
+    assert isinstance(out, bytes)
+    assert len(out) == len(WINDOWS) * n_bytes
+    windows = [int.from_bytes(out[k * n_bytes:(k + 1) * n_bytes], "big") for k in range(len(WINDOWS))]
+    for (x, y, side), value in zip(WINDOWS, windows, strict=True):
+        box = (x * 512, y * 384, (x + side) * 512, (y + side) * 384)
+        pixels = np.asarray(img.resize((4 * hash_size,) * 2, Image.Resampling.LANCZOS, box=box), dtype=np.float64)
+        assert value == _as_int(_phash_of(pixels, hash_size))
+    # a crop keeping 80% of each side, cut unevenly: far from the whole picture, near one of its windows
+    cut = img.crop((72, 19, 72 + 410, 19 + 307))
+    own = _as_int(_phash_of(_phash_input(cut, hash_size), hash_size))
+    whole = _as_int(_phash_of(_phash_input(img, hash_size), hash_size))
+    nearest = min(bin(own ^ w).count("1") for w in windows)
+    assert nearest <= hash_size * hash_size // 8 < bin(own ^ whole).count("1")
 
 
 def test_hash_bits_packs_msb_first_for_odd_lengths() -> None:

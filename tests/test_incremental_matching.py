@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from dupflow.encode.settings import EncodeSettings
+from dupflow.encode.settings import DEFAULT_ENCODERS, EncodeSettings
 from dupflow.index.blocks import Block
 from dupflow.io.sources import DatasetSource
 from dupflow.match.job import OUTPUT_FILES, MatchReport, match_store
@@ -95,6 +95,8 @@ CASES: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
                             {"datasets": ("val", "train"), "reference": ("train",), "rules": ("exact", "dhash<=12")}),
     "your own embeddings": (("phash", "dhash"), {"rules": ("exact", "phash<=8", "cosine>=0.9&dhash<=24")}),
     "verified with local features": (("phash", "phash_dihedral", "orb"), {}),
+    "the default encoders: verified orientations and crops": (DEFAULT_ENCODERS, {}),
+    "crops with a reference dataset": (DEFAULT_ENCODERS, {"datasets": ("val", "train"), "reference": ("train",)}),
 }
 
 

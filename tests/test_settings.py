@@ -138,4 +138,4 @@ def test_one_preset_names_what_to_encode_and_how_to_match(tmp_path: Path) -> Non
     assert config.encode.encoders == ("phash", "phash_dihedral")  # a section's own setting wins
     assert config.match.preset == "default"
     assert config.match.uses_orientations(config.encode.encoders)
-    assert EncodeSettings().encoders == ("phash", "dhash", "phash_dihedral")
+    assert EncodeSettings().encoders == ("phash", "dhash", "phash_dihedral", "phash_windows", "orb")

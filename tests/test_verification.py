@@ -24,9 +24,6 @@ from dupflow.match.verify import shared_fraction, verify_pair
 from dupflow.store.encode_job import run_encode
 from imagegen import detailed, natural, write
 
-pytestmark = pytest.mark.skipif(importlib.util.find_spec("cv2") is None,
-                                reason="needs OpenCV: pip install 'dupflow[cnn]'")
-
 
 def features(picture: Image.Image):  # type: ignore[no-untyped-def]
     return parse_features(extract_features(np.asarray(picture.convert("L"))))
@@ -157,6 +154,25 @@ def test_the_default_catches_a_mirrored_copy_with_no_flag(tmp_path: Path) -> Non
     assert _groups(tmp_path / "off") == []
     match_store(str(tmp_path / "store"), str(tmp_path / "fast"), MatchSettings(preset="fast"))
     assert _groups(tmp_path / "fast") == []
+
+
+def test_the_default_catches_crops_through_the_windows_and_verifies_them(tmp_path: Path) -> None:
+    scene = detailed(7)
+    write(tmp_path / "pics" / "photo.jpg", scene, quality=92)
+    write(tmp_path / "pics" / "crop20.jpg", crop(scene, 0.8, 0.7, 0.2), quality=92)
+    write(tmp_path / "pics" / "crop12.jpg", crop(scene, 0.88, 0.0, 1.0), quality=92)
+    write(tmp_path / "pics" / "tile.jpg", crop(scene, 0.5, 0.0, 0.0), quality=92)  # a quarter: not a copy
+    write(tmp_path / "pics" / "other.jpg", detailed(8), quality=92)
+    _encode(tmp_path / "pics", tmp_path / "store")
+    match_store(str(tmp_path / "store"), str(tmp_path / "out"), MatchSettings())
+    assert _groups(tmp_path / "out") == [{"photo.jpg", "crop20.jpg", "crop12.jpg"}]
+    pairs = pq.read_table(tmp_path / "out" / "pairs.parquet").to_pylist()
+    crops = [p for p in pairs if "crop20.jpg" in (p["a"].rsplit("/", 1)[1], p["b"].rsplit("/", 1)[1])]
+    assert crops
+    assert all(p["orientation"] == "crop" and 0.59 <= p["similarity"] <= 0.69 for p in crops)
+    # the whole picture's pHash alone does not reach the crops
+    match_store(str(tmp_path / "store"), str(tmp_path / "off"), MatchSettings(crops=False))
+    assert {"crop20.jpg"} & set().union(*_groups(tmp_path / "off")) == set()
 
 
 def test_thorough_on_a_store_without_its_encodings_says_how_to_encode(tmp_path: Path) -> None:

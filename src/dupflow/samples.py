@@ -8,9 +8,10 @@ Crops of only two photographs resemble each other, so each base picture is a cro
 lit by its own random pattern of light and shade and tinted: that changes its pHash as a whole while
 it still looks like a photograph. The set is then checked with dupflow's own encoder: a candidate base
 is drawn again until every file of its group is more than `GAP` bits from every file planted before,
-in every orientation, and each of its copies is within `NEAR` bits of it. So `dupflow encode` and
-`dupflow match` with their defaults (`exact | phash<=10`, every orientation) find exactly the planted
-groups.
+in every orientation, and each of its copies is within `NEAR` bits of it. So `dupflow match --rule
+'exact | phash<=10' --orientations` finds exactly the planted groups. The default also verifies looser
+and cropped candidates, and so groups some bases cut from overlapping parts of one photograph: they share
+that part, as verification shows.
 """
 
 from __future__ import annotations

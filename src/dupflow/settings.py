@@ -34,9 +34,10 @@ M = TypeVar("M", bound=BaseModel)
 Preset = Literal["fast", "default", "thorough"]
 PRESETS: dict[str, str] = {
     "fast": "pHash and dHash, pictures as stored: the quickest",
-    "default": "pHash and dHash, plus mirrored and 90-degree-rotated copies (no optional extra needed)",
-    "thorough": "adds embeddings and local features: crops, rotations and edits, each pair geometrically "
-                "verified (needs pip install 'dupflow[cnn]')",
+    "default": "adds mirrored, 90-degree-rotated and cropped copies, loose candidates accepted once local "
+               "features verify them (no optional extra needed)",
+    "thorough": "adds embeddings: larger crops, rotations and edits, each pair geometrically verified (needs "
+                "pip install 'dupflow[cnn]')",
 }
 
 

@@ -9,8 +9,8 @@ __all__ = ["ENCODER_NAMES", "FEATURES_ENCODER", "decode_size_for"]
 FEATURES_ENCODER = "orb"  # the local features encoder's name and the store's column
 # Every encoding a file can get, in registry order (the store's column order).
 ENCODER_NAMES: tuple[str, ...] = (
-    "phash", "dhash", "ahash", "phash_dihedral", "whash", "colorhash", "crop_resistant", "pixel", FEATURES_ENCODER,
-    "cnn",
+    "phash", "dhash", "ahash", "phash_dihedral", "phash_windows", "whash", "colorhash", "crop_resistant", "pixel",
+    FEATURES_ENCODER, "cnn",
 )
 
 

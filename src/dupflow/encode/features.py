@@ -52,8 +52,8 @@ def require_cv2() -> None:
         import cv2  # noqa: F401
     except ImportError as exc:
         raise ConfigError(
-            "the orb encoder and verified rules need OpenCV: pip install 'dupflow[cnn]' "
-            "(or opencv-python-headless)"
+            "the orb encoder and verified rules need OpenCV, which dupflow depends on: reinstall dupflow, or "
+            "pip install opencv-python-headless (or encode with --preset fast)"
         ) from exc
 
 

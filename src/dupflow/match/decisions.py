@@ -11,7 +11,7 @@ import pyarrow.compute as pc
 from dupflow.io.fs import join
 from dupflow.match.graph import components
 from dupflow.match.keep import KeepPolicy
-from dupflow.match.matching import ORIENTATIONS, Images, RuleMatch, evidence_pairs
+from dupflow.match.matching import VIEWS, Images, RuleMatch, evidence_pairs
 from dupflow.match.rules import Rule
 from dupflow.match.verify import LocalFeatures
 from dupflow.schemas import GROUPS, MANIFEST, PAIRS, SCORES
@@ -199,7 +199,7 @@ def _pairs_table(
     images: Images, a: np.ndarray, b: np.ndarray, distance: np.ndarray, similarity: np.ndarray,
     orientation: np.ndarray, rules: list[str], methods: list[str],
 ) -> pa.Table:
-    names = np.array([*ORIENTATIONS, None], dtype=object)
+    names = np.array([*VIEWS, None], dtype=object)
     datasets = images.table["dataset"]
     return pa.Table.from_arrays(
         [

@@ -79,6 +79,8 @@ def load_images(store: EncodingsStore, settings: MatchSettings) -> tuple[Images,
               if m != COSINE]
     if settings.uses_orientations(rec.encoders):
         wanted.append("phash_dihedral")
+    if settings.uses_windows(rec.encoders):
+        wanted += ["phash_windows", FEATURES]
     if FEATURES in rec.encoders:  # scores every pair and checks groups, whatever the rules
         wanted.append(FEATURES)
     if cosine and settings.embeddings is None:
@@ -143,7 +145,9 @@ def plan_rules(images: Images, settings: MatchSettings, hash_size: int, store_en
     if previous is not None and len(previous) != len(rules):
         previous = None
     rows = row_identities(images.table) if settings.incremental else None
+    windows = settings.uses_windows(store_encoders)
     return [prepare_search(images, rule, orientations=orientations and (settings.orientations or _auto(rule, images)),
+                           windows=windows and orientable(rule) and rule.uses_features,
                            rows=rows, previous=None if previous is None else previous[k])
             for k, rule in enumerate(rules)]
 

@@ -24,7 +24,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from threadpoolctl import threadpool_limits
 
-from dupflow.encode.hashing import DIHEDRAL
+from dupflow.encode.hashing import DIHEDRAL, WINDOWS
 from dupflow.errors import ConfigError
 from dupflow.index import Block, HammingIndex, as_words, cosine_pairs, plan_search, search_block, stream_block
 from dupflow.match.embeddings import Embeddings
@@ -35,6 +35,8 @@ from dupflow.match.verify import LocalFeatures
 __all__ = [
     "ORIENTATIONS",
     "ORIENTATION_MARGIN",
+    "VIEWS",
+    "WINDOW_MARGIN",
     "ClassPairs",
     "Images",
     "RuleMatch",
@@ -55,8 +57,15 @@ COSINE_TILE = 1024  # rows of embeddings per cosine tile: one tile's candidates 
 # dot product, so a pair's similarity does not depend on the tiling (a full and an incremental search agree).
 COSINE_SLACK = 1e-4
 ORIENTATIONS = tuple(name for name, _ in DIHEDRAL)
-_INVERSE = {name: {"rot90": "rot270", "rot270": "rot90"}.get(name, name) for name in ORIENTATIONS}
-_INVERSE_CODES = np.array([ORIENTATIONS.index(_INVERSE[name]) for name in ORIENTATIONS], np.int64)
+# Crops: one picture's pHash against the pHashes of the other's windows (`phash_windows`), this many bits
+# closer than the rule allows (10 for phash<=16&verified), for rules that verify what they find: the
+# windows of flat pictures hash alike (bench/results/accuracy.md).
+WINDOW_MARGIN = 6
+CROP = "crop"  # the pairs' `orientation` of a match found through the windows
+VIEWS = (*ORIENTATIONS, CROP)  # names of the orientation codes 0, 1, ...
+_CROP_CODE = len(ORIENTATIONS)
+_INVERSE = {name: {"rot90": "rot270", "rot270": "rot90"}.get(name, name) for name in VIEWS}
+_INVERSE_CODES = np.array([VIEWS.index(_INVERSE[name]) for name in VIEWS], np.int64)
 
 
 @dataclass(frozen=True)
@@ -280,9 +289,10 @@ def orientable(rule: Rule) -> bool:
     return rule.conditions[0].metric == "phash" and all(c.verified for c in rule.conditions[1:])
 
 
-def prepare_search(images: Images, rule: Rule, *, orientations: bool = False, rows: pa.Array | None = None,
-                   previous: RuleState | None = None) -> RuleSearch:
-    """Classes of identical keys and the joins between their representatives for `rule`. `rows` (each
+def prepare_search(images: Images, rule: Rule, *, orientations: bool = False, windows: bool = False,
+                   rows: pa.Array | None = None, previous: RuleState | None = None) -> RuleSearch:
+    """Classes of identical keys and the joins between their representatives for `rule`; `windows`: also
+    between one's pHash and the other's windows' (crops; a rule on pHash that verifies). `rows` (each
     image's `row_identities`): keep each class's identity for the match state; with the `previous` run's
     state too, the joins search only the classes it lacks (against all) and its pairs between the others
     are reused."""
@@ -292,6 +302,9 @@ def prepare_search(images: Images, rule: Rule, *, orientations: bool = False, ro
             f"rule {rule.label!r}: --orientations applies to rules on pHash alone; "
             "a second hash of a mirrored picture would not match"
         )
+    if windows and not (orientable(rule) and rule.uses_features):
+        raise ConfigError(f"rule {rule.label!r}: crops are searched for rules on pHash that verify what they "
+                          "find, e.g. phash<=16&verified")
     valid = np.ones(len(images), bool)
     for metric in metrics:
         if metric == COSINE:
@@ -324,7 +337,8 @@ def prepare_search(images: Images, rule: Rule, *, orientations: bool = False, ro
     carried = carry(previous, identity) if previous is not None and identity is not None else None
     # searching new classes against all beats a full search only while they are few
     fresh = carried.fresh if carried is not None and 2 * int(carried.fresh.sum()) <= len(reps) else None
-    joins = _joins(images, rule, reps, reference_class, rep_words, orientations, fresh)
+    views = _Views(orientations and rule.conditions[0].metric == "phash", windows)
+    joins = _joins(images, rule, reps, reference_class, rep_words, views, fresh)
     reused = None
     if fresh is not None and carried is not None:
         reused = ClassPairs(carried.c1, carried.c2, carried.distance, carried.similarity, carried.orientation)
@@ -367,14 +381,23 @@ def _digest_words(vectors: np.ndarray) -> np.ndarray:
     return np.frombuffer(digests, np.uint64).reshape(len(vectors), 2)
 
 
+@dataclass(frozen=True)
+class _Views:
+    """Which other views of each representative a rule's joins search: its mirrored and rotated pHashes
+    (`phash_dihedral`) and its windows' (`phash_windows`)."""
+
+    orientations: bool
+    windows: bool
+
+
 def _joins(
     images: Images, rule: Rule, reps: np.ndarray, reference_class: np.ndarray,
-    rep_words: tuple[np.ndarray, ...], orientations: bool, fresh: np.ndarray | None = None,
+    rep_words: tuple[np.ndarray, ...], views: _Views, fresh: np.ndarray | None = None,
 ) -> tuple[AnyJoin, ...]:
     """The searches between representatives: within the matched datasets, from them to the reference
-    datasets, and (with `orientations`) from their mirrored and rotated pHashes to every class. With
-    `fresh` (a mask of classes), only pairs with a fresh class: each join is run from the fresh classes
-    of one side against all of the other, and from all of the first against the fresh of the other."""
+    datasets, and from their other `views` to every class. With `fresh` (a mask of classes), only pairs
+    with a fresh class: each join is run from the fresh classes of one side against all of the other, and
+    from all of the first against the fresh of the other."""
     first = rule.conditions[0]
     words = rep_words[0]
     normal = np.flatnonzero(~reference_class)
@@ -387,7 +410,7 @@ def _joins(
         return _cosine_joins(words, normal, new_normal, across, first.min_similarity, fresh is None)
     threshold = first.max_distance
     if fresh is not None:
-        return _stream_joins(images, rule, reps, words, normal, ref, fresh, orientations)
+        return _stream_joins(images, rule, reps, words, normal, ref, fresh, views)
     joins: list[AnyJoin] = []
     if len(normal) > 1:
         plan = plan_search(threshold, words[normal])
@@ -395,33 +418,57 @@ def _joins(
                            np.full(len(normal), -1, np.int64)))
     joins += [_across(threshold, words[a], a, words[b], b, np.full(len(a), -1, np.int64))
               for a, b in across if len(a) and len(b)]
-    if orientations and rule.conditions[0].metric == "phash" and len(normal):
-        variants, variant_class, codes = _variants(images, reps, normal)
-        joins.append(_across(max(0, threshold - ORIENTATION_MARGIN), variants, variant_class, words,
-                             np.arange(len(reps)), codes))
+    everything = np.arange(len(reps))
+    for column, margin, sides in _view_searches(views, normal, ref, everything, ref):
+        for viewed, against in sides:
+            if len(viewed) and len(against):
+                variants, variant_class, codes = _variants(images, reps, viewed, column)
+                joins.append(_across(max(0, threshold - margin), variants, variant_class, words[against], against,
+                                     codes))
     return tuple(joins)
 
 
+def _view_searches(views: _Views, normal: np.ndarray, ref: np.ndarray, others: np.ndarray, reference: np.ndarray
+                   ) -> list[tuple[str, int, tuple[tuple[np.ndarray, np.ndarray], ...]]]:
+    """Per view column, its margin and the (classes viewed, classes their views are searched against).
+    A mirror image matches both ways, so the matched classes' (`normal`) orientations against every class
+    suffice; a crop lies inside its original, so the reference classes' (`ref`) windows are searched
+    against the matched ones too (`others`: the classes to search against, every class in a full run;
+    `reference`: every reference class, never paired with another)."""
+    searches: list[tuple[str, int, tuple[tuple[np.ndarray, np.ndarray], ...]]] = []
+    if views.orientations:
+        searches.append(("phash_dihedral", ORIENTATION_MARGIN, ((normal, others),)))
+    if views.windows:
+        searches.append(("phash_windows", WINDOW_MARGIN,
+                         ((normal, others), (ref, others[~np.isin(others, reference)]))))
+    return searches
+
+
 def _stream_joins(images: Images, rule: Rule, reps: np.ndarray, words: np.ndarray, normal: np.ndarray,
-                  ref: np.ndarray, fresh: np.ndarray, orientations: bool) -> tuple[AnyJoin, ...]:
+                  ref: np.ndarray, fresh: np.ndarray, views: _Views) -> tuple[AnyJoin, ...]:
     """The joins of an incremental run: every pair with a new class, the new side indexed and the other
-    streamed. Plain joins are symmetric (no orientation), so which side is the query does not matter."""
+    streamed. Plain joins are symmetric (no view), so which side is the query does not matter."""
     threshold = rule.conditions[0].max_distance
     new_normal, new_ref = normal[fresh[normal]], ref[fresh[ref]]
     joins: list[AnyJoin] = []
     others = ((new_normal, normal if len(normal) > 1 else normal[:0]), (new_normal, ref), (new_ref, normal))
     joins += [_stream(threshold, words[new], new, words[other], other, np.full(len(other), -1, np.int64))
               for new, other in others if len(new) and len(other)]
-    if orientations and rule.conditions[0].metric == "phash" and len(normal):
-        margin = max(0, threshold - ORIENTATION_MARGIN)
-        if len(new_normal):  # the new classes' mirrored/rotated pHashes against every class
-            variants, variant_class, codes = _variants(images, reps, new_normal)
-            joins.append(_stream(margin, variants, variant_class, words, np.arange(len(reps)), codes,
-                                 oriented_index=True))
-        indexed = np.flatnonzero(fresh)
-        if len(indexed):  # every class's mirrored/rotated pHashes against the new classes
-            variants, variant_class, codes = _variants(images, reps, normal)
-            joins.append(_stream(margin, words[indexed], indexed, variants, variant_class, codes))
+    everything, indexed = np.arange(len(reps)), np.flatnonzero(fresh)
+    # the new classes' views against every class, then every class's views against the new classes
+    new_views = _view_searches(views, new_normal, new_ref, everything, ref)
+    all_views = _view_searches(views, normal, ref, indexed, ref)
+    for (column, margin, new_sides), (_, _, all_sides) in zip(new_views, all_views, strict=True):
+        limit = max(0, threshold - margin)
+        for viewed, against in new_sides:
+            if len(viewed) and len(against):
+                variants, variant_class, codes = _variants(images, reps, viewed, column)
+                joins.append(_stream(limit, variants, variant_class, words[against], against, codes,
+                                     oriented_index=True))
+        for viewed, against in all_sides:
+            if len(viewed) and len(against):
+                variants, variant_class, codes = _variants(images, reps, viewed, column)
+                joins.append(_stream(limit, words[against], against, variants, variant_class, codes))
     return tuple(joins)
 
 
@@ -443,13 +490,14 @@ def _cosine_joins(words: np.ndarray, normal: np.ndarray, new_normal: np.ndarray,
     return tuple(found)
 
 
-def _variants(images: Images, reps: np.ndarray, classes: np.ndarray) -> tuple[np.ndarray, ...]:
-    """The mirrored and rotated pHashes of these classes' representatives: words, class and orientation
-    code of each row, orientation by orientation."""
-    variants = as_words(images.table["phash_dihedral"].take(pa.array(reps[classes])))
-    variants = variants.reshape(len(classes), len(ORIENTATIONS), -1).transpose(1, 0, 2)
-    return (variants.reshape(len(ORIENTATIONS) * len(classes), -1), np.tile(classes, len(ORIENTATIONS)),
-            np.repeat(np.arange(len(ORIENTATIONS)), len(classes)))
+def _variants(images: Images, reps: np.ndarray, classes: np.ndarray, column: str) -> tuple[np.ndarray, ...]:
+    """The other views' pHashes (`column`: phash_dihedral or phash_windows) of these classes'
+    representatives: words, class and orientation code of each row, view by view."""
+    variants = as_words(images.table[column].take(pa.array(reps[classes])))
+    count = len(ORIENTATIONS) if column == "phash_dihedral" else len(WINDOWS)
+    codes = np.arange(count) if column == "phash_dihedral" else np.full(count, _CROP_CODE)
+    variants = variants.reshape(len(classes), count, -1).transpose(1, 0, 2)
+    return variants.reshape(count * len(classes), -1), np.tile(classes, count), np.repeat(codes, len(classes))
 
 
 def _across(threshold: int, queries: np.ndarray, query_class: np.ndarray, index: np.ndarray,

@@ -25,6 +25,7 @@ __all__ = [
     "THOROUGH_RULES",
     "VERIFIED",
     "VERIFIED_DEFAULT",
+    "VERIFIED_RULES",
     "Condition",
     "Rule",
     "metric_bits",
@@ -57,9 +58,14 @@ DEFAULT_RULES = ("exact", "phash<=10")
 # and re-compositions that pHash<=10 misses, while cosine alone at 0.85 would give 20x the false pairs.
 DEFAULT_RULES_WITH_EMBEDDINGS = ("exact", "phash<=10", "cosine>=0.85&dhash<=20", "cosine>=0.93")
 
+# The default for a store with local features (the orb encoder, default since this release): tight hashes as
+# they stand, and loose candidates from pHash (every orientation, and the windows' pHashes: crops) accepted
+# only where verification shows the shared part (bench/results/accuracy.md).
+VERIFIED_RULES = ("exact", "phash<=10", "phash<=16&verified")
+
 # The thorough preset (needs the orb and cnn encoders): tight hashes as they stand, and loose candidates from
 # pHash (every orientation) and the embeddings accepted only where verification shows the shared part.
-THOROUGH_RULES = ("exact", "phash<=10", "phash<=16&verified", "cosine>=0.65&verified")
+THOROUGH_RULES = (*VERIFIED_RULES, "cosine>=0.65&verified")
 
 # A hash condition allowing more than this fraction of its bits to differ (13+ of 64) is verified
 # after a cosine search rather than driving its own.

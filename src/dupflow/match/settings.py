@@ -14,6 +14,7 @@ from dupflow.match.rules import (
     DEFAULT_RULES_WITH_EMBEDDINGS,
     THOROUGH_RULES,
     VERIFIED_DEFAULT,
+    VERIFIED_RULES,
     Rule,
     parse_rules,
 )
@@ -34,9 +35,10 @@ class MatchSettings(StageSettings):
     rules: tuple[str, ...] = setting(
         (), "METRIC<=BITS, METRIC>=SIMILARITY, cosine>=SIMILARITY, verified[>=SHARED], exact or pixel; join "
         "conditions with & (all must hold) and alternatives with | or by repeating --rule (any may hold), e.g. "
-        "'exact | (dhash<=10 & cosine>=0.85)' [default: exact | phash<=10; with embeddings also "
-        "(cosine>=0.85 & dhash<=20) | cosine>=0.93; with embeddings and local features (--preset thorough) "
-        f"{' | '.join(THOROUGH_RULES)}]", flag="rule", metavar="RULE")
+        "'exact | (dhash<=10 & cosine>=0.85)' [default: with local features (the default encoders) "
+        f"{' | '.join(VERIFIED_RULES)}, with embeddings too (--preset thorough) {' | '.join(THOROUGH_RULES)}; "
+        "hashes only: exact | phash<=10, with embeddings (cosine>=0.85 & dhash<=20) | cosine>=0.93]",
+        flag="rule", metavar="RULE")
     keep: tuple[str, ...] = setting(
         (), "keep policy, one key per flag, in order: dataset[:A,B], resolution, size, oldest, newest, "
         "shortest-path, path [default: dataset resolution size oldest shortest-path path]", metavar="KEY")
@@ -48,6 +50,10 @@ class MatchSettings(StageSettings):
     orientations: bool | None = setting(
         None, "also catch mirrored and 90-degree-rotated copies (needs the phash_dihedral encoder) [default: on "
         "when the store has it, except with --preset fast]")
+    crops: bool | None = setting(
+        None, "also search crops: each picture's pHash against the pHashes of the others' windows, for rules "
+        "that verify what they find (needs the phash_windows and orb encoders) [default: on when the store "
+        "has them, except with --preset fast]")
     min_shared: float = setting(
         VERIFIED_DEFAULT, "the shared fraction (area both pictures show / area either shows) that a bare "
         "`verified` condition and the group check need: a crop keeping 64% of a picture scores 0.64, a "
@@ -102,7 +108,8 @@ class MatchSettings(StageSettings):
             texts = DEFAULT_RULES
         elif not texts:
             texts = (THOROUGH_RULES if {"cnn", FEATURES_ENCODER} <= have else
-                     DEFAULT_RULES_WITH_EMBEDDINGS if "cnn" in have else DEFAULT_RULES)
+                     DEFAULT_RULES_WITH_EMBEDDINGS if "cnn" in have else
+                     VERIFIED_RULES if FEATURES_ENCODER in have else DEFAULT_RULES)
         return parse_rules(texts, hash_size, min_shared=self.min_shared)
 
     def uses_orientations(self, encoders: Collection[str]) -> bool:
@@ -111,6 +118,12 @@ class MatchSettings(StageSettings):
             return self.orientations
         return self.preset != "fast" and "phash_dihedral" in encoders
 
+    def uses_windows(self, encoders: Collection[str]) -> bool:
+        """Whether crops are searched through the windows' pHashes, for a store with these encoders."""
+        if self.crops is not None:
+            return self.crops
+        return self.preset != "fast" and {"phash_windows", FEATURES_ENCODER} <= set(encoders)
+
     def describe(self, hash_size: int, encoders: Collection[str] = ()) -> dict[str, Any]:
         rules = self.parsed_rules(hash_size, encoders)
         return {
@@ -118,6 +131,7 @@ class MatchSettings(StageSettings):
             "keep": self.keep_policy().label,
             "reference": list(self.reference),
             "orientations": self.uses_orientations(encoders),
+            "crops": self.uses_windows(encoders),
             "verified": ({"min_shared": self.min_shared, "groups": self.verify_groups}
                          if FEATURES_ENCODER in encoders else None),
             "hash_size": hash_size,
