@@ -3,8 +3,8 @@
     .venv/bin/python bench/accuracy.py          # first: builds bench/.work/accuracy-1 and its thorough store
     .venv/bin/python bench/verification.py      # [--seed 1]
 
-Random subsets of the accuracy set's thorough store (N = 500, 1,000, 2,000 and all of it) are matched
-with the thorough preset's rules on 2 threads, in one process: for each N, the candidate pairs the
+Random subsets of the accuracy set's default and thorough stores (N = 500, 1,000, 2,000 and all of it)
+are matched with that preset's rules on 2 threads, in one process: for each N, the candidate pairs the
 cheap channels propose, the distinct pairs verified (each needs the two pictures' stored keypoints, no
 image is read), CPU seconds per verified pair, and the match's wall time beside the store's encode
 time. Results: bench/results/verification.{json,md}.
@@ -34,12 +34,12 @@ THREADS = 2
 
 
 def subset(images: Images, ids: np.ndarray) -> Images:
-    """The images `ids` (ascending), with their embeddings and features."""
-    assert images.embeddings is not None
+    """The images `ids` (ascending), with their embeddings (if any) and features."""
     assert images.features is not None
     e = images.embeddings
     return Images(images.table.take(ids), images.datasets, images.dataset_ix[ids], images.reference[ids],
-                  Embeddings(e.vectors[ids], e.present[ids], e.source), images.features.take(ids))
+                  None if e is None else Embeddings(e.vectors[ids], e.present[ids], e.source),
+                  images.features.take(ids))
 
 
 def measure(images: Images, settings: MatchSettings, hash_size: int, encoders: tuple[str, ...]) -> dict[str, float]:
@@ -64,28 +64,30 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args()
     work = BENCH / ".work" / f"accuracy-{args.seed}"
-    store = EncodingsStore(str(work / "store-thorough"))
-    rec = store.complete_record()
-    settings = MatchSettings(preset="thorough", datasets=("train", "val"))
-    images, _, hash_size = load_images(store, settings)
-    encoders = tuple(rec.encoders)
-    rng = np.random.default_rng(0)
-    rows = []
-    for n in [s for s in SIZES if s < len(images)] + [len(images)]:
-        ids = np.sort(rng.choice(len(images), n, replace=False))
-        rows.append(measure(subset(images, ids), settings, hash_size, encoders))
-        print(rows[-1], flush=True)
     accuracy = json.loads((RESULTS / "accuracy.json").read_text()) if (RESULTS / "accuracy.json").exists() else {}
-    encode_s = accuracy.get("dupflow", {}).get("encode_s", {}).get("thorough")
+    encode_s = accuracy.get("dupflow", {}).get("encode_s", {})
+    rows = []
+    for preset in ("default", "thorough"):
+        store = EncodingsStore(str(work / f"store-{preset}"))
+        rec = store.complete_record()
+        settings = MatchSettings(preset=preset, datasets=("train", "val"))  # type: ignore[arg-type]
+        images, _, hash_size = load_images(store, settings)
+        encoders = tuple(rec.encoders)
+        rng = np.random.default_rng(0)
+        for n in [s for s in SIZES if s < len(images)] + [len(images)]:
+            ids = np.sort(rng.choice(len(images), n, replace=False))
+            rows.append({"preset": preset, **measure(subset(images, ids), settings, hash_size, encoders)})
+            print(rows[-1], flush=True)
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "verification.json").write_text(json.dumps({"rows": rows, "encode_s": encode_s}, indent=2) + "\n")
     lines = [f"# What verification costs — {time.strftime('%Y-%m-%d')}", "",
              f"`.venv/bin/python bench/verification.py --seed {args.seed}`: random subsets of the accuracy set "
-             f"(seed {args.seed}) matched with the thorough preset on {THREADS} threads. The whole set's thorough "
-             f"encode took {encode_s} s on 2 workers (bench/results/accuracy.md).", "",
-             "| images | accepted class pairs | pairs verified | per image | verify CPU s | ms per pair | "
-             "match wall s | match CPU s |", "|---:|---:|---:|---:|---:|---:|---:|---:|"]
-    lines += [f"| {r['images']:,} | {r['accepted_class_pairs']:,} | {r['verified_pairs']:,} | "
+             f"(seed {args.seed}) matched with each preset on {THREADS} threads. The whole set's encode took "
+             + ", ".join(f"{k} {v} s" for k, v in encode_s.items() if v is not None)
+             + " on 2 workers (bench/results/accuracy.md).", "",
+             "| preset | images | accepted class pairs | pairs verified | per image | verify CPU s | ms per pair | "
+             "match wall s | match CPU s |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    lines += [f"| {r['preset']} | {r['images']:,} | {r['accepted_class_pairs']:,} | {r['verified_pairs']:,} | "
               f"{r['verified_pairs_per_image']} | {r['verify_cpu_s']} | {r['ms_per_verified_pair']} | "
               f"{r['match_wall_s']} | {r['match_cpu_s']} |" for r in rows]
     (RESULTS / "verification.md").write_text("\n".join(lines) + "\n")

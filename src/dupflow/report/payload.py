@@ -115,7 +115,7 @@ def rule_thresholds(labels: Sequence[str], hash_size: int) -> list[dict[str, Any
     out = []
     for label in labels:
         rule = parse_rule(label, hash_size)
-        least = min(c.min_similarity if c.cosine else 1.0 - c.max_distance / c.bits for c in rule.conditions)
+        least = min(c.min_similarity if c.scored else 1.0 - c.max_distance / c.bits for c in rule.conditions)
         out.append({"label": label, "method": rule.method, "min_similarity": round(least, 6)})
     return out
 
