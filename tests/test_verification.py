@@ -175,6 +175,24 @@ def test_the_default_catches_crops_through_the_windows_and_verifies_them(tmp_pat
     assert {"crop20.jpg"} & set().union(*_groups(tmp_path / "off")) == set()
 
 
+def test_crops_are_found_both_ways_across_a_reference_dataset_and_never_within_it(tmp_path: Path) -> None:
+    first, second = detailed(7), detailed(9)
+    write(tmp_path / "corpus" / "first.jpg", first, quality=92)  # the reference holds one original...
+    write(tmp_path / "corpus" / "first-crop.jpg", crop(first, 0.8, 0.2, 0.8), quality=92)  # ...and its crop
+    write(tmp_path / "corpus" / "second-crop.jpg", crop(second, 0.8, 0.7, 0.2), quality=92)  # ...and a crop
+    write(tmp_path / "ingest" / "first-crop.jpg", crop(first, 0.8, 0.9, 0.1), quality=92)  # a crop of one
+    write(tmp_path / "ingest" / "second.jpg", second, quality=92)  # the original of the other
+    sources = [DatasetSource("corpus", str(tmp_path / "corpus")), DatasetSource("ingest", str(tmp_path / "ingest"))]
+    run_encode(sources, str(tmp_path / "store"), EncodeSettings(), workers=1)
+    match_store(str(tmp_path / "store"), str(tmp_path / "out"),
+                MatchSettings(datasets=("ingest", "corpus"), reference=("corpus",)))
+    pairs = {frozenset((f"{r['a_dataset']}/{r['a'].rsplit('/', 1)[1]}", f"{r['b_dataset']}/{r['b'].rsplit('/', 1)[1]}"))
+             for r in pq.read_table(tmp_path / "out" / "pairs.parquet").to_pylist()}
+    assert frozenset(("ingest/first-crop.jpg", "corpus/first.jpg")) in pairs  # a new crop of a kept picture
+    assert frozenset(("ingest/second.jpg", "corpus/second-crop.jpg")) in pairs  # the original of a kept crop
+    assert not any(all(x.startswith("corpus/") for x in p) for p in pairs)  # the reference is never matched
+
+
 def test_thorough_on_a_store_without_its_encodings_says_how_to_encode(tmp_path: Path) -> None:
     write(tmp_path / "pics" / "photo.jpg", natural(3))
     _encode(tmp_path / "pics", tmp_path / "store")

@@ -161,7 +161,7 @@ def _views(paths: list[Path]) -> np.ndarray:
     """Each file's pHash and its 7 mirrored and rotated pHashes (one row of 8 uint64 each), as
     `dupflow encode` computes them with its default settings."""
     refs = [ImageRef(str(p), "sample", p.name, p.stat().st_size, None, None) for p in paths]
-    table, _ = encode_refs(refs, EncodeSettings())
+    table, _ = encode_refs(refs, EncodeSettings(encoders=("phash", "phash_dihedral")))
     phash = np.array(table["phash"].to_pylist(), dtype=np.uint64)
     turned = np.frombuffer(b"".join(table["phash_dihedral"].to_pylist()), dtype=">u8").reshape(len(paths), 7)
     return np.concatenate([phash[:, None], turned.astype(np.uint64)], axis=1)
