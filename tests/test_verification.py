@@ -193,6 +193,31 @@ def test_crops_are_found_both_ways_across_a_reference_dataset_and_never_within_i
     assert not any(all(x.startswith("corpus/") for x in p) for p in pairs)  # the reference is never matched
 
 
+def test_a_dataset_encoded_before_the_windows_existed_is_matched_without_them(tmp_path: Path) -> None:
+    scene = detailed(7)
+    write(tmp_path / "old" / "photo.jpg", scene, quality=92)
+    write(tmp_path / "new" / "crop.jpg", crop(scene, 0.8, 0.7, 0.2), quality=92)
+    write(tmp_path / "new" / "mirrored.jpg", scene.transpose(Image.Transpose.FLIP_LEFT_RIGHT), quality=92)
+    store = str(tmp_path / "store")
+    run_encode([DatasetSource("old", str(tmp_path / "old"))], store,
+               EncodeSettings(encoders=("phash", "dhash", "orb")), workers=1)  # no dihedral or window hashes
+    run_encode([DatasetSource("new", str(tmp_path / "new"))], store, EncodeSettings(), workers=1)
+    match_store(store, str(tmp_path / "out"), MatchSettings())
+    # the mirrored copy's own orientations reach the old photo's pHash; a crop needs the photo's windows
+    assert _groups(tmp_path / "out") == [{"photo.jpg", "mirrored.jpg"}]
+    run_encode([DatasetSource("old", str(tmp_path / "old"))], store, EncodeSettings(), workers=1)
+    match_store(store, str(tmp_path / "again"), MatchSettings())
+    assert _groups(tmp_path / "again") == [{"photo.jpg", "crop.jpg", "mirrored.jpg"}]
+
+
+def test_crops_without_a_rule_that_verifies_are_refused(tmp_path: Path) -> None:
+    write(tmp_path / "pics" / "photo.jpg", natural(3))
+    _encode(tmp_path / "pics", tmp_path / "store")
+    with pytest.raises(ConfigError, match="--crops searches crops for rules on pHash that verify"):
+        match_store(str(tmp_path / "store"), str(tmp_path / "out"),
+                    MatchSettings(crops=True, rules=("exact", "phash<=10")))
+
+
 def test_thorough_on_a_store_without_its_encodings_says_how_to_encode(tmp_path: Path) -> None:
     write(tmp_path / "pics" / "photo.jpg", natural(3))
     _encode(tmp_path / "pics", tmp_path / "store")

@@ -115,7 +115,9 @@ PAIRS = with_meta(
             # in [0, 1]: with local features, the verified shared fraction (area both show / area either shows)
             # where verification shows it; else the least over the rule's metrics
             pa.field("similarity", pa.float64(), nullable=False),
-            pa.field("orientation", pa.string()),  # by mirrored/rotated pHashes: how b maps onto a (hflip, rot90, ...)
+            # by mirrored/rotated pHashes: how b maps onto a (hflip, rot90, ...); `crop`: found by one's pHash
+            # near a window of the other's (the distance is to that window)
+            pa.field("orientation", pa.string()),
         ]
     ),
     "pairs",

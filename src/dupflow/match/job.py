@@ -23,7 +23,7 @@ from dupflow.io.uris import redact
 from dupflow.match.decisions import Decisions, decide
 from dupflow.match.embeddings import STORE_COLUMN, embeddings_from_file, embeddings_from_store, read_embeddings_file
 from dupflow.match.matching import ClassPairs, Images, RuleMatch, RuleSearch, orientable, prepare_search
-from dupflow.match.rules import COSINE, VERIFIED, Rule
+from dupflow.match.rules import COSINE, VERIFIED, Rule, searches_crops
 from dupflow.match.settings import MatchSettings
 from dupflow.match.state import RuleState, read_state, row_identities, state_fingerprint, state_token, write_state
 from dupflow.match.summary import build_summary
@@ -79,7 +79,7 @@ def load_images(store: EncodingsStore, settings: MatchSettings) -> tuple[Images,
               if m != COSINE]
     if settings.uses_orientations(rec.encoders):
         wanted.append("phash_dihedral")
-    if settings.uses_windows(rec.encoders):
+    if settings.uses_windows(rec.encoders, rules):
         wanted += ["phash_windows", FEATURES]
     if FEATURES in rec.encoders:  # scores every pair and checks groups, whatever the rules
         wanted.append(FEATURES)
@@ -145,9 +145,9 @@ def plan_rules(images: Images, settings: MatchSettings, hash_size: int, store_en
     if previous is not None and len(previous) != len(rules):
         previous = None
     rows = row_identities(images.table) if settings.incremental else None
-    windows = settings.uses_windows(store_encoders)
+    windows = settings.uses_windows(store_encoders, rules)
     return [prepare_search(images, rule, orientations=orientations and (settings.orientations or _auto(rule, images)),
-                           windows=windows and orientable(rule) and rule.uses_features,
+                           windows=windows and searches_crops(rule),
                            rows=rows, previous=None if previous is None else previous[k])
             for k, rule in enumerate(rules)]
 

@@ -28,7 +28,7 @@ from dupflow.encode.hashing import DIHEDRAL, WINDOWS
 from dupflow.errors import ConfigError
 from dupflow.index import Block, HammingIndex, as_words, cosine_pairs, plan_search, search_block, stream_block
 from dupflow.match.embeddings import Embeddings
-from dupflow.match.rules import COSINE, DIGESTS, VERIFIED, Rule
+from dupflow.match.rules import COSINE, DIGESTS, VERIFIED, Rule, searches_crops
 from dupflow.match.state import RuleState, carry, class_identities
 from dupflow.match.verify import LocalFeatures
 
@@ -302,7 +302,7 @@ def prepare_search(images: Images, rule: Rule, *, orientations: bool = False, wi
             f"rule {rule.label!r}: --orientations applies to rules on pHash alone; "
             "a second hash of a mirrored picture would not match"
         )
-    if windows and not (orientable(rule) and rule.uses_features):
+    if windows and not searches_crops(rule):
         raise ConfigError(f"rule {rule.label!r}: crops are searched for rules on pHash that verify what they "
                           "find, e.g. phash<=16&verified")
     valid = np.ones(len(images), bool)
@@ -421,8 +421,9 @@ def _joins(
     everything = np.arange(len(reps))
     for column, margin, sides in _view_searches(views, normal, ref, everything, ref):
         for viewed, against in sides:
-            if len(viewed) and len(against):
-                variants, variant_class, codes = _variants(images, reps, viewed, column)
+            found = _variants(images, reps, viewed, column) if len(viewed) and len(against) else None
+            if found is not None:
+                variants, variant_class, codes = found
                 joins.append(_across(max(0, threshold - margin), variants, variant_class, words[against], against,
                                      codes))
     return tuple(joins)
@@ -461,13 +462,15 @@ def _stream_joins(images: Images, rule: Rule, reps: np.ndarray, words: np.ndarra
     for (column, margin, new_sides), (_, _, all_sides) in zip(new_views, all_views, strict=True):
         limit = max(0, threshold - margin)
         for viewed, against in new_sides:
-            if len(viewed) and len(against):
-                variants, variant_class, codes = _variants(images, reps, viewed, column)
+            found = _variants(images, reps, viewed, column) if len(viewed) and len(against) else None
+            if found is not None:
+                variants, variant_class, codes = found
                 joins.append(_stream(limit, variants, variant_class, words[against], against, codes,
                                      oriented_index=True))
         for viewed, against in all_sides:
-            if len(viewed) and len(against):
-                variants, variant_class, codes = _variants(images, reps, viewed, column)
+            found = _variants(images, reps, viewed, column) if len(viewed) and len(against) else None
+            if found is not None:
+                variants, variant_class, codes = found
                 joins.append(_stream(limit, words[against], against, variants, variant_class, codes))
     return tuple(joins)
 
@@ -490,10 +493,17 @@ def _cosine_joins(words: np.ndarray, normal: np.ndarray, new_normal: np.ndarray,
     return tuple(found)
 
 
-def _variants(images: Images, reps: np.ndarray, classes: np.ndarray, column: str) -> tuple[np.ndarray, ...]:
+def _variants(images: Images, reps: np.ndarray, classes: np.ndarray, column: str) -> tuple[np.ndarray, ...] | None:
     """The other views' pHashes (`column`: phash_dihedral or phash_windows) of these classes'
-    representatives: words, class and orientation code of each row, view by view."""
-    variants = as_words(images.table[column].take(pa.array(reps[classes])))
+    representatives: words, class and orientation code of each row, view by view. Classes whose
+    representative lacks them (a dataset encoded before the encoder existed) have none."""
+    values = images.table[column].take(pa.array(reps[classes], pa.int64()))
+    has = values.is_valid().to_numpy(zero_copy_only=False)
+    if not has.all():
+        classes, values = classes[has], values.filter(pa.array(has))
+    if len(classes) == 0:
+        return None
+    variants = as_words(values)
     count = len(ORIENTATIONS) if column == "phash_dihedral" else len(WINDOWS)
     codes = np.arange(count) if column == "phash_dihedral" else np.full(count, _CROP_CODE)
     variants = variants.reshape(len(classes), count, -1).transpose(1, 0, 2)

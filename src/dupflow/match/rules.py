@@ -31,6 +31,7 @@ __all__ = [
     "metric_bits",
     "parse_rule",
     "parse_rules",
+    "searches_crops",
 ]
 
 # Metrics that only match identical values: the file bytes, or the decoded pixels.
@@ -147,6 +148,13 @@ class Rule:
     @property
     def uses_features(self) -> bool:
         return any(c.verified for c in self.conditions)
+
+
+def searches_crops(rule: Rule) -> bool:
+    """Whether the windows' pHashes can propose `rule`'s pairs: pHash first, then only verification (which
+    decides what the windows propose)."""
+    first, rest = rule.conditions[0], rule.conditions[1:]
+    return first.metric == "phash" and bool(rest) and all(c.verified for c in rest)
 
 
 def _condition(text: str, hash_size: int, min_shared: float) -> Condition:

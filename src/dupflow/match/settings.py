@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from typing import TYPE_CHECKING, Any
 
 from pydantic import model_validator
@@ -17,6 +17,7 @@ from dupflow.match.rules import (
     VERIFIED_RULES,
     Rule,
     parse_rules,
+    searches_crops,
 )
 from dupflow.settings import Preset, StageSettings, presets_help, setting
 
@@ -118,11 +119,16 @@ class MatchSettings(StageSettings):
             return self.orientations
         return self.preset != "fast" and "phash_dihedral" in encoders
 
-    def uses_windows(self, encoders: Collection[str]) -> bool:
-        """Whether crops are searched through the windows' pHashes, for a store with these encoders."""
+    def uses_windows(self, encoders: Collection[str], rules: Sequence[Rule]) -> bool:
+        """Whether crops are searched through the windows' pHashes, for a store with these encoders and
+        these rules (only rules on pHash that verify search them: --crops without one is refused)."""
+        able = any(searches_crops(r) for r in rules)
+        if self.crops and not able:
+            raise ConfigError("--crops searches crops for rules on pHash that verify what they find, e.g. "
+                              "--rule 'phash<=16&verified'; none of the rules does")
         if self.crops is not None:
             return self.crops
-        return self.preset != "fast" and {"phash_windows", FEATURES_ENCODER} <= set(encoders)
+        return able and self.preset != "fast" and {"phash_windows", FEATURES_ENCODER} <= set(encoders)
 
     def describe(self, hash_size: int, encoders: Collection[str] = ()) -> dict[str, Any]:
         rules = self.parsed_rules(hash_size, encoders)
@@ -131,7 +137,7 @@ class MatchSettings(StageSettings):
             "keep": self.keep_policy().label,
             "reference": list(self.reference),
             "orientations": self.uses_orientations(encoders),
-            "crops": self.uses_windows(encoders),
+            "crops": self.uses_windows(encoders, rules),
             "verified": ({"min_shared": self.min_shared, "groups": self.verify_groups}
                          if FEATURES_ENCODER in encoders else None),
             "hash_size": hash_size,

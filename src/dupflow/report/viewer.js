@@ -512,7 +512,8 @@
       el("button", { type: "button", id: "pair-prev", disabled: pos <= 0 ? "" : null, on: { click: () => showPair(list[pos - 1], list, pos - 1) } }, "← previous pair"), " ",
       el("button", { type: "button", id: "pair-next", disabled: pos + 1 >= list.length ? "" : null, on: { click: () => showPair(list[pos + 1], list, pos + 1) } }, "next pair →"),
       ` pair ${pos + 1} of ${list.length}`);
-    const o = P.o[k] === null ? "" : ` · B is A ${D.orientations[P.o[k]]}`;
+    const view = P.o[k] === null ? null : D.orientations[P.o[k]];
+    const o = view === null ? "" : view === "crop" ? " · one is a crop of the other" : ` · B is A ${view}`;
     openModal(el("h2", { id: "pair-title", text: `similarity ${fmtSim(P.s[k])} · ${D.methods[P.m[k]]}` + (P.d[k] === null ? "" : ` · ${P.d[k]} bits apart`) + ` · rule ${D.rules[P.r[k]].label}${o}` }),
       nav, el("div", { class: "side-by-side" }, large(a), large(b), factsTable(a), factsTable(b)));
     $("modal").dataset.pair = String(k);
