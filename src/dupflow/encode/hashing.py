@@ -122,7 +122,8 @@ def _phash_of(pixels: np.ndarray, hash_size: int) -> int | bytes:
 
 
 def _low_dct(pixels: np.ndarray, hash_size: int) -> np.ndarray:
-    d = _dct_rows(len(pixels), hash_size)
+    """The hash_size x hash_size low DCT coefficients of a square picture, or of each of a stack of them."""
+    d = _dct_rows(pixels.shape[-1], hash_size)
     low: np.ndarray = d @ pixels @ d.T
     return low
 
@@ -163,12 +164,15 @@ def _dihedral_dct(low: np.ndarray) -> tuple[np.ndarray, ...]:
 
 def _phash_dihedral(_decoded: DecodedImage, given: HashInput) -> bytes:
     """pHash of the flipped and rotated picture, seven variants concatenated big-endian."""
-    low = given.phash_dct
-    views = np.stack([v.ravel() for v in _dihedral_dct(low)])
-    middle = views.shape[1] // 2  # an even count: the median is the mean of the two middle values
-    part = np.partition(views, [middle - 1, middle], axis=1)
+    return _packed_phashes(np.stack([v.ravel() for v in _dihedral_dct(given.phash_dct)]))
+
+
+def _packed_phashes(low: np.ndarray) -> bytes:
+    """One pHash per row of low DCT coefficients (each above its row's median), concatenated big-endian."""
+    middle = low.shape[1] // 2  # an even count: the median is the mean of the two middle values
+    part = np.partition(low, [middle - 1, middle], axis=1)
     median = (part[:, middle - 1] + part[:, middle]) / 2
-    return bytes(np.packbits(views > median[:, None], axis=1).tobytes())
+    return bytes(np.packbits(low > median[:, None], axis=1).tobytes())
 
 
 # Windows of the picture whose pHashes `phash_windows` stores, as (left, top, side) fractions: at 90% of
@@ -195,12 +199,7 @@ def _phash_windows(_decoded: DecodedImage, given: HashInput) -> bytes:
                                box=(x * w, y * h, (x + s) * w, (y + s) * h)), dtype=np.float64)
         for x, y, s in WINDOWS
     ])
-    d = _dct_rows(side, hash_size)
-    low = (d @ pixels @ d.T).reshape(len(WINDOWS), -1)
-    middle = low.shape[1] // 2
-    part = np.partition(low, [middle - 1, middle], axis=1)
-    median = (part[:, middle - 1] + part[:, middle]) / 2
-    return bytes(np.packbits(low > median[:, None], axis=1).tobytes())
+    return _packed_phashes(_low_dct(pixels, hash_size).reshape(len(WINDOWS), -1))
 
 
 def _whash(_decoded: DecodedImage, given: HashInput) -> int | bytes:
@@ -254,6 +253,12 @@ def _square_hash(name: str, description: str, fn: EncodeFn, version: int = 1) ->
                    version=version)
 
 
+def _views_hash(name: str, description: str, views: int, fn: EncodeFn) -> Encoder:
+    """The pHashes of `views` other views of the grey picture, concatenated (not a Hamming hash itself)."""
+    return Encoder(name, description, False, lambda _hash_size: 0,
+                   lambda v: pa.binary(views * _square(v["hash_size"]) // 8), fn, version=1)
+
+
 _IMPLEMENTATIONS: dict[str, Encoder] = {
     e.name: e
     for e in (
@@ -261,25 +266,10 @@ _IMPLEMENTATIONS: dict[str, Encoder] = {
         _square_hash("dhash", "difference hash (gradients), fast and robust to small edits",
                      _imagehash(imagehash.dhash)),
         _square_hash("ahash", "average hash, fastest, weakest", _imagehash(imagehash.average_hash)),
-        Encoder(
-            "phash_dihedral",
-            "pHash of the 7 flipped/rotated versions: lets `match --orientations` catch mirrored and rotated copies",
-            False,
-            lambda _hash_size: 0,
-            lambda v: pa.binary(len(DIHEDRAL) * _square(v["hash_size"]) // 8),
-            _phash_dihedral,
-            version=1,
-        ),
-        Encoder(
-            "phash_windows",
-            f"pHash of {len(WINDOWS)} windows keeping 80-90% of each side: candidate crops, accepted once local "
-            "features verify them",
-            False,
-            lambda _hash_size: 0,
-            lambda v: pa.binary(len(WINDOWS) * _square(v["hash_size"]) // 8),
-            _phash_windows,
-            version=1,
-        ),
+        _views_hash("phash_dihedral", "pHash of the 7 flipped/rotated versions: lets `match --orientations` "
+                    "catch mirrored and rotated copies", len(DIHEDRAL), _phash_dihedral),
+        _views_hash("phash_windows", f"pHash of {len(WINDOWS)} windows keeping 80-90% of each side: candidate "
+                    "crops, accepted once local features verify them", len(WINDOWS), _phash_windows),
         _square_hash("whash", "wavelet hash (Haar)", _whash),
         Encoder(
             "colorhash",

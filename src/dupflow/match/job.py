@@ -22,8 +22,8 @@ from dupflow.io.fs import atomic_write, join, open_fs, storage_error, to_uri
 from dupflow.io.uris import redact
 from dupflow.match.decisions import Decisions, decide
 from dupflow.match.embeddings import STORE_COLUMN, embeddings_from_file, embeddings_from_store, read_embeddings_file
-from dupflow.match.matching import ClassPairs, Images, RuleMatch, RuleSearch, orientable, prepare_search
-from dupflow.match.rules import COSINE, VERIFIED, Rule, searches_crops
+from dupflow.match.matching import ClassPairs, Images, RuleMatch, RuleSearch, prepare_search
+from dupflow.match.rules import COSINE, VERIFIED, Rule, orientable, searches_crops
 from dupflow.match.settings import MatchSettings
 from dupflow.match.state import RuleState, read_state, row_identities, state_fingerprint, state_token, write_state
 from dupflow.match.summary import build_summary

@@ -28,7 +28,7 @@ from dupflow.encode.hashing import DIHEDRAL, WINDOWS
 from dupflow.errors import ConfigError
 from dupflow.index import Block, HammingIndex, as_words, cosine_pairs, plan_search, search_block, stream_block
 from dupflow.match.embeddings import Embeddings
-from dupflow.match.rules import COSINE, DIGESTS, VERIFIED, Rule, searches_crops
+from dupflow.match.rules import COSINE, DIGESTS, VERIFIED, Rule, orientable, searches_crops
 from dupflow.match.state import RuleState, carry, class_identities
 from dupflow.match.verify import LocalFeatures
 
@@ -42,7 +42,6 @@ __all__ = [
     "RuleMatch",
     "RuleSearch",
     "evidence_pairs",
-    "orientable",
     "prepare_search",
 ]
 
@@ -63,7 +62,9 @@ ORIENTATIONS = tuple(name for name, _ in DIHEDRAL)
 WINDOW_MARGIN = 6
 CROP = "crop"  # the pairs' `orientation` of a match found through the windows
 VIEWS = (*ORIENTATIONS, CROP)  # names of the orientation codes 0, 1, ...
-_CROP_CODE = len(ORIENTATIONS)
+# each view column's orientation code per stored view
+_VIEW_CODES = {"phash_dihedral": np.arange(len(ORIENTATIONS)),
+               "phash_windows": np.full(len(WINDOWS), VIEWS.index(CROP))}
 _INVERSE = {name: {"rot90": "rot270", "rot270": "rot90"}.get(name, name) for name in VIEWS}
 _INVERSE_CODES = np.array([VIEWS.index(_INVERSE[name]) for name in VIEWS], np.int64)
 
@@ -283,12 +284,6 @@ def _zero(dtype: pa.DataType) -> pa.Scalar:
     return pa.scalar(0, dtype)
 
 
-def orientable(rule: Rule) -> bool:
-    """Whether mirrored and rotated pHashes can drive `rule`: pHash first, and nothing after it but
-    verification (a second hash of the mirrored picture would not match)."""
-    return rule.conditions[0].metric == "phash" and all(c.verified for c in rule.conditions[1:])
-
-
 def prepare_search(images: Images, rule: Rule, *, orientations: bool = False, windows: bool = False,
                    rows: pa.Array | None = None, previous: RuleState | None = None) -> RuleSearch:
     """Classes of identical keys and the joins between their representatives for `rule`; `windows`: also
@@ -497,6 +492,7 @@ def _variants(images: Images, reps: np.ndarray, classes: np.ndarray, column: str
     """The other views' pHashes (`column`: phash_dihedral or phash_windows) of these classes'
     representatives: words, class and orientation code of each row, view by view. Classes whose
     representative lacks them (a dataset encoded before the encoder existed) have none."""
+    codes = _VIEW_CODES[column]
     values = images.table[column].take(pa.array(reps[classes], pa.int64()))
     has = values.is_valid().to_numpy(zero_copy_only=False)
     if not has.all():
@@ -504,10 +500,9 @@ def _variants(images: Images, reps: np.ndarray, classes: np.ndarray, column: str
     if len(classes) == 0:
         return None
     variants = as_words(values)
-    count = len(ORIENTATIONS) if column == "phash_dihedral" else len(WINDOWS)
-    codes = np.arange(count) if column == "phash_dihedral" else np.full(count, _CROP_CODE)
-    variants = variants.reshape(len(classes), count, -1).transpose(1, 0, 2)
-    return variants.reshape(count * len(classes), -1), np.tile(classes, count), np.repeat(codes, len(classes))
+    variants = variants.reshape(len(classes), len(codes), -1).transpose(1, 0, 2)
+    return (variants.reshape(len(codes) * len(classes), -1), np.tile(classes, len(codes)),
+            np.repeat(codes, len(classes)))
 
 
 def _across(threshold: int, queries: np.ndarray, query_class: np.ndarray, index: np.ndarray,

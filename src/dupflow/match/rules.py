@@ -29,6 +29,7 @@ __all__ = [
     "Condition",
     "Rule",
     "metric_bits",
+    "orientable",
     "parse_rule",
     "parse_rules",
     "searches_crops",
@@ -150,11 +151,16 @@ class Rule:
         return any(c.verified for c in self.conditions)
 
 
+def orientable(rule: Rule) -> bool:
+    """Whether mirrored and rotated pHashes can drive `rule`: pHash first, and nothing after it but
+    verification (a second hash of the mirrored picture would not match)."""
+    return rule.conditions[0].metric == "phash" and all(c.verified for c in rule.conditions[1:])
+
+
 def searches_crops(rule: Rule) -> bool:
-    """Whether the windows' pHashes can propose `rule`'s pairs: pHash first, then only verification (which
+    """Whether the windows' pHashes can propose `rule`'s pairs: an orientable rule that verifies (which
     decides what the windows propose)."""
-    first, rest = rule.conditions[0], rule.conditions[1:]
-    return first.metric == "phash" and bool(rest) and all(c.verified for c in rest)
+    return orientable(rule) and rule.uses_features
 
 
 def _condition(text: str, hash_size: int, min_shared: float) -> Condition:
