@@ -137,15 +137,22 @@ def run(config_file: str | None, **flags: Any) -> None:
         preflight(config, credentials)
         quiet_dask = "DASK_LOGGING__DISTRIBUTED" not in os.environ
         os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")  # for the worker processes
-        from dupflow.flows.dedup import dedup
-        from dupflow.flows.runtime import prefect_api
-        from dupflow.flows.secrets import storage_credentials
+        from dupflow.flows.embedded_api import API_URL_ENV, EmbeddedApi
 
-        if quiet_dask:  # Prefect's logging set-up brings back Dask's per-worker INFO lines
-            logging.getLogger("distributed").setLevel(logging.WARNING)
+        # the embedded API starts first (6-16 s), beside Prefect's imports here and the cluster's start
+        api = None if os.environ.get(API_URL_ENV) else EmbeddedApi.start()
+        try:
+            from dupflow.flows.dedup import dedup
+            from dupflow.flows.runtime import local_runtime
+            from dupflow.flows.secrets import storage_credentials
 
-        with prefect_api(), storage_credentials(credentials):
-            result = dedup(config)
+            if quiet_dask:  # Prefect's logging set-up brings back Dask's per-worker INFO lines
+                logging.getLogger("distributed").setLevel(logging.WARNING)
+            with local_runtime(config, api) as config, storage_credentials(credentials):
+                result = dedup(config)
+        finally:
+            if api is not None:
+                api.stop()
         print_encode_report(result.encode)
         print_match_summary(result.match)
         if result.apply is not None:

@@ -26,7 +26,7 @@ from dupflow.flows.runtime import (
 )
 from dupflow.flows.secrets import run_storage_options
 from dupflow.index.blocks import Block
-from dupflow.match.job import MatchReport, rule_count
+from dupflow.match.job import MatchReport, cluster_blocks, rule_count
 from dupflow.match.matching import ClassPairs
 from dupflow.store.encode_job import EncodeReport
 from dupflow.store.lease import StoreLease
@@ -109,10 +109,9 @@ def _dedup_steps(config: DedupConfig, options: dict[str, Any], lease: StoreLease
     encoded.wall_seconds = time.perf_counter() - start
 
     job = plan_match_task(config.store, config.out, config.match_settings(), settings.storage_options)
-    blocks = config.match.blocks or 2 * threads
-    parts = [[match_block_task.submit(job, rule, Block(k, blocks)) for k in range(blocks)]
-             for rule in range(rule_count(job))]
-    log.info("matching: %s rule(s) x %s blocks on %s worker thread(s)", len(parts), blocks, threads)
+    blocks = config.match.blocks or cluster_blocks(encoded.listed, threads)
+    parts = [match_block_task.submit(job, Block(k, blocks)) for k in range(blocks)]
+    log.info("matching: %s rule(s) in %s block(s) on %s worker thread(s)", rule_count(job), blocks, threads)
     # the futures resolve on the worker that decides: block results never pass through this process
     lease.check()
     report = finish_match_task.submit(job, cast(list[list[ClassPairs]], parts)).result()

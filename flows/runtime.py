@@ -5,36 +5,39 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 from dask.base import annotate
+from distributed import LocalCluster
 from prefect import get_run_logger
 from prefect.context import FlowRunContext
 from prefect.exceptions import MissingContextError
 from prefect.logging.handlers import APILogWorker
-from prefect.server.api.server import SubprocessASGIServer
-from prefect.settings import PREFECT_API_URL, temporary_settings
+from prefect.settings import PREFECT_API_URL, Settings, temporary_settings
 from prefect.utilities.importtools import from_qualified_name
 from prefect_dask.task_runners import DaskTaskRunner
 
 from dupflow.config import ClusterConfig, DedupConfig, validate_config
 from dupflow.errors import ConfigError
+from dupflow.flows.embedded_api import API_URL_ENV, EmbeddedApi
 from dupflow.store.lease import LeaseRecord, StoreLease
 
-__all__ = ["GPU_RESOURCE", "ConfiguredDaskTaskRunner", "cluster_threads", "on_gpu_workers", "prefect_api",
-           "require_gpu_workers", "run_config", "store_lock"]
+__all__ = ["GPU_RESOURCE", "ConfiguredDaskTaskRunner", "cluster_threads", "configured_api_url", "local_runtime",
+           "on_gpu_workers", "require_gpu_workers", "run_config", "store_lock"]
 
 # The Dask worker resource that marks a worker with a GPU: `dask worker ADDRESS --resources GPU=1`.
 GPU_RESOURCE = "GPU"
 
-STARTUP_TIMEOUT_ENV = "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"
+# Imported by every local Dask worker as it starts (Dask's `preload`), while `dupflow run`'s API starts.
+WORKER_PRELOAD = "dupflow.flows.warm"
 
 
 def _local_cluster(cluster: ClusterConfig, gpu: bool) -> dict[str, Any]:
-    """LocalCluster arguments: worker processes on 127.0.0.1 (each advertising the GPU resource when `gpu`:
-    they share this machine's device)."""
+    """LocalCluster arguments: worker processes on 127.0.0.1 that import the tasks as they start (each
+    advertising the GPU resource when `gpu`: they share this machine's device)."""
     kwargs: dict[str, Any] = {
         "n_workers": cluster.workers or os.cpu_count() or 1,
         "threads_per_worker": cluster.threads_per_worker,
@@ -42,6 +45,7 @@ def _local_cluster(cluster: ClusterConfig, gpu: bool) -> dict[str, Any]:
         "memory_limit": cluster.memory_limit,
         "host": "127.0.0.1",
         "dashboard_address": "127.0.0.1:0",
+        "preload": [WORKER_PRELOAD],  # the workers import the tasks as they start, not on the first task
     }
     if gpu:
         kwargs["resources"] = {GPU_RESOURCE: 1}
@@ -115,27 +119,51 @@ def on_gpu_workers(needed: bool) -> Iterator[None]:
         yield
 
 
-@contextmanager
-def prefect_api(startup_timeout: float = 120.0) -> Iterator[str]:
-    """The Prefect API to run against: `PREFECT_API_URL` when set (a real server), else an embedded
-    server started here and exported, so that local Dask workers report to it instead of each
-    starting its own on the same SQLite file."""
-    url = PREFECT_API_URL.value()
-    if url:
-        yield url
-        return
-    timeout = float(os.environ.get(STARTUP_TIMEOUT_ENV) or startup_timeout)
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # its heartbeat locks the SQLite file
-    server = SubprocessASGIServer()
-    server.start(timeout=int(timeout))
-    os.environ["PREFECT_API_URL"] = server.api_url
+def configured_api_url() -> str | None:
+    """The Prefect API the user configured (environment, profile, prefect.toml, .env), leaving out the
+    embedded server that `dupflow run` exported before Prefect was imported."""
+    saved = os.environ.pop(API_URL_ENV, None)
     try:
-        with temporary_settings({PREFECT_API_URL: server.api_url}):
-            yield server.api_url
+        return Settings().api.url
+    finally:
+        if saved is not None:
+            os.environ[API_URL_ENV] = saved
+
+
+@contextmanager
+def local_runtime(config: DedupConfig, api: EmbeddedApi | None = None) -> Iterator[DedupConfig]:
+    """What one `dupflow run` runs on, started side by side: the Prefect API (the one configured, else
+    the embedded server `api`, started before Prefect was imported, which every local Dask worker
+    shares, so that none starts its own on the same SQLite file) and, unless `config.cluster.address`
+    names one, a local Dask cluster whose workers import the tasks while the API starts. Yields the
+    config pointing at that cluster; on exit both stop, side by side."""
+    cluster: LocalCluster | None = None
+    try:
+        configured = configured_api_url()
+        if api is not None and configured:  # a profile or prefect.toml names a server: run there
+            api.stop()
+            api = None
+            os.environ[API_URL_ENV] = configured  # for the local workers
+        if api is None and not configured:
+            api = EmbeddedApi.start()
+        if not config.cluster.address:
+            gpu = config.encode_settings().device == "cuda"
+            cluster = LocalCluster(**_local_cluster(config.cluster, gpu))  # type: ignore[no-untyped-call]
+            local = ClusterConfig(address=cluster.scheduler_address,
+                                  threads_per_worker=config.cluster.threads_per_worker)
+            config = config.model_copy(update={"cluster": local})
+        url = api.wait() if api is not None else configured
+        with temporary_settings({PREFECT_API_URL: url}):
+            yield config
             APILogWorker.instance().drain()  # send the last log lines while the server still listens
     finally:
-        os.environ.pop("PREFECT_API_URL", None)
-        server.stop()
+        closing = threading.Thread(target=cluster.close, daemon=True) if cluster is not None else None
+        if closing is not None:
+            closing.start()
+        if api is not None:
+            api.stop()
+        if closing is not None:
+            closing.join()
 
 
 @contextmanager

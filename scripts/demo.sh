@@ -6,6 +6,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/bootstrap.sh
 export PATH="$PWD/.venv/bin:$PATH"
+# Prefect's own database (in PREFECT_HOME) is created once per machine: its migrations take ~10 s.
+[ -n "${PREFECT_API_URL:-}" ] || [ -f "${PREFECT_HOME:-$HOME/.prefect}/prefect.db" ] \
+    || prefect server database upgrade -y >/dev/null
 [ -d demo-data ] || dupflow sample-data demo-data
 dupflow run --dataset train=demo-data/train --dataset val=demo-data/val --store demo-store --out demo-out \
     --apply --sidecars .txt,.json

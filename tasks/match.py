@@ -1,4 +1,4 @@
-"""Matching tasks: pin the store commit, search one block of one rule, decide and write the outputs."""
+"""Matching tasks: pin the store commit, search one block of every rule, decide and write the outputs."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 from prefect import task
 
 from dupflow.index.blocks import Block
-from dupflow.match.job import MatchJob, MatchReport, finish_match, match_block, plan_match
+from dupflow.match.job import MatchJob, MatchReport, finish_match, match_rules_block, plan_match
 from dupflow.match.matching import ClassPairs
 from dupflow.match.settings import MatchSettings
 from dupflow.tasks.policy import NOT_CACHED
@@ -22,13 +22,14 @@ def plan_match_task(store_url: str, out_url: str, settings: MatchSettings, stora
     return plan_match(store_url, out_url, settings, storage_options)
 
 
-@task(name="match-block", task_run_name="match rule {rule} block {block.k}/{block.of}", **NOT_CACHED)
-def match_block_task(job: MatchJob, rule: int, block: Block) -> ClassPairs:
-    """One block of one rule's Hamming search; the worker loads and indexes the store once per process."""
-    return match_block(job, rule, block)
+@task(name="match-block", task_run_name="match block {block.k}/{block.of}", **NOT_CACHED)
+def match_block_task(job: MatchJob, block: Block) -> list[ClassPairs]:
+    """One block of every rule's search; the worker loads and indexes the store once per process."""
+    return match_rules_block(job, block)
 
 
 @task(name="decide-and-write", **NOT_CACHED)
-def finish_match_task(job: MatchJob, parts: Sequence[Sequence[ClassPairs]]) -> MatchReport:
-    """Groups, keepers, scores, manifest and summary from every block's pairs, written to the output."""
-    return finish_match(job, parts)
+def finish_match_task(job: MatchJob, blocks: Sequence[Sequence[ClassPairs]]) -> MatchReport:
+    """Groups, keepers, scores, manifest and summary from every block's pairs (each block's, rule by rule),
+    written to the output."""
+    return finish_match(job, [list(rule) for rule in zip(*blocks, strict=True)])

@@ -152,7 +152,8 @@ def dask_processes(tmp_path: Path) -> Iterator[str]:
     logs = (tmp_path / "dask.log").open("w")
     address, scheduler = start_scheduler(logs)
     workers = subprocess.Popen([DASK, "worker", address, "--host", "127.0.0.1", "--nworkers", "2", "--nthreads", "1",
-                                "--memory-limit", "2GiB", "--local-directory", str(tmp_path / "dask-work")],
+                                "--memory-limit", "2GiB", "--local-directory", str(tmp_path / "dask-work"),
+                                "--preload", "dupflow.flows.warm"],  # as infra/ starts them
                                stdout=logs, stderr=logs)
     try:
         wait_for_workers(address, 2)

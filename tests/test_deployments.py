@@ -109,7 +109,7 @@ with get_client(sync_client=True) as client:
     seen = json.loads(done.stdout.strip().splitlines()[-1])
     assert seen["runs"] == seen["deployed"] == 3  # ad hoc, ingest from S3, ingest from local folders
     for names in seen["tasks"].values():
-        for kind in ("list ", "encode shard ", "match rule ", "decide-and-write", "publish-summary"):
+        for kind in ("list ", "encode shard ", "match block ", "decide-and-write", "publish-summary"):
             assert any(name.startswith(kind) for name in names), (kind, names)
     assert len(seen["artifact_runs"]) == 1
     assert seen["artifact_runs"][0] in seen["tasks"]

@@ -142,7 +142,7 @@ def test_a_second_run_reuses_every_encoding(world: World, tmp_path: Path) -> Non
 def test_flow_on_a_scheduler_address_with_worker_processes(world: World, expected: Path, tmp_path: Path,
                                                            dask_processes: str) -> None:
     out = tmp_path / "out"
-    config = _config(world, out, cluster={"address": dask_processes}, encode={"shard_size": 10})
+    config = _config(world, out, cluster={"address": dask_processes}, encode={"shard_size": 10}, match={"blocks": 4})
     config = config.model_copy(update={"store": str(tmp_path / "store")})  # a store of its own: all to encode
     # the scheduler's record of every task; not the default client, which the flow's task runner would adopt
     with (Client(dask_processes, set_as_default=False) as client,  # type: ignore[no-untyped-call]

@@ -32,13 +32,16 @@ from dupflow.schemas import manifest_metadata, parquet_bytes
 from dupflow.store.encodings import EncodingsStore
 
 __all__ = [
+    "BLOCK_IMAGES",
     "OUTPUT_FILES",
     "MatchJob",
     "MatchReport",
     "PreparedMatch",
+    "cluster_blocks",
     "finish_match",
     "load_images",
     "match_block",
+    "match_rules_block",
     "match_store",
     "plan_match",
     "plan_rules",
@@ -47,6 +50,7 @@ __all__ = [
     "write_outputs",
 ]
 
+BLOCK_IMAGES = 1_000  # the fewest images a flow's match task searches (see cluster_blocks)
 OUTPUT_FILES = ("pairs.parquet", "groups.parquet", "scores.parquet", "manifest.parquet", "summary.json")
 _BASE_COLUMNS = ["uri", "rel_path", "size", "mtime", "etag", "width", "height", "error", "dataset", "exact"]
 
@@ -236,6 +240,18 @@ def prepared(job: MatchJob) -> PreparedMatch:
 def match_block(job: MatchJob, rule: int, block: Block) -> ClassPairs:
     """One block of one rule's search: the unit of matching work on any worker."""
     return prepared(job).searches[rule].block(block)
+
+
+def match_rules_block(job: MatchJob, block: Block) -> list[ClassPairs]:
+    """Block `block` of every rule's search, in rule order: one task's share of the matching on a cluster."""
+    return [search.block(block) for search in prepared(job).searches]
+
+
+def cluster_blocks(images: int, threads: int) -> int:
+    """How many match tasks a flow splits the search into: one per worker thread (the blocks are even:
+    Hamming buckets and cosine row tiles), each over at least BLOCK_IMAGES images (a task worth less
+    than its Prefect bookkeeping, ~0.3 s, costs more than it gives)."""
+    return max(1, min(threads, images // BLOCK_IMAGES))
 
 
 def rule_count(job: MatchJob) -> int:

@@ -71,7 +71,8 @@ class MatchSettings(StageSettings):
         metavar="URL", path=True)
     examples: int = setting(1000, "groups listed per section of summary.json (groups.parquet lists all)", ge=0)
     threads: int = setting(0, "search threads; 0: every CPU", ge=0)
-    blocks: int = setting(0, "match tasks per rule; 0: four per search thread (two per worker thread in a flow)",
+    blocks: int = setting(0, "blocks the search is split into; 0: four per search thread (in a flow: one "
+                          "task per worker thread, each of 1,000 images or more, every rule in it)",
                           flag="match-blocks", ge=0)
     embeddings: str | None = setting(
         None, "your own embeddings for cosine rules: a Parquet file or folder with `uri` and a list column "

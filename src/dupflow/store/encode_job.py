@@ -42,6 +42,7 @@ from dupflow.store.listing_stage import (
 )
 
 __all__ = [
+    "FLOW_SHARD_LEAST",
     "FLOW_SHARD_MOST",
     "EncodePlan",
     "EncodeReport",
@@ -63,9 +64,12 @@ __all__ = [
     "todo_mask",
 ]
 
-# The most files in one shard of a distributed run: each costs ~0.1 s of orchestration (Prefect on Dask),
-# so its shards are larger than a local run's, worth seconds of decoding each.
-FLOW_SHARD_MOST = 1024
+# The fewest and most files in one shard of a distributed run: each costs ~0.3 s of orchestration (Prefect
+# on Dask, its API on the same cores), so its shards are larger than a local run's: worth at least that
+# (128 files are 0.3-1.3 s of decoding) and at most 5-40 s of it (hashes only .. the default's local
+# features), which is what a lost worker can lose.
+FLOW_SHARD_LEAST = 128
+FLOW_SHARD_MOST = 4096
 
 
 @dataclass
@@ -125,9 +129,9 @@ def plan_encode(store: EncodingsStore, rec: StoreRecord, refs: Sequence[ImageRef
     return [r for r, t in zip(refs, todo, strict=True) if t]
 
 
-def auto_shard_size(n_files: int, workers: int, most: int = 256) -> int:
-    """Enough shards to balance the workers (4 per worker), each 16..`most` files."""
-    return min(most, max(16, math.ceil(n_files / max(1, 4 * workers))))
+def auto_shard_size(n_files: int, workers: int, most: int = 256, least: int = 16) -> int:
+    """Enough shards to balance the workers (4 per worker), each `least`..`most` files."""
+    return min(most, max(least, math.ceil(n_files / max(1, 4 * workers))))
 
 
 def encode_shard(store_url: str, shard: Shard, settings: EncodeSettings) -> EncodeStats:
@@ -229,15 +233,15 @@ class StagedPlan:
 
 
 def plan_staged(run: EncodeRun, listings: Sequence[StagedListing], stage: str, *, workers: int = 1,
-                most: int = FLOW_SHARD_MOST) -> StagedPlan:
+                most: int = FLOW_SHARD_MOST, least: int = FLOW_SHARD_LEAST) -> StagedPlan:
     """Read the staged listings, decide what must be decoded, and stage it in shards (as `prepare_encode`
-    does in memory: the same shards, given the same size); shards hold up to `most` files unless the
+    does in memory: the same shards, given the same size); shards hold `least`..`most` files unless the
     settings fix their size."""
     store = EncodingsStore(run.store_url, run.settings.storage_options)
     listed = read_listing(store, listings)
     todo = listed.filter(todo_mask(store, run.record, listed))
     todo = todo.sort_by([("dataset", "ascending"), ("uri", "ascending")])  # make_shards' order
-    size = run.settings.shard_size or auto_shard_size(todo.num_rows, workers, most)
+    size = run.settings.shard_size or auto_shard_size(todo.num_rows, workers, most, least)
     shards = stage_shards(store, stage, todo, size)
     return StagedPlan(run, tuple(listings), shards, listed.num_rows, listed.num_rows - todo.num_rows)
 

@@ -1,0 +1,72 @@
+"""What `dupflow run` starts before its flow: the embedded Prefect API, launched before Prefect is
+imported (so that the imports and the local cluster start beside it), unless one is configured; and how
+many match tasks a flow makes."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from dupflow.match.job import BLOCK_IMAGES, cluster_blocks
+
+LAUNCH = """
+import json, sys, urllib.request
+from dupflow.flows.embedded_api import EmbeddedApi
+api = EmbeddedApi.start()
+launched_with_prefect = "prefect" in sys.modules
+url = api.wait()
+with urllib.request.urlopen(url + "/health", timeout=5) as answer:
+    healthy = answer.status == 200
+with urllib.request.urlopen(url + "/admin/version", timeout=5) as answer:
+    version = json.loads(answer.read())
+api.stop()
+print(json.dumps({"url": url, "prefect_imported": launched_with_prefect, "healthy": healthy, "version": version}))
+"""
+
+
+def test_the_embedded_api_starts_without_importing_prefect_and_stops(tmp_path: Path) -> None:
+    import json
+    import os
+
+    from prefect import __version__ as prefect_version
+
+    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "home")}
+    env.pop("PREFECT_API_URL", None)
+    done = subprocess.run([sys.executable, "-c", LAUNCH], env=env, capture_output=True, text=True, timeout=180,
+                          check=True)
+    seen = json.loads(done.stdout.strip().splitlines()[-1])
+    assert not seen["prefect_imported"]
+    assert seen["healthy"]
+    assert seen["version"] == prefect_version  # Prefect's own server, of the installed release
+    assert (tmp_path / "home" / "prefect.db").exists()
+    with pytest.raises(urllib.error.URLError):  # stopped: nothing listens there any more
+        urllib.request.urlopen(seen["url"] + "/health", timeout=2)
+
+
+def test_a_configured_prefect_api_wins_over_the_embedded_one(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+                                                             ) -> None:
+    from dupflow.flows.runtime import configured_api_url
+
+    profiles = tmp_path / "profiles.toml"
+    profiles.write_text(textwrap.dedent("""
+        active = "team"
+        [profiles.team]
+        PREFECT_API_URL = "http://prefect.internal:4200/api"
+    """))
+    monkeypatch.setenv("PREFECT_PROFILES_PATH", str(profiles))
+    monkeypatch.setenv("PREFECT_API_URL", "http://127.0.0.1:9/api")  # what `dupflow run` exported for its own
+    assert configured_api_url() == "http://prefect.internal:4200/api"
+    profiles.write_text('active = "team"\n[profiles.team]\n')
+    assert configured_api_url() is None
+
+
+@pytest.mark.parametrize(("images", "threads", "blocks"), [
+    (54, 2, 1), (BLOCK_IMAGES - 1, 8, 1), (3 * BLOCK_IMAGES, 8, 3), (20_000, 2, 2), (10**8, 16, 16)])
+def test_a_flow_splits_matching_into_tasks_worth_their_bookkeeping(images: int, threads: int, blocks: int) -> None:
+    assert cluster_blocks(images, threads) == blocks
