@@ -13,6 +13,7 @@ from __future__ import annotations
 import atexit
 import importlib.util
 import os
+import random
 import socket
 import subprocess
 import sys
@@ -28,7 +29,11 @@ __all__ = ["API_URL_ENV", "ApiStartError", "EmbeddedApi"]
 
 API_URL_ENV = "PREFECT_API_URL"
 STARTUP_TIMEOUT_ENV = "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"
-_PORT_TAKEN = 3  # uvicorn's exit status when its port is taken
+_START_FAILED = 3  # uvicorn's exit status when it cannot start (its port taken, among other causes)
+_RELAUNCHES = 3  # ports tried after the first, when a start fails that way
+# Prefect's own range for its embedded server: below the kernel's ephemeral ports, which the local
+# cluster's sockets take while the server starts.
+_PORTS = range(8000, 9000)
 
 
 class ApiStartError(DupflowError):
@@ -36,10 +41,16 @@ class ApiStartError(DupflowError):
 
 
 def _free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A TCP port of _PORTS on 127.0.0.1 that nothing listens on now."""
+    for port in random.sample(_PORTS, 50):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise ApiStartError(f"no free port in {_PORTS.start}-{_PORTS.stop - 1} on 127.0.0.1 for the embedded Prefect "
+                        "API: run a Prefect server and export PREFECT_API_URL")
 
 
 class EmbeddedApi:
@@ -52,7 +63,9 @@ class EmbeddedApi:
         self.port = _free_port()
         self.process: subprocess.Popen[bytes] | None = None
         self.error: str | None = None
-        self._ready = threading.Thread(target=self._wait_ready, name="dupflow-prefect-api", daemon=True)
+        self._lock = threading.Lock()  # the waiter relaunches and stop() ends: one at a time
+        self._stopped = False
+        self._waiter = threading.Thread(target=self._wait_ready, name="dupflow-prefect-api", daemon=True)
 
     @property
     def url(self) -> str:
@@ -66,7 +79,7 @@ class EmbeddedApi:
         os.environ[API_URL_ENV] = api.url
         api.process = api._launch()
         atexit.register(api.stop)
-        api._ready.start()
+        api._waiter.start()
         return api
 
     def _launch(self) -> subprocess.Popen[bytes]:
@@ -83,17 +96,18 @@ class EmbeddedApi:
              "--log-level", "error", "--lifespan", "on"], env=env)
 
     def _wait_ready(self) -> None:
-        deadline = time.monotonic() + self.timeout
+        deadline, relaunches = time.monotonic() + self.timeout, 0
         while time.monotonic() < deadline:
-            process = self.process
-            if process is None:  # stopped meanwhile
-                return
-            status = process.poll()
-            if status == _PORT_TAKEN:  # taken between choosing it and binding it: take another
-                self.port = _free_port()
-                os.environ[API_URL_ENV] = self.url
-                self.process = self._launch()
-                continue
+            with self._lock:
+                if self._stopped or self.process is None:
+                    return
+                status = self.process.poll()
+                if status == _START_FAILED and relaunches < _RELAUNCHES:  # most often its port, taken meanwhile
+                    relaunches += 1
+                    self.port = _free_port()
+                    os.environ[API_URL_ENV] = self.url
+                    self.process = self._launch()
+                    continue
             if status is not None:
                 self.error = f"the embedded Prefect API server exited with status {status} (its output is above)"
                 return
@@ -109,18 +123,18 @@ class EmbeddedApi:
 
     def wait(self) -> str:
         """The server's URL once it answers (a first start also creates its database)."""
-        self._ready.join()
+        self._waiter.join()
         if self.error is not None:
             raise ApiStartError(self.error)
         return self.url
 
     def stop(self) -> None:
         """Stop the server (and forget its URL); safe to call more than once."""
-        process, self.process = self.process, None
+        with self._lock:
+            self._stopped = True
+            process, self.process = self.process, None
         if process is None:
             return
-        if self._ready.is_alive():
-            self._ready.join(timeout=3)  # it sees the process gone and returns
         if os.environ.get(API_URL_ENV) == self.url:
             os.environ.pop(API_URL_ENV, None)
         process.terminate()

@@ -12,6 +12,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from distributed import Client
 
 from dupflow.match.job import BLOCK_IMAGES, cluster_blocks
 
@@ -60,10 +61,56 @@ def test_a_configured_prefect_api_wins_over_the_embedded_one(tmp_path: Path, mon
         PREFECT_API_URL = "http://prefect.internal:4200/api"
     """))
     monkeypatch.setenv("PREFECT_PROFILES_PATH", str(profiles))
-    monkeypatch.setenv("PREFECT_API_URL", "http://127.0.0.1:9/api")  # what `dupflow run` exported for its own
-    assert configured_api_url() == "http://prefect.internal:4200/api"
+    embedded = "http://127.0.0.1:8123/api"
+    monkeypatch.setenv("PREFECT_API_URL", embedded)  # what `dupflow run` exported for its own server
+    assert configured_api_url(embedded) == "http://prefect.internal:4200/api"
     profiles.write_text('active = "team"\n[profiles.team]\n')
-    assert configured_api_url() is None
+    assert configured_api_url(embedded) is None
+    monkeypatch.setenv("PREFECT_API_URL", "http://team-server:4200/api")  # the user's own export
+    assert configured_api_url(embedded) == "http://team-server:4200/api"
+    assert configured_api_url() == "http://team-server:4200/api"
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_a_run_under_an_exported_prefect_api_url_records_there_and_leaves_it_set(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The test session's own Prefect server stands for a team server exported in PREFECT_API_URL."""
+    import os
+
+    from prefect.client.orchestration import get_client
+    from prefect.settings import PREFECT_API_URL
+
+    from dupflow.config import validate_config
+    from dupflow.flows.runtime import local_runtime
+
+    url = PREFECT_API_URL.value()
+    assert url
+    monkeypatch.setenv("PREFECT_API_URL", url)
+    config = validate_config({"datasets": [{"name": "a", "url": "/nowhere"}], "store": "/s", "out": "/o",
+                              "cluster": {"workers": 1}})
+    with local_runtime(config) as ran:
+        assert ran.cluster.address  # its own local cluster ...
+        assert PREFECT_API_URL.value() == url  # ... and the exported API, not an embedded one
+        with get_client(sync_client=True) as client:
+            assert str(client.api_url).rstrip("/") == url
+        with Client(ran.cluster.address, set_as_default=False) as dask_client:  # type: ignore[no-untyped-call]
+            trims = dask_client.run(os.environ.get, "MALLOC_TRIM_THRESHOLD_")
+            imported = dask_client.run(lambda: "dupflow.tasks" in sys.modules)
+        assert list(trims.values()) == [None]  # malloc keeps adapting (WORKER_ENVIRON)
+        assert list(imported.values()) == [True]  # the tasks were imported as the worker started
+    assert os.environ["PREFECT_API_URL"] == url
+
+
+def test_the_image_runs_dask_workers_without_the_malloc_trim_threshold() -> None:
+    import dask
+
+    from dupflow.flows.runtime import WORKER_ENVIRON
+
+    infra = Path(__file__).resolve().parents[1] / "infra"
+    (key, value), = WORKER_ENVIRON.items()
+    with dask.config.set(dask.config.collect(paths=[str(infra / "dask.yaml")], env={})):
+        assert dask.config.get(key) is value is None
+    assert "COPY infra/dask.yaml /etc/dask/" in (infra / "Dockerfile").read_text()
 
 
 @pytest.mark.parametrize(("images", "threads", "blocks"), [
