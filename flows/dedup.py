@@ -26,8 +26,7 @@ from dupflow.flows.runtime import (
 )
 from dupflow.flows.secrets import run_storage_options
 from dupflow.index.blocks import Block
-from dupflow.match.job import MatchReport, cluster_blocks, rule_count
-from dupflow.match.matching import ClassPairs
+from dupflow.match.job import BlockResult, MatchReport, cluster_blocks, rule_count
 from dupflow.store.encode_job import EncodeReport
 from dupflow.store.lease import StoreLease
 from dupflow.store.listing_stage import new_stage_id
@@ -114,7 +113,7 @@ def _dedup_steps(config: DedupConfig, options: dict[str, Any], lease: StoreLease
     log.info("matching: %s rule(s) in %s block(s) on %s worker thread(s)", rule_count(job), blocks, threads)
     # the futures resolve on the worker that decides: block results never pass through this process
     lease.check()
-    report = finish_match_task.submit(job, cast(list[list[ClassPairs]], parts)).result()
+    report = finish_match_task.submit(job, cast(list[BlockResult], parts)).result()  # futures, resolved there
     totals_out = report.summary["totals"]
     log.info("%s groups, %s files to move; outputs in %s", f"{totals_out['groups']:,}",
              f"{totals_out['to_move']:,}", shown(report.out))

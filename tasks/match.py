@@ -8,8 +8,7 @@ from typing import Any
 from prefect import task
 
 from dupflow.index.blocks import Block
-from dupflow.match.job import MatchJob, MatchReport, finish_match, match_rules_block, plan_match
-from dupflow.match.matching import ClassPairs
+from dupflow.match.job import BlockResult, MatchJob, MatchReport, finish_match_blocks, match_rules_block, plan_match
 from dupflow.match.settings import MatchSettings
 from dupflow.tasks.policy import NOT_CACHED
 
@@ -23,13 +22,12 @@ def plan_match_task(store_url: str, out_url: str, settings: MatchSettings, stora
 
 
 @task(name="match-block", task_run_name="match block {block.k}/{block.of}", **NOT_CACHED)
-def match_block_task(job: MatchJob, block: Block) -> list[ClassPairs]:
+def match_block_task(job: MatchJob, block: Block) -> BlockResult:
     """One block of every rule's search; the worker loads and indexes the store once per process."""
     return match_rules_block(job, block)
 
 
 @task(name="decide-and-write", **NOT_CACHED)
-def finish_match_task(job: MatchJob, blocks: Sequence[Sequence[ClassPairs]]) -> MatchReport:
-    """Groups, keepers, scores, manifest and summary from every block's pairs (each block's, rule by rule),
-    written to the output."""
-    return finish_match(job, [list(rule) for rule in zip(*blocks, strict=True)])
+def finish_match_task(job: MatchJob, blocks: Sequence[BlockResult]) -> MatchReport:
+    """Groups, keepers, scores, manifest and summary from every block's pairs, written to the output."""
+    return finish_match_blocks(job, blocks)

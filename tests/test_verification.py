@@ -243,3 +243,38 @@ def test_preset_thorough_on_the_command_line_encodes_and_matches_the_thorough_pa
     assert _groups(tmp_path / "out") == [{"scene.jpg", "cropped.jpg"}]
     pair = pq.read_table(tmp_path / "out" / "pairs.parquet").to_pylist()
     assert any(0.59 <= p["similarity"] <= 0.69 for p in pair)  # the crop keeps 64% of the scene
+
+
+def test_blocks_matched_in_other_processes_hand_their_verified_pairs_to_the_one_that_decides(tmp_path: Path) -> None:
+    from dupflow.index.blocks import Block
+    from dupflow.match import job as jobs
+
+    scene = detailed(7)
+    write(tmp_path / "pics" / "photo.jpg", scene, quality=92)
+    write(tmp_path / "pics" / "flip.jpg", scene.transpose(Image.Transpose.FLIP_LEFT_RIGHT), quality=92)
+    write(tmp_path / "pics" / "crop20.jpg", crop(scene, 0.8, 0.7, 0.2), quality=92)
+    write(tmp_path / "pics" / "small.jpg", scene.resize((320, 240)), quality=80)
+    write(tmp_path / "pics" / "other.jpg", detailed(8), quality=92)
+    _encode(tmp_path / "pics", tmp_path / "store")
+    settings = MatchSettings(incremental=False, duplicates_root=str(tmp_path / "dups"))
+    match_store(str(tmp_path / "store"), str(tmp_path / "one"), settings)
+
+    def decided(out: str, hand_over: bool) -> int:
+        job = jobs.plan_match(str(tmp_path / "store"), out, settings, {})
+        blocks = []
+        for k in range(2):
+            jobs._PREPARED.clear()  # each block in a process of its own
+            found = jobs.match_rules_block(job, Block(k, 2))
+            blocks.append(found if hand_over else jobs.BlockResult(found.pairs, np.zeros((0, 3))))
+        jobs._PREPARED.clear()  # and the decision in another
+        jobs.finish_match_blocks(job, blocks)
+        features = jobs.prepared(job).images.features
+        assert features is not None
+        return features.verified
+
+    verified_anew = decided(str(tmp_path / "alone"), hand_over=False)
+    verified_after_hand_over = decided(str(tmp_path / "handed"), hand_over=True)
+    assert verified_after_hand_over < verified_anew
+    for out in ("alone", "handed"):
+        for name in ("pairs.parquet", "groups.parquet", "manifest.parquet"):
+            assert pq.read_table(tmp_path / out / name).equals(pq.read_table(tmp_path / "one" / name)), (out, name)

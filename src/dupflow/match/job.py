@@ -34,11 +34,13 @@ from dupflow.store.encodings import EncodingsStore
 __all__ = [
     "BLOCK_IMAGES",
     "OUTPUT_FILES",
+    "BlockResult",
     "MatchJob",
     "MatchReport",
     "PreparedMatch",
     "cluster_blocks",
     "finish_match",
+    "finish_match_blocks",
     "load_images",
     "match_block",
     "match_rules_block",
@@ -242,9 +244,31 @@ def match_block(job: MatchJob, rule: int, block: Block) -> ClassPairs:
     return prepared(job).searches[rule].block(block)
 
 
-def match_rules_block(job: MatchJob, block: Block) -> list[ClassPairs]:
-    """Block `block` of every rule's search, in rule order: one task's share of the matching on a cluster."""
-    return [search.block(block) for search in prepared(job).searches]
+@dataclass
+class BlockResult:
+    """One block of every rule's search (`pairs`, in rule order) and the pairs of pictures its process
+    verified (`verified`, LocalFeatures.known; empty without local features): the process that decides
+    takes them instead of verifying them again."""
+
+    pairs: list[ClassPairs]
+    verified: np.ndarray
+
+
+def match_rules_block(job: MatchJob, block: Block) -> BlockResult:
+    """Block `block` of every rule's search: one task's share of the matching on a cluster."""
+    ready = prepared(job)
+    pairs = [search.block(block) for search in ready.searches]
+    features = ready.images.features
+    return BlockResult(pairs, features.known() if features is not None else np.zeros((0, 3)))
+
+
+def finish_match_blocks(job: MatchJob, blocks: Sequence[BlockResult]) -> MatchReport:
+    """`finish_match` from the blocks that `match_rules_block` gave, in any process."""
+    features = prepared(job).images.features
+    if features is not None:
+        for result in blocks:
+            features.learn(result.verified)
+    return finish_match(job, [list(rule) for rule in zip(*(b.pairs for b in blocks), strict=True)])
 
 
 def cluster_blocks(images: int, threads: int) -> int:

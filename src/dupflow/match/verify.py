@@ -177,6 +177,21 @@ class LocalFeatures:
         """The features of images `ids`, in that order."""
         return LocalFeatures(self._array.take(pa.array(ids, pa.int64())))
 
+    def known(self) -> np.ndarray:
+        """(M, 3) float64: every pair of feature values verified in this process (key, key, shared fraction),
+        for `learn` in another process (keys are the same there: the same rows give the same dictionary)."""
+        with self._lock:
+            if not self._shared:
+                return np.zeros((0, 3))
+            keys = np.array(list(self._shared), np.float64)
+            return np.column_stack([keys, np.fromiter(self._shared.values(), np.float64, len(self._shared))])
+
+    def learn(self, known: np.ndarray) -> None:
+        """Take pairs verified elsewhere (`known`), so that they are not verified again here."""
+        learned = {(int(x), int(y)): float(f) for x, y, f in known}
+        with self._lock:
+            self._shared.update(learned)
+
     def present(self) -> np.ndarray:
         """(N,) bool: the image has stored features."""
         result: np.ndarray = self.key >= 0
