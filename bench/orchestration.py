@@ -39,7 +39,7 @@ from dupflow.encode.settings import EncodeSettings
 from dupflow.flows.runtime import WORKER_PRELOAD
 from dupflow.io.sources import DatasetSource
 from dupflow.match.job import MatchSettings, cluster_blocks, match_store
-from dupflow.store.encode_job import FLOW_SHARD_MOST, auto_shard_size, run_encode
+from dupflow.store.encode_job import FLOW_SHARD_LEAST, FLOW_SHARD_MOST, auto_shard_size, run_encode
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -66,7 +66,8 @@ def _flow(data: Path, work: Path, name: str, cluster: dict[str, Any], threads: i
     start = time.perf_counter()
     result = dedup(config)
     seconds = time.perf_counter() - start
-    shards = -(-result.encode.listed // auto_shard_size(result.encode.listed, threads, FLOW_SHARD_MOST))
+    size = auto_shard_size(result.encode.listed, threads, FLOW_SHARD_MOST, FLOW_SHARD_LEAST)
+    shards = -(-result.encode.listed // size)
     blocks = cluster_blocks(result.encode.listed, threads)  # each searches every rule
     # list, open, plan, shards, commit, plan-match, blocks, decide, summary
     tasks = 1 + 1 + 1 + shards + 1 + 1 + blocks + 1 + 1

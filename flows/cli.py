@@ -121,8 +121,9 @@ def run(config_file: str | None, **flags: Any) -> None:
     dupflow run --config dupflow.yaml
     dupflow run --config dupflow.yaml --address tcp://scheduler:8786
 
-    Dataset order is keep priority (the first dataset's copy is kept). Without PREFECT_API_URL the
-    flow runs against an embedded Prefect API (no server needed). Nothing moves unless --execute.
+    Dataset order is keep priority (the first dataset's copy is kept). Without a PREFECT_API_URL
+    (environment, Prefect profile or prefect.toml) the flow runs against an embedded Prefect API,
+    started beside the local cluster (no server needed). Nothing moves unless --execute.
     Relative local paths are made absolute here, before any worker sees them. Credentials given with
     -o (key, secret, token, ...) go to the run directly, never into its parameters.
     """

@@ -72,7 +72,7 @@ def dedup(config: DedupConfig) -> DedupResult:
                           f"{config.cluster.address}: its workers would resolve them in their own folder; give "
                           "absolute paths (dupflow run makes them absolute for you)")
     settings = config.encode_settings()
-    if settings.uses_gpu and not config.cluster.address:
+    if settings.uses_gpu and not config.cluster.address:  # a deployment's run (`dupflow run` checked it)
         check_device(settings)  # the local workers use this machine's device
     options = run_storage_options(config)  # credentials reach the tasks, never the flow's parameters
     with store_lock(config.store, options) as lease:

@@ -278,3 +278,17 @@ def test_blocks_matched_in_other_processes_hand_their_verified_pairs_to_the_one_
     for out in ("alone", "handed"):
         for name in ("pairs.parquet", "groups.parquet", "manifest.parquet"):
             assert pq.read_table(tmp_path / out / name).equals(pq.read_table(tmp_path / "one" / name)), (out, name)
+
+
+def test_local_features_hold_each_distinct_value_once_and_take_rows_with_their_gaps() -> None:
+    import pyarrow as pa
+
+    from dupflow.match.verify import LocalFeatures
+
+    one, other = (extract_features(np.asarray(detailed(seed).convert("L"))) for seed in (3, 4))
+    held = LocalFeatures(pa.array([one, None, other, one], pa.binary()))
+    assert held.present().tolist() == [True, False, True, True]
+    assert held.key[0] == held.key[3] != held.key[2]
+    taken = held.take(np.array([3, 1, 2]))
+    assert taken.present().tolist() == [True, False, True]
+    assert taken.scores(np.array([0]), np.array([2]))[0] == held.scores(np.array([3]), np.array([2]))[0]

@@ -162,9 +162,8 @@ class LocalFeatures:
 
     def __init__(self, column: pa.Array | pa.ChunkedArray) -> None:
         array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
-        self._array = array
         encoded = pc.dictionary_encode(array)
-        self._values = encoded.dictionary
+        self._values = encoded.dictionary  # each distinct value once: the column itself is not kept
         self.key = encoded.indices.to_numpy(zero_copy_only=False).astype(np.float64)
         self.key = np.where(np.isnan(self.key), -1, self.key).astype(np.int64)  # -1: no features
         self._parsed: dict[int, Features] = {}
@@ -175,7 +174,9 @@ class LocalFeatures:
 
     def take(self, ids: np.ndarray) -> LocalFeatures:
         """The features of images `ids`, in that order."""
-        return LocalFeatures(self._array.take(pa.array(ids, pa.int64())))
+        keys = self.key[ids]
+        indices = pa.array(keys, pa.int32(), mask=keys < 0)
+        return LocalFeatures(pa.DictionaryArray.from_arrays(indices, self._values).dictionary_decode())
 
     def known(self) -> np.ndarray:
         """(M, 3) float64: every pair of feature values verified in this process (key, key, shared fraction),
