@@ -36,7 +36,7 @@ from photos import make
 
 from dupflow.config import validate_config
 from dupflow.encode.settings import EncodeSettings
-from dupflow.flows.runtime import WORKER_PRELOAD
+from dupflow.flows.runtime import WORKER_ENVIRON, WORKER_PRELOAD
 from dupflow.io.sources import DatasetSource
 from dupflow.match.job import MatchSettings, cluster_blocks, match_store
 from dupflow.store.encode_job import FLOW_SHARD_LEAST, FLOW_SHARD_MOST, auto_shard_size, run_encode
@@ -83,11 +83,12 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=1, help="interleaved repetitions; medians are reported")
     args = parser.parse_args()
 
+    import dask
     from distributed import Client, LocalCluster
     from prefect.testing.utilities import prefect_test_harness
 
     rows = []
-    with prefect_test_harness(server_startup_timeout=120), \
+    with prefect_test_harness(server_startup_timeout=120), dask.config.set(WORKER_ENVIRON), \
             LocalCluster(n_workers=args.workers, threads_per_worker=1, host="127.0.0.1", dashboard_address=":0",
                          preload=[WORKER_PRELOAD]) as cluster:  # as infra/ starts its workers
         for n in args.images:
