@@ -130,14 +130,14 @@ def configured_api_url(exported: str | None = None) -> str | None:
     """The Prefect API the user configured (environment, profile, prefect.toml, .env, in Prefect's order),
     leaving out `exported`: the URL of the embedded server that `dupflow run` exported before Prefect was
     imported."""
-    saved = os.environ.get(API_URL_ENV)
-    if exported is None or saved != exported:
-        return Settings().api.url
-    os.environ.pop(API_URL_ENV)
+    hidden = exported is not None and os.environ.get(API_URL_ENV) == exported
+    if hidden:
+        os.environ.pop(API_URL_ENV)
     try:
         return Settings().api.url
     finally:
-        os.environ[API_URL_ENV] = saved
+        if hidden:
+            os.environ[API_URL_ENV] = str(exported)
 
 
 @contextmanager
@@ -170,13 +170,12 @@ def local_runtime(config: DedupConfig, api: EmbeddedApi | None = None) -> Iterat
             yield config
             APILogWorker.instance().drain()  # send the last log lines while the server still listens
     finally:
-        closing = threading.Thread(target=cluster.close, daemon=True) if cluster is not None else None
-        if closing is not None:
-            closing.start()
-        if api is not None:
-            api.stop()
-        if closing is not None:
-            closing.join()
+        stopping = [threading.Thread(target=stop, daemon=True) for stop in
+                    (cluster.close if cluster is not None else None, api.stop if api is not None else None) if stop]
+        for thread in stopping:
+            thread.start()
+        for thread in stopping:
+            thread.join()
         if restore is None:
             os.environ.pop(API_URL_ENV, None)
         else:
