@@ -146,7 +146,7 @@ def test_a_new_encoder_version_reencodes_every_row_and_an_equal_one_reuses_them(
     assert _counts(_encode(data, store)) == (4, 0)
     assert {r["dhash"] for r in _rows(store).values()} == {7}
     versions = EncodingsStore(str(store)).complete_record().dataset_versions("train")
-    assert versions == {"phash": 1, "dhash": 2, "phash_dihedral": 1, "phash_windows": 1, "orb": 1}
+    assert versions == {"phash": 1, "dhash": 2, "phash_dihedral": 1, "phash_windows": 1, "orb": 2}
     assert _counts(_encode(data, store)) == (0, 4)
 
 
@@ -155,6 +155,8 @@ def test_a_store_from_before_versions_were_recorded_holds_version_1(
 ) -> None:
     data, store = tmp_path / "data", tmp_path / "store"
     dataset(data, 3)
+    for name in [n for n, e in ENCODERS.items() if e.version != 1]:
+        _release(monkeypatch, name, version=1)  # a release whose encoders were all at version 1
     _encode(data, store)
     record = store / "_dupflow" / "store.json"
     body = json.loads(record.read_text())

@@ -300,13 +300,13 @@ _IMPLEMENTATIONS: dict[str, Encoder] = {
         ),
         Encoder(
             FEATURES_ENCODER,
-            "local features (ORB keypoints of the picture and its mirror image, <= 9.2 KB): geometric "
-            "verification of crops and overlaps (verified rules)",
+            "local features (ORB keypoints of the picture and its mirror image, and a 32 px grey thumbnail, "
+            "<= 10.2 KB): geometric verification of crops and overlaps (verified rules)",
             False,
             lambda _hash_size: 0,
             lambda _values: pa.binary(),
             _orb,
-            version=1,
+            version=2,
             decode_side=FEATURES_DECODE_SIDE,
         ),
         Encoder(
