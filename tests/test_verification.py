@@ -125,11 +125,29 @@ def test_a_copy_of_a_picture_with_little_detail_verifies_through_its_thumbnail(n
     assert np.isnan(shared_fraction(without_thumb, features(copy)))
 
 
-def test_two_flat_pictures_sharing_one_small_detail_do_not_verify(monkeypatch: pytest.MonkeyPatch) -> None:
-    one, other = features(LOW), features(small_detail(backdrop(2)))
-    assert np.isnan(shared_fraction(one, other))
+def flat(grey: int) -> Image.Image:
+    return Image.new("RGB", (640, 480), (grey, grey, grey))
+
+
+@pytest.mark.parametrize(("name", "one", "other"), [
+    ("two backgrounds with light", small_detail(backdrop(1)), small_detail(backdrop(2))),
+    ("two flat greys", small_detail(flat(60)), small_detail(flat(200))),
+    ("flat and with light", small_detail(flat(128)), small_detail(backdrop(4))),
+])
+def test_two_plain_pictures_sharing_one_small_detail_do_not_verify(
+    name: str, one: Image.Image, other: Image.Image, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    a, b = features(one), features(other)
+    assert np.isnan(verify_pair(a, b)), name
+    assert np.isnan(verify_pair(b, a)), name
     monkeypatch.setattr(verify, "MIN_AGREEMENT", 0.0)  # the keypoints alone agree: only the thumbnails tell
-    assert shared_fraction(one, other) >= VERIFIED_DEFAULT
+    assert shared_fraction(a, b) >= VERIFIED_DEFAULT
+
+
+def test_a_copy_of_a_flat_picture_with_one_small_detail_verifies() -> None:
+    original = small_detail(flat(128))
+    brighter = ImageEnhance.Brightness(original.resize((500, 375))).enhance(1.2)
+    assert shared_fraction(features(original), features(brighter)) >= 0.95
 
 
 def test_flat_pictures_whose_details_differ_are_refuted_so_the_group_check_can_drop_them() -> None:

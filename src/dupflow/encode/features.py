@@ -37,6 +37,7 @@ __all__ = [
     "extract_features",
     "parse_features",
     "require_cv2",
+    "thumb_size",
 ]
 
 WORK_SIDE = 512  # longest side of the picture the keypoints are found on

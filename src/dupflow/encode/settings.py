@@ -16,7 +16,7 @@ __all__ = ["DEFAULT_ENCODERS", "PRESET_ENCODERS", "EncodeSettings", "decode_size
 
 # What each preset encodes; `exact` (SHA-256 of the bytes) is always on. The 7 mirrored and rotated
 # pHashes cost ~0.2 ms per image (one DCT gives all seven views); the 34 windows' pHashes (~2 ms) and the
-# local features (orb) add ~15 ms of CPU per image to a hashes-only encode (13.7 s against 3.1 s for 1,372
+# local features (orb) add ~12 ms of CPU per image to a hashes-only encode (11.4 s against 3.2 s for 1,336
 # files on 2 workers), and find the crops, mirrored and rotated copies that pHash alone misses, verified
 # (bench/results/accuracy.md: F1 0.975 against 0.820).
 PRESET_ENCODERS: dict[str, tuple[str, ...]] = {

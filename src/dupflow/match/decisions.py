@@ -103,13 +103,16 @@ def _checked_groups(features: LocalFeatures, group_of: np.ndarray, a: np.ndarray
     shares part of the keeper but less than `min_shared` (overlapping windows), or no part at all
     while no chain of pairs with a shown shared part links it to the keeper (a blurred copy of an
     upscaled keeper stays through the original; a picture joined only through a flat one, whose
-    pairs verification cannot show, leaves). A member too flat to verify stays. The pairs joining
+    pairs verification cannot show, leaves). A member verification cannot tell about stays: one too
+    flat to verify, or one whose small detail matches the keeper's while the thumbnails cannot show that
+    the rest agrees; a little-detail member whose detail matches nothing of the keeper's is refuted,
+    like any other. The pairs joining
     leavers to stayers are set aside and the groups rebuilt, until every group holds: so a chain of
     weak matches does not join pictures that share too little, or nothing, with the keeper."""
     n = len(group_of)
     edge = np.ones(len(a), bool)
     direct = np.unique(np.minimum(a, b) * n + np.maximum(a, b))
-    shown = features.scores(a, b) > 0  # pairs whose shared part verification shows (neither picture flat)
+    shown = features.scores(a, b) > 0  # pairs whose shared part verification shows
     for _ in range(_CHECK_ROUNDS):
         keeper = _keepers(group_of, keys)
         members = np.flatnonzero(group_of >= 0)
