@@ -27,7 +27,7 @@ from dupflow.flows.runtime import (
 from dupflow.flows.secrets import run_storage_options
 from dupflow.index.blocks import Block
 from dupflow.match.job import BlockResult, MatchReport, cluster_blocks, rule_count
-from dupflow.store.encode_job import EncodeReport
+from dupflow.store.encode_job import EncodeReport, listing_parts
 from dupflow.store.lease import StoreLease
 from dupflow.store.listing_stage import new_stage_id
 from dupflow.tasks import (
@@ -89,8 +89,10 @@ def _dedup_steps(config: DedupConfig, options: dict[str, Any], lease: StoreLease
     # The listing and the shards are staged in the store under a name of this run's: tasks pass where they
     # are and how many files they hold, never the files (what this process holds does not grow with them).
     stage = new_stage_id()
-    listed = list_source_task.map(sources, unmapped(config.store), unmapped(stage),
-                                  unmapped(settings.storage_options), unmapped(settings.sniff_content)).result()
+    units = listing_parts(sources, settings.listing_tasks, threads)
+    listed = list_source_task.map([source for source, _ in units], unmapped(config.store), unmapped(stage),
+                                  unmapped(settings.storage_options), unmapped(settings.sniff_content),
+                                  [part for _, part in units]).result()
     run = open_encode_task(config.store, settings, threads)  # here: this process is the store's recorded writer
     plan = prepare_encode_task.submit(run, listed, stage, threads).result()
     log.info("listed %s images in %s dataset(s): %s to encode in %s shards, %s unchanged",

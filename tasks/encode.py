@@ -12,6 +12,7 @@ from prefect import task
 
 from dupflow.encode.encoding import EncodeStats
 from dupflow.encode.settings import EncodeSettings
+from dupflow.io.listing import WHOLE, ListingPart
 from dupflow.io.sources import DatasetSource
 from dupflow.store.encode_job import (
     EncodeReport,
@@ -28,11 +29,11 @@ from dupflow.tasks.policy import IO_RETRIES, NOT_CACHED
 __all__ = ["commit_encode_task", "encode_shard_task", "list_source_task", "open_encode_task", "prepare_encode_task"]
 
 
-@task(name="list-dataset", task_run_name="list {source.name}", **IO_RETRIES)
+@task(name="list-dataset", task_run_name="list {source.name} {part.k}/{part.of}", **IO_RETRIES)
 def list_source_task(source: DatasetSource, store_url: str, stage: str, storage_options: dict[str, Any],
-                     sniff: bool = False) -> StagedListing:
-    """Every image under one dataset's URL (or in its file list), staged in the store."""
-    return stage_listing(store_url, stage, source, storage_options, sniff)
+                     sniff: bool = False, part: ListingPart = WHOLE) -> StagedListing:
+    """Every image under one dataset's URL (or in its file list), or one part of them, staged in the store."""
+    return stage_listing(store_url, stage, source, storage_options, sniff, part=part)
 
 
 @task(name="open-store", **IO_RETRIES)

@@ -265,3 +265,38 @@ def test_what_reaches_the_flow_process_does_not_grow_with_the_listing(tmp_path: 
     assert set(small) == set(large)
     encode_tasks = {"list-dataset", "open-store", "plan-encode", "encode-shard", "commit-encodings"}
     assert encode_tasks <= {task for task, _ in large}
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("prefect_harness")
+def test_a_folder_is_listed_by_several_tasks_and_each_file_encoded_once(tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    from prefect_dask.task_runners import DaskTaskRunner
+
+    from dupflow.flows.dedup import dedup
+    from dupflow.io.listing import ListingPart
+
+    folder = tmp_path / "folder"
+    files = [*_noise(folder, 70, seed=5), *_noise(folder / "nested" / "deeper", 5, seed=6)]
+    for i, picture in enumerate(_noise(tmp_path / "loose", 3, seed=7)):
+        files.append(picture.rename(folder / f"top{i}.png"))  # files in the root itself
+    parts: list[ListingPart] = []
+    submit = DaskTaskRunner.submit
+
+    def spy_submit(self: Any, task: Any, parameters: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
+        if task.name == "list-dataset":
+            parts.append(parameters["part"])
+        return submit(self, task, parameters, *args, **kwargs)
+
+    monkeypatch.setattr(DaskTaskRunner, "submit", spy_submit)
+    config = validate_config({
+        "datasets": [{"name": "folder", "url": str(folder)}], "store": str(tmp_path / "store"),
+        "out": str(tmp_path / "out"), "cluster": {"workers": 2}, "encode": {"preset": "fast", "listing_tasks": 3},
+        "match": {"duplicates_root": str(tmp_path / "dups")}, "report": None,
+    })
+    result = dedup(config)
+    assert sorted(parts) == [ListingPart(k, 3) for k in range(3)]
+    assert result.encode.listed == result.encode.encoded == len(files) == 78
+    stored = EncodingsStore(str(tmp_path / "store")).read(["rel_path"])["rel_path"].to_pylist()
+    assert sorted(stored) == sorted(str(p.relative_to(folder)) for p in files)
+    assert not (tmp_path / "store" / LISTING_DIR).exists()

@@ -147,3 +147,75 @@ def test_dataset_specs_parse_names_roots_and_dirs() -> None:
     assert (listed.name, listed.is_file_list) == ("train", True)
     assert DatasetSource.parse("val=s3://b/lists/val.PARQUET").is_file_list
     assert not DatasetSource.parse("/data/train").is_file_list
+
+
+# -- listing in parts -------------------------------------------------------------------------------
+def _tree(root: Path) -> None:
+    """Images in the root, in nested sub-folders, in a hidden folder, a link to a folder, and a non-image."""
+    images = ["top.jpg", "a/1.jpg", "a/deep/2.png", "b/3.jpg", "c/d/e/4.jpg", *(f"s{i:02d}/{i}.jpg" for i in range(20))]
+    for rel in images:
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_bytes(b"x")
+    (root / ".cache").mkdir()
+    (root / ".cache" / "hidden.jpg").write_bytes(b"x")
+    (root / "b" / "notes.txt").write_text("no")
+    os.symlink(root / "a", root / "link-to-a")
+
+
+@pytest.mark.parametrize("of", [1, 2, 3, 7])
+def test_the_parts_of_a_folder_list_each_image_once_and_count_what_they_skip_once(tmp_path: Path, of: int) -> None:
+    from dupflow.io.listing import ListingPart
+
+    _tree(tmp_path)
+    whole_stats = ListingStats()
+    whole = sorted(r.uri for r in list_dataset(DatasetSource("d", str(tmp_path)), stats=whole_stats))
+    parts, stats = [], []
+    for k in range(of):
+        stats.append(ListingStats())
+        parts.append([r.uri for r in list_dataset(DatasetSource("d", str(tmp_path)), stats=stats[-1],
+                                                   part=ListingPart(k, of))])
+    assert sorted(uri for part in parts for uri in part) == whole
+    assert len(whole) == 25
+    assert ListingStats.merged(stats) == whole_stats
+    assert all(uri.endswith("top.jpg") is False for part in parts[1:] for uri in part)  # root files: part 0
+    if of == 7:
+        assert sum(1 for part in parts if part) >= 4  # the sub-folders spread over the parts
+
+
+def test_a_file_list_is_read_whole_by_the_first_part(tmp_path: Path) -> None:
+    from dupflow.io.listing import ListingPart
+
+    _tree(tmp_path / "pics")
+    listing = tmp_path / "files.txt"
+    listing.write_text(f"{tmp_path / 'pics' / 'top.jpg'}\n{tmp_path / 'pics' / 'a' / '1.jpg'}\n")
+    source = DatasetSource("d", str(listing))
+    assert len(list(list_dataset(source, part=ListingPart(0, 3)))) == 2
+    assert list(list_dataset(source, part=ListingPart(1, 3))) == []
+
+
+@pytest.mark.s3
+def test_the_parts_of_an_s3_prefix_list_each_object_once(bucket: str) -> None:
+    from dupflow.io.listing import ListingPart
+
+    s3 = boto3.client("s3")
+    keys = ["imgs/top.jpg", *(f"imgs/p{i % 5}/q{i % 3}/{i}.jpg" for i in range(30)), "imgs/.hidden/x.jpg"]
+    for key in keys:
+        s3.put_object(Bucket=bucket, Key=key, Body=b"x")
+    source = DatasetSource("d", f"s3://{bucket}/imgs")
+    whole = sorted(r.rel_path for r in list_dataset(source))
+    parts = [[r.rel_path for r in list_dataset(source, part=ListingPart(k, 4))] for k in range(4)]
+    assert sorted(p for part in parts for p in part) == whole
+    assert len(whole) == 31
+    assert all(len(part) < len(whole) for part in parts)
+
+
+def test_encode_lists_a_folder_in_parts_at_once_and_finds_what_one_walk_finds(tmp_path: Path) -> None:
+    from dupflow.store.encode_job import list_sources
+
+    _tree(tmp_path / "pics")
+    sources = [DatasetSource("d", str(tmp_path / "pics")), DatasetSource("e", str(tmp_path / "pics" / "a"))]
+    whole, whole_stats = list_sources(sources)
+    split, split_stats = list_sources(sources, parts=4)
+    assert sorted(split, key=lambda r: (r.dataset, r.uri)) == sorted(whole, key=lambda r: (r.dataset, r.uri))
+    assert len(split) == 25 + 2
+    assert split_stats == whole_stats

@@ -41,6 +41,12 @@ class EncodeSettings(StageSettings):
     max_file_bytes: int = setting(DEFAULT_MAX_FILE_BYTES, "files larger than this are recorded as too_large errors",
                                   ge=1)
     shard_size: int | None = setting(None, "files per encode task [default: auto]", ge=1)
+    listing_tasks: int = setting(
+        0, "how many share the listing of each folder or prefix dataset, each walking the sub-folders whose "
+        "names hash to it (the first also takes the files at the top): Dask tasks in a flow, threads in "
+        "`dupflow encode`; 0: one per worker thread (flow) or process (-j) for an object store, one for a "
+        "local folder; a file list is read by one",
+        ge=0)
     sniff_content: bool = setting(
         False, "also list files whose name has no image extension (none, or another) when their first 64 bytes "
         "are an image's; one small read per such file, none for the others")

@@ -6,8 +6,9 @@ from __future__ import annotations
 import errno
 import os
 import stat
+import zlib
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import fsspec
 
@@ -20,7 +21,9 @@ from dupflow.io.sources import DatasetSource
 
 __all__ = [
     "IMAGE_EXTENSIONS",
+    "WHOLE",
     "ImageRef",
+    "ListingPart",
     "ListingStats",
     "check_root",
     "check_source",
@@ -31,12 +34,29 @@ __all__ = [
 ]
 
 
+class ListingPart(NamedTuple):
+    """Part `k` of `of` of a folder's listing: the sub-folders of its root whose names hash (CRC-32) to
+    k, each walked whole, and (part 0) the files in the root itself. The parts of one folder, listed
+    anywhere and in any order, hold each of its images exactly once."""
+
+    k: int = 0
+    of: int = 1
+
+    def owns(self, folder: str) -> bool:
+        """Whether the root's sub-folder named `folder` is this part's to walk."""
+        return self.of <= 1 or zlib.crc32(folder.encode()) % self.of == self.k
+
+
+WHOLE = ListingPart()
+
+
 def list_dataset(
     source: DatasetSource,
     storage_options: dict[str, Any] | None = None,
     stats: ListingStats | None = None,
     *,
     sniff: bool = False,
+    part: ListingPart = WHOLE,
 ) -> Iterator[ImageRef]:
     """Yield the images under `source.url`, recursively, in a stable order per folder; or, for a file
     list, every file it names (`dupflow.io.filelists`).
@@ -46,11 +66,14 @@ def list_dataset(
     links to folders are not descended into, and link loops are counted as such, whatever their name.
     `sniff`: a file whose name has no image extension (none, or another) is listed when its first bytes
     are an image's (`ListingStats.sniffed`); it costs one small read per such file, none for the others.
+    `part`: only that part of a folder (`ListingPart`); a file list is read whole by part 0.
     """
     stats = stats if stats is not None else ListingStats()
     stats.unreadable_dirs = stats.unreadable_dirs or []
-    found = list_file_list(source, storage_options, stats) if source.is_file_list else _walk(
-        source, storage_options, stats, sniff)
+    if source.is_file_list:
+        found = list_file_list(source, storage_options, stats) if part.k == 0 else iter(())
+    else:
+        found = _walk(source, storage_options, stats, sniff, part)
     try:
         yield from found
     except (DupflowError, GeneratorExit):
@@ -60,7 +83,8 @@ def list_dataset(
 
 
 def _walk(
-    source: DatasetSource, storage_options: dict[str, Any] | None, stats: ListingStats, sniff: bool
+    source: DatasetSource, storage_options: dict[str, Any] | None, stats: ListingStats, sniff: bool,
+    part: ListingPart,
 ) -> Iterator[ImageRef]:
     """`list_dataset` of a folder or prefix."""
     fs, root = open_fs(source.url, storage_options)
@@ -73,7 +97,9 @@ def _walk(
         unreadable.append(f"{getattr(exc, 'filename', '')}: {exc}")
 
     fs.invalidate_cache()  # long-lived processes must not list from a stale cache
-    for _dirpath, dirs, files in fs.walk(root, detail=True, topdown=True, on_error=on_error):
+    levels = (fs.walk(root, detail=True, topdown=True, on_error=on_error) if part.of <= 1
+              else _part_walk(fs, root, part, stats, on_error))
+    for _dirpath, dirs, files in levels:
         hidden = [d for d in dirs if d.startswith(".")]
         for d in hidden:
             del dirs[d]
@@ -96,6 +122,22 @@ def _walk(
                 mtime_ns=info_mtime_ns(info),
                 etag=info_etag(info),
             )
+
+
+def _part_walk(
+    fs: fsspec.AbstractFileSystem, root: str, part: ListingPart, stats: ListingStats, on_error: Any
+) -> Iterator[tuple[str, dict[str, Any], dict[str, Any]]]:
+    """`fs.walk(root)` restricted to one part: the root's own files (part 0), then each sub-folder the
+    part owns, walked whole (a link to a folder is a file entry there, as in the whole walk)."""
+    top = next(iter(fs.walk(root, maxdepth=1, detail=True, topdown=True, on_error=on_error)), None)
+    if top is None:
+        return
+    dirpath, dirs, files = top
+    if part.k == 0:
+        stats.skipped_hidden += sum(1 for d in dirs if d.startswith("."))
+        yield dirpath, {}, files
+    for name in sorted(d for d in dirs if not d.startswith(".") and part.owns(d)):
+        yield from fs.walk(f"{root}/{name}", detail=True, topdown=True, on_error=on_error)
 
 
 def _images_by_content(fs: fsspec.AbstractFileSystem, files: dict[str, Any], real_root: str | None) -> set[str]:

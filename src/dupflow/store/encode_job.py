@@ -16,18 +16,19 @@ import os
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
-from concurrent.futures import as_completed
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
+from fsspec.core import split_protocol
 
 from dupflow.encode.cnn import check_device
 from dupflow.encode.encoding import EncodeStats, Shard, encode_refs, make_shards
 from dupflow.encode.settings import EncodeSettings
 from dupflow.io.lifeline import lifeline_pool
-from dupflow.io.listing import ImageRef, ListingStats, dataset_url, list_dataset
+from dupflow.io.listing import WHOLE, ImageRef, ListingPart, ListingStats, dataset_url, list_dataset
 from dupflow.io.sources import DatasetSource
 from dupflow.store.encodings import EncodingsStore, StoreRecord, row_keys
 from dupflow.store.listing_stage import (
@@ -55,6 +56,7 @@ __all__ = [
     "encode_staged_shard",
     "list_source",
     "list_sources",
+    "listing_parts",
     "open_encode",
     "plan_encode",
     "plan_staged",
@@ -94,19 +96,38 @@ class EncodeReport:
 
 
 def list_source(
-    source: DatasetSource, storage_options: dict[str, Any] | None = None, sniff: bool = False
+    source: DatasetSource, storage_options: dict[str, Any] | None = None, sniff: bool = False,
+    part: ListingPart = WHOLE,
 ) -> tuple[list[ImageRef], ListingStats]:
-    """Every image of one source, and what listing skipped: the unit of listing work. `sniff`: also the
-    files without an image extension whose first bytes are an image's."""
+    """Every image of one source (or of one part of it), and what listing skipped: the unit of listing
+    work. `sniff`: also the files without an image extension whose first bytes are an image's."""
     stats = ListingStats(unreadable_dirs=[])
-    return list(list_dataset(source, storage_options, stats, sniff=sniff)), stats
+    return list(list_dataset(source, storage_options, stats, sniff=sniff, part=part)), stats
+
+
+def listing_parts(sources: Sequence[DatasetSource], parts: int, threads: int = 1
+                  ) -> list[tuple[DatasetSource, ListingPart]]:
+    """The units a listing of `sources` splits into: `parts` per folder or prefix (0: `threads` on an object
+    store, where listing waits on requests; one for a local folder, whose walk is fast), one per file list."""
+    def count(source: DatasetSource) -> int:
+        if source.is_file_list:
+            return 1
+        if parts:
+            return parts
+        return 1 if split_protocol(source.url)[0] in (None, "file", "local") else max(1, threads)
+
+    return [(source, ListingPart(k, of)) for source in sources for of in [count(source)] for k in range(of)]
 
 
 def list_sources(
-    sources: Sequence[DatasetSource], storage_options: dict[str, Any] | None = None, sniff: bool = False
+    sources: Sequence[DatasetSource], storage_options: dict[str, Any] | None = None, sniff: bool = False,
+    parts: int = 1, threads: int = 1,
 ) -> tuple[list[ImageRef], ListingStats]:
-    """Every image of every source, and what listing skipped."""
-    listed = [list_source(source, storage_options, sniff) for source in sources]
+    """Every image of every source, and what listing skipped; each folder listed in parts at once
+    (`listing_parts`; threads: the time goes in waiting for the store's answers)."""
+    units = listing_parts(sources, parts, threads)
+    with ThreadPoolExecutor(max_workers=min(len(units), 32) or 1) as pool:
+        listed = list(pool.map(lambda unit: list_source(unit[0], storage_options, sniff, unit[1]), units))
     return [ref for found, _ in listed for ref in found], ListingStats.merged(stats for _, stats in listed)
 
 
@@ -273,7 +294,8 @@ def run_encode(
 ) -> EncodeReport:
     """List, plan, encode in `workers` local processes (this one included), commit; returns what happened."""
     start = time.perf_counter()
-    refs, listing = list_sources(sources, settings.storage_options, settings.sniff_content)
+    refs, listing = list_sources(sources, settings.storage_options, settings.sniff_content,
+                                 settings.listing_tasks, workers)
     plan = prepare_encode(store_url, settings, refs, workers=workers)
     check_device(plan.settings)  # the store's own encoders may include cnn
     if on_listed:

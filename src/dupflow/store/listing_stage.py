@@ -30,7 +30,7 @@ import pyarrow.parquet as pq
 
 from dupflow.errors import ConfigError, StoreError
 from dupflow.io.fs import atomic_write, is_local, storage_error, to_uri
-from dupflow.io.listing import ImageRef, ListingStats, dataset_url, list_dataset
+from dupflow.io.listing import WHOLE, ImageRef, ListingPart, ListingStats, dataset_url, list_dataset
 from dupflow.io.sources import DatasetSource
 from dupflow.schemas import LISTING, parquet_bytes, read_meta
 from dupflow.store.record import StoreRoot
@@ -102,9 +102,10 @@ def refs_from_table(table: pa.Table) -> list[ImageRef]:
 # -- the listing -----------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class StagedListing:
-    """One dataset's listing as staged in the store: where its parts are, how many files it holds, the
-    URL the store records for the dataset, and what listing skipped (naming at most
-    `MAX_UNREADABLE_CARRIED` unreadable folders; `unreadable` counts them all). Small whatever the count."""
+    """One dataset's listing, or one `ListingPart` of it (`lister`), as staged in the store: where its
+    files are, how many images it holds, the URL the store records for the dataset, and what listing
+    skipped (naming at most `MAX_UNREADABLE_CARRIED` unreadable folders; `unreadable` counts them all).
+    Small whatever the count."""
 
     dataset: str
     stage: str
@@ -113,22 +114,23 @@ class StagedListing:
     url: str
     stats: ListingStats = field(default_factory=ListingStats)
     unreadable: int = 0
+    lister: int = 0
 
     def paths(self) -> list[str]:
-        """The parts' paths inside the store."""
-        return [_part_path(self.stage, self.dataset, i) for i in range(self.parts)]
+        """The staged files' paths inside the store."""
+        return [_part_path(self.stage, self.dataset, self.lister, i) for i in range(self.parts)]
 
 
-def _part_path(stage: str, dataset: str, part: int) -> str:
-    return f"{LISTING_DIR}/{stage}/list/{dataset}-{part:05d}.parquet"
+def _part_path(stage: str, dataset: str, lister: int, part: int) -> str:
+    return f"{LISTING_DIR}/{stage}/list/{dataset}-{lister:04d}-{part:05d}.parquet"
 
 
 def stage_listing(
     store_url: str, stage: str, source: DatasetSource, storage_options: dict[str, Any] | None = None,
-    sniff: bool = False, *, rows_per_part: int = ROWS_PER_PART,
+    sniff: bool = False, *, part: ListingPart = WHOLE, rows_per_part: int = ROWS_PER_PART,
 ) -> StagedListing:
-    """List one source (`list_dataset`) into the store's staging area, `rows_per_part` refs at a time, so
-    that neither this process nor the caller ever holds the whole listing."""
+    """List one source, or one part of it (`list_dataset`), into the store's staging area, `rows_per_part`
+    refs at a time, so that neither this process nor the caller ever holds the whole listing."""
     root, stage = StoreRoot(store_url, storage_options), _check_stage(stage)
     stats = ListingStats(unreadable_dirs=[])
     parts = count = 0
@@ -138,11 +140,12 @@ def stage_listing(
 
     def flush() -> None:
         nonlocal parts, count
-        atomic_write(root.fs, root.path(_part_path(stage, source.name, parts)), parquet_bytes(refs_table(chunk)))
+        rel = _part_path(stage, source.name, part.k, parts)
+        atomic_write(root.fs, root.path(rel), parquet_bytes(refs_table(chunk)))
         parts, count = parts + 1, count + len(chunk)
         chunk.clear()
 
-    for ref in list_dataset(source, storage_options, stats, sniff=sniff):
+    for ref in list_dataset(source, storage_options, stats, sniff=sniff, part=part):
         chunk.append(ref)
         lo = ref if lo is None or ref.uri < lo.uri else lo
         hi = ref if hi is None or ref.uri > hi.uri else hi
@@ -153,7 +156,7 @@ def stage_listing(
     url = dataset_url(source, [r for r in (lo, hi) if r is not None], storage_options)
     unreadable = len(stats.unreadable_dirs or [])
     stats.unreadable_dirs = (stats.unreadable_dirs or [])[:MAX_UNREADABLE_CARRIED]
-    return StagedListing(source.name, stage, parts, count, url, stats, unreadable)
+    return StagedListing(source.name, stage, parts, count, url, stats, unreadable, part.k)
 
 
 def read_listing(root: StoreRoot, listings: Iterable[StagedListing]) -> pa.Table:
