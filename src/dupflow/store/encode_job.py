@@ -22,11 +22,11 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
-from fsspec.core import split_protocol
 
 from dupflow.encode.cnn import check_device
 from dupflow.encode.encoding import EncodeStats, Shard, encode_refs, make_shards
 from dupflow.encode.settings import EncodeSettings
+from dupflow.io.fs import is_local, open_fs
 from dupflow.io.lifeline import lifeline_pool
 from dupflow.io.listing import WHOLE, ImageRef, ListingPart, ListingStats, dataset_url, list_dataset
 from dupflow.io.sources import DatasetSource
@@ -114,7 +114,7 @@ def listing_parts(sources: Sequence[DatasetSource], parts: int, threads: int = 1
             return 1
         if parts:
             return parts
-        return 1 if split_protocol(source.url)[0] in (None, "file", "local") else max(1, threads)
+        return 1 if is_local(open_fs(source.url)[0]) else max(1, threads)
 
     return [(source, ListingPart(k, of)) for source in sources for of in [count(source)] for k in range(of)]
 
