@@ -57,7 +57,13 @@ def hashes(n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np
 def table(first: int, n: int, dataset: str, seed: int) -> pa.Table:
     """Rows for files `first`..`first+n` of one dataset."""
     rng = np.random.default_rng(seed)
-    phash, dihedral, exact = hashes(n, rng)
+    return rows(first, dataset, rng, *hashes(n, rng))
+
+
+def rows(first: int, dataset: str, rng: np.random.Generator, phash: np.ndarray, dihedral: np.ndarray,
+         exact: np.ndarray) -> pa.Table:
+    """A store's rows for files `first`.. of one dataset with these hashes (one file per row)."""
+    n = len(phash)
     ids = pa.array(np.arange(first, first + n))
     rel = pc.binary_join_element_wise(pc.cast(pc.divide(ids, 1000), pa.string()), "/img",
                                       pc.cast(ids, pa.string()), ".jpg", "")

@@ -363,9 +363,46 @@ def test_local_features_hold_each_distinct_value_once_and_take_rows_with_their_g
     from dupflow.match.verify import LocalFeatures
 
     one, other = (extract_features(np.asarray(detailed(seed).convert("L"))) for seed in (3, 4))
-    held = LocalFeatures(pa.array([one, None, other, one], pa.binary()))
+    held = LocalFeatures.held(pa.array([one, None, other, one], pa.binary()))
     assert held.present().tolist() == [True, False, True, True]
     assert held.key[0] == held.key[3] != held.key[2]
     taken = held.take(np.array([3, 1, 2]))
     assert taken.present().tolist() == [True, False, True]
     assert taken.scores(np.array([0]), np.array([2]))[0] == held.scores(np.array([3]), np.array([2]))[0]
+
+
+def test_a_match_process_fetches_only_the_features_of_pictures_it_verifies(tmp_path: Path,
+                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    import pyarrow as pa
+
+    from dupflow.index.blocks import Block
+    from dupflow.match import job as jobs
+    from dupflow.match.verify import LocalFeatures
+    from dupflow.store import encodings
+
+    monkeypatch.setattr(encodings, "ROW_GROUP_ROWS", 3)  # the pictures' features lie in several row groups
+    scene = detailed(31)
+    write(tmp_path / "pics" / "photo.jpg", scene, quality=92)
+    write(tmp_path / "pics" / "zflip.jpg", scene.transpose(Image.Transpose.FLIP_LEFT_RIGHT), quality=92)
+    for seed in range(32, 40):
+        write(tmp_path / "pics" / f"other{seed}.jpg", detailed(seed), quality=92)
+    _encode(tmp_path / "pics", tmp_path / "store")
+    part = next((tmp_path / "store" / "encodings").rglob("*.parquet"))
+    assert pq.ParquetFile(part).metadata.num_row_groups == 4
+
+    job = jobs.plan_match(str(tmp_path / "store"), str(tmp_path / "out"),
+                          MatchSettings(incremental=False, duplicates_root=str(tmp_path / "dups")), {})
+    jobs._PREPARED.clear()
+    images = jobs.prepared(job).images
+    features = images.features
+    assert features is not None
+    assert features.fetched == 0  # preparing reads no features
+    jobs.finish_match_blocks(job, [jobs.match_rules_block(job, Block(0, 1))])
+    assert _groups(tmp_path / "out") == [{"photo.jpg", "zflip.jpg"}]
+    assert 2 <= features.fetched < len(images)  # the candidates' features, not all ten
+
+    stored = pq.read_table(part, columns=["uri", "orb"])
+    order = pa.compute.index_in(images.table["uri"], stored["uri"]).to_numpy()
+    held = LocalFeatures.held(stored["orb"].take(pa.array(order)))
+    a, b = np.triu_indices(len(images), 1)
+    np.testing.assert_array_equal(features.scores(a, b), held.scores(a, b))  # NaN where either cannot tell

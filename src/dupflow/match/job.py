@@ -29,6 +29,7 @@ from dupflow.match.state import RuleState, read_state, row_identities, state_fin
 from dupflow.match.summary import build_summary
 from dupflow.match.verify import LocalFeatures
 from dupflow.schemas import manifest_metadata, parquet_bytes
+from dupflow.store.column_rows import StoredColumn
 from dupflow.store.encodings import EncodingsStore
 
 __all__ = [
@@ -54,6 +55,7 @@ __all__ = [
 
 BLOCK_IMAGES = 1_000  # the fewest images a flow's match task searches (see cluster_blocks)
 OUTPUT_FILES = ("pairs.parquet", "groups.parquet", "scores.parquet", "manifest.parquet", "summary.json")
+_LOCATION = ("_file", "_row")  # where each row lies in the store (`EncodingsStore.read(located=True)`)
 _BASE_COLUMNS = ["uri", "rel_path", "size", "mtime", "etag", "width", "height", "error", "dataset", "exact"]
 
 
@@ -99,8 +101,9 @@ def load_images(store: EncodingsStore, settings: MatchSettings) -> tuple[Images,
             f"{','.join(dict.fromkeys([*rec.encoders, *lacking]))}` (only the new encoders are computed"
             f" for files already encoded with {have})"
         )
-    columns = list(dict.fromkeys([*_BASE_COLUMNS, *(m for m in wanted if m != "exact")]))
-    table = store.read(columns, names)
+    lazy = FEATURES in wanted  # fetched by row where a pair needs them: never the whole column
+    columns = list(dict.fromkeys([*_BASE_COLUMNS, *(m for m in wanted if m not in ("exact", FEATURES))]))
+    table = store.read(columns, names, located=lazy)
     failed = pc.is_valid(table["error"])
     errors = table.filter(failed).select(["uri", "dataset", "rel_path", "error"])
     valid = table.filter(pc.invert(failed))
@@ -118,10 +121,33 @@ def load_images(store: EncodingsStore, settings: MatchSettings) -> tuple[Images,
                                           redact(settings.embeddings), settings.allow_missing_embeddings)
     elif cosine:
         embeddings = embeddings_from_store(valid)
-    features = LocalFeatures(valid[FEATURES]) if FEATURES in valid.column_names else None
-    large = [c for c in (STORE_COLUMN, FEATURES) if c in valid.column_names]
+    features = _stored_features(store, names, valid, dataset_ix) if lazy else None
+    large = [c for c in (STORE_COLUMN, *_LOCATION) if c in valid.column_names]
     images = Images(valid.drop_columns(large), tuple(names), dataset_ix, reference, embeddings, features)
     return images, errors, hash_size
+
+
+def _stored_features(store: EncodingsStore, names: list[str], rows: pa.Table, dataset_ix: np.ndarray
+                     ) -> LocalFeatures:
+    """The local features of `rows` (read with their location), fetched from the store's row groups when a
+    pair needs them. Rows of one file content (`exact`) in datasets of one encoder version share a key."""
+    column = StoredColumn(store.fs, store.files(names), FEATURES)
+    files, at = rows["_file"].to_numpy(), rows["_row"].to_numpy()
+    made = store.complete_record().datasets
+    version = np.array([made[d].get("encoder_versions", {}).get(FEATURES, 0) for d in names], np.int64)
+    digest = pc.dictionary_encode(rows["exact"].combine_chunks()).indices.to_numpy(zero_copy_only=False)
+    digest = np.where(np.isnan(digest), -1 - np.arange(len(digest)), digest).astype(np.int64)  # none: its own
+    held = np.flatnonzero(column.present(files, at))
+    _, first, inverse = np.unique(np.stack([digest[held], version[dataset_ix[held]]]), axis=1,
+                                  return_index=True, return_inverse=True)
+    key = np.full(len(rows), -1, np.int64)
+    key[held] = inverse.ravel()
+    row_of = held[first]  # a row holding each key's value
+
+    def fetch(keys: np.ndarray) -> list[Any]:
+        return column.values(files[row_of[keys]], at[row_of[keys]])
+
+    return LocalFeatures(key, fetch)
 
 
 def _dataset_index(names: pa.ChunkedArray, rank: dict[str, int]) -> np.ndarray:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -280,27 +281,38 @@ def shared_fraction(a: Features, b: Features) -> float:
     return verify_pair(a, b)
 
 
-class LocalFeatures:
-    """The stored local features of the images being matched, row for row (null: none), parsed when
-    first needed; identical values (byte-identical copies) are verified once."""
+FetchValues = Callable[[np.ndarray], Sequence[bytes | None]]  # the stored values of some feature keys
+PARSED_KEPT = 20_000  # parsed values kept between calls (~200 MB): a task fetches what it verifies, in batches
 
-    def __init__(self, column: pa.Array | pa.ChunkedArray) -> None:
-        array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
-        encoded = pc.dictionary_encode(array)
-        self._values = encoded.dictionary  # each distinct value once: the column itself is not kept
-        self.key = encoded.indices.to_numpy(zero_copy_only=False).astype(np.float64)
-        self.key = np.where(np.isnan(self.key), -1, self.key).astype(np.int64)  # -1: no features
+
+class LocalFeatures:
+    """The local features of the images being matched, row for row: `key` names each row's value (-1: none;
+    equal keys, equal values), fetched and parsed when a pair needs it, so a process holds the values it
+    verifies (at most `PARSED_KEPT` between calls), not the whole column; identical values are verified once."""
+
+    def __init__(self, key: np.ndarray, fetch: FetchValues) -> None:
+        self.key = key
+        self._fetch = fetch
         self._parsed: dict[int, Features] = {}
         self._shared: dict[tuple[int, int], float] = {}  # verified pairs of values: the group check asks again
         self._lock = threading.Lock()
         self.verified = 0  # distinct pairs verified in this process (bench/verification.py reads it)
         self.seconds = 0.0  # CPU time verifying them
+        self.fetched = 0  # values fetched in this process
+
+    @classmethod
+    def held(cls, column: pa.Array | pa.ChunkedArray) -> LocalFeatures:
+        """Features held in memory (each distinct value once), from a column of stored values (null: none)."""
+        array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+        encoded = pc.dictionary_encode(array)
+        values = encoded.dictionary
+        key = encoded.indices.to_numpy(zero_copy_only=False).astype(np.float64)
+        key = np.where(np.isnan(key), -1, key).astype(np.int64)
+        return cls(key, lambda keys: values.take(pa.array(keys, pa.int64())).to_pylist())
 
     def take(self, ids: np.ndarray) -> LocalFeatures:
-        """The features of images `ids`, in that order."""
-        keys = self.key[ids]
-        indices = pa.array(keys, pa.int32(), mask=keys < 0)
-        return LocalFeatures(pa.DictionaryArray.from_arrays(indices, self._values).dictionary_decode())
+        """The features of images `ids`, in that order (fetched from the same values)."""
+        return LocalFeatures(self.key[ids], self._fetch)
 
     def known(self) -> np.ndarray:
         """(M, 3) float64: every pair of feature values verified in this process (key, key, shared fraction),
@@ -322,12 +334,20 @@ class LocalFeatures:
         result: np.ndarray = self.key >= 0
         return result
 
-    def _features(self, key: int) -> Features:
-        found = self._parsed.get(key)
-        if found is None:
-            found = parse_features(self._values[key].as_py())
+    def _parse(self, keys: np.ndarray) -> dict[int, Features]:
+        """The parsed values of `keys`: those kept, the others fetched in one batch."""
+        with self._lock:
+            found = {int(k): self._parsed[int(k)] for k in keys if int(k) in self._parsed}
+        missing = np.array([k for k in np.unique(keys) if int(k) not in found], np.int64)
+        if len(missing):
+            fetched = {int(k): parse_features(v) for k, v in zip(missing, self._fetch(missing), strict=True)
+                       if v is not None}
+            found.update(fetched)
             with self._lock:
-                self._parsed[key] = found
+                self.fetched += len(fetched)
+                self._parsed.update(fetched)
+                for old in list(self._parsed)[: max(0, len(self._parsed) - PARSED_KEPT)]:
+                    del self._parsed[old]
         return found
 
     def scores(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -337,17 +357,19 @@ class LocalFeatures:
         ka, kb = self.key[a], self.key[b]
         out = np.full(len(a), np.nan)
         same = (ka == kb) & (ka >= 0)
-        out[same] = [1.0 if _checkable(self._features(int(k))) else np.nan for k in ka[same]]
         todo = np.flatnonzero(~same & (ka >= 0) & (kb >= 0))
-        if len(todo) == 0:
-            return out
         lo, hi = np.minimum(ka[todo], kb[todo]), np.maximum(ka[todo], kb[todo])
         unique, back = np.unique(np.stack([lo, hi], axis=1), axis=0, return_inverse=True)
         keys = [(int(x), int(y)) for x, y in unique]
-        fresh = [k for k in keys if k not in self._shared]
+        with self._lock:
+            fresh = [k for k in keys if k not in self._shared]
+        parsed = self._parse(np.concatenate([ka[same], np.array(fresh, np.int64).reshape(-1)]))
+        out[same] = [1.0 if _checkable(parsed[int(k)]) else np.nan for k in ka[same]]
+        if len(todo) == 0:
+            return out
         start = time.thread_time()
         with threadpool_limits(1, user_api="blas"):  # one small product per pair: threads only cost
-            scored = {k: shared_fraction(self._features(k[0]), self._features(k[1])) for k in fresh}
+            scored = {k: shared_fraction(parsed[k[0]], parsed[k[1]]) for k in fresh}
         with self._lock:
             self._shared.update(scored)
             self.verified += len(fresh)

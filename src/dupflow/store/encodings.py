@@ -6,6 +6,8 @@ Layout under STORE (a local folder or any fsspec URL)::
     STORE/_dupflow/store.json                               the commit record (state, files, settings)
     STORE/_dupflow/staging/shard-KEY.parquet                shard outputs of an unfinished run
 
+Part files hold up to ``ROWS_PER_FILE`` rows in row groups of ``ROW_GROUP_ROWS``, so that a match task
+reads the local features of the pictures it verifies, not the whole column (`dupflow.store.column_rows`).
 Read it with ``pyarrow.dataset.dataset("STORE/encodings", format="parquet", partitioning="hive")``
 (or pandas, polars, DuckDB). Every file is written atomically; the commit record is written last and
 says ``"state": "complete"``. While a run is under way, or after one was killed, it says
@@ -23,6 +25,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -33,6 +36,7 @@ from dupflow.encode.settings import EncodeSettings, settings_conflict
 from dupflow.errors import ErrorKind, StoreError
 from dupflow.io.fs import atomic_write, to_uri
 from dupflow.schemas import parquet_bytes, read_meta
+from dupflow.store.column_rows import ROW_GROUP_ROWS
 from dupflow.store.record import ENCODINGS_DIR, RECORD_PATH, StoreRecord, StoreRoot, made_versions
 
 __all__ = [
@@ -49,6 +53,7 @@ __all__ = [
 STAGING_DIR = "_dupflow/staging"
 ROWS_PER_FILE = 1_000_000
 KEY_COLUMNS = ("uri", "size", "mtime", "etag")
+_FILE, _ROW = pa.field("_file", pa.int32()), pa.field("_row", pa.int64())  # where a row lies (`read`)
 _TRANSIENT = [k.value for k in ErrorKind if k.transient]
 
 
@@ -179,21 +184,41 @@ class EncodingsStore(StoreRoot):
             self.fs.rm_file(path)
 
     # -- reading -------------------------------------------------------------------------------
-    def read(self, columns: list[str] | None = None, datasets: list[str] | None = None) -> pa.Table:
-        """The committed encodings as one table with a `dataset` column (complete stores only)."""
+    def read(self, columns: list[str] | None = None, datasets: list[str] | None = None, *,
+             located: bool = False) -> pa.Table:
+        """The committed encodings as one table with a `dataset` column (complete stores only). With
+        `located`, also where each row lies: `_file` (its file in `files(datasets)`) and `_row` (its row
+        there), for reading another column a few rows at a time (`dupflow.store.column_rows`)."""
         rec = self.complete_record()
-        names = [n for n in sorted(rec.datasets) if datasets is None or n in datasets]
+        names = self._names(rec, datasets)
         schema = encodings_schema(rec.encoders, rec.settings, staged=True)
         cols = columns or schema.names
-        tables = [self._read_dataset(rec, n, cols) for n in names]
-        return pa.concat_tables(tables) if tables else schema.empty_table().select(cols)
+        tables, first = [], 0
+        for n in names:
+            tables.append(self._read_dataset(rec, n, cols, first_file=first if located else None))
+            first += len(rec.datasets[n]["files"])
+        if tables:
+            return pa.concat_tables(tables)
+        empty = schema.empty_table().select(cols)
+        return conform_table(empty, pa.schema([*empty.schema, _FILE, _ROW])) if located else empty
+
+    def files(self, datasets: list[str] | None = None) -> list[str]:
+        """The part files `read(..., datasets, located=True)` reads, in its order (paths in `self.fs`)."""
+        rec = self.complete_record()
+        return [self.path(rel) for n in self._names(rec, datasets) for rel in rec.datasets[n]["files"]]
+
+    @staticmethod
+    def _names(rec: StoreRecord, datasets: list[str] | None) -> list[str]:
+        return [n for n in sorted(rec.datasets) if datasets is None or n in datasets]
 
     # -- internals -----------------------------------------------------------------------------
     def _read_dataset(
-        self, rec: StoreRecord, name: str, columns: list[str] | None, *, reusable: bool = False
+        self, rec: StoreRecord, name: str, columns: list[str] | None, *, reusable: bool = False,
+        first_file: int | None = None,
     ) -> pa.Table:
         """One committed dataset; encoder columns its files lack (added later) come back null, and with
-        `reusable` so do those another version of their encoder made (they are re-encoded)."""
+        `reusable` so do those another version of their encoder made (they are re-encoded). With
+        `first_file`, each row's `_file` (counted from it) and `_row` are added."""
         info = rec.datasets[name]
         stale = _stale(rec, name) if reusable else []
         made = [e for e in info.get("encoders", rec.encoders) if e not in stale]
@@ -202,15 +227,22 @@ class EncodingsStore(StoreRoot):
         wanted = [c for c in (columns or full.names) if c != "dataset"]
         present = [c for c in wanted if c in schema.names]
         tables = []
-        for rel in info["files"]:
+        for i, rel in enumerate(info["files"]):
             try:
-                tables.append(pq.read_table(self.path(rel), filesystem=self.fs, columns=present))
+                t = pq.read_table(self.path(rel), filesystem=self.fs, columns=present)
             except FileNotFoundError as exc:
                 raise StoreError(f"{self.url}: {rel} is listed in the store record but missing") from exc
+            if first_file is not None:
+                t = t.append_column(_FILE, pa.array(np.full(t.num_rows, first_file + i, np.int32)))
+                t = t.append_column(_ROW, pa.array(np.arange(t.num_rows, dtype=np.int64)))
+            tables.append(t)
         t = pa.concat_tables(tables) if tables else schema.empty_table().select(present)
         t = t.append_column("dataset", pa.array([name] * t.num_rows, pa.string()))
         out = [c for c in (columns or full.names) if c in full.names]
-        return conform_table(t, pa.schema([full.field(c) for c in out]))
+        fields = [full.field(c) for c in out]
+        if first_file is not None:
+            fields += [_FILE, _ROW]
+        return conform_table(t, pa.schema(fields))
 
     def _rows(
         self, encoders: list[str], datasets: list[str], columns: list[str] | None
@@ -267,7 +299,8 @@ class EncodingsStore(StoreRoot):
         files = []
         for i, start in enumerate(range(0, max(table.num_rows, 1), ROWS_PER_FILE)):
             rel = f"{ENCODINGS_DIR}/dataset={name}/part-{rec.run_id}-{i:05d}.parquet"
-            atomic_write(self.fs, self.path(rel), parquet_bytes(table.slice(start, ROWS_PER_FILE)))
+            data = parquet_bytes(table.slice(start, ROWS_PER_FILE), row_group_size=ROW_GROUP_ROWS)
+            atomic_write(self.fs, self.path(rel), data)
             files.append(rel)
         rec.datasets[name] = {
             "url": url or previous.get("url", ""),
