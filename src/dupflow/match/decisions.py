@@ -71,8 +71,9 @@ def decide(
     is_keeper[keeper] = True
     moved = (group_of >= 0) & ~images.reference & ~is_keeper
     labels = [m.search.rule for m in matches]
+    label, method = [r.label for r in labels], [r.method for r in labels]  # each once: pairs are many
     pairs = _pairs_table(images, a, b, distance, similarity, orientation,
-                         [labels[i].label for i in rule_ix], [labels[i].method for i in rule_ix])
+                         [label[i] for i in rule_ix], [method[i] for i in rule_ix])
     return Decisions(
         pairs=pairs,
         groups=_groups_table(images, group_of, keeper),
@@ -292,14 +293,15 @@ def _manifest_table(
     rel = t["rel_path"].take(take).to_pylist()
     keeper_uris = _uris(images, k).to_pylist()
     matched = _uris(images, best.partner[src]).to_pylist()
+    label, method = [r.label for r in rules], [r.method for r in rules]  # each once: files are many
     reasons, rule_labels, methods = [], [], []
     for i in range(len(src)):
-        rule = rules[best.rule[src[i]]]
+        r = int(best.rule[src[i]])
         why = "it is in a reference dataset" if names[deciding[i]] == "reference" else _WHY[names[deciding[i]]]
         sim = best.similarity[src[i]]
-        reasons.append(f"{rule.label}: similarity {sim:.3f} to {matched[i]}; keeping {keeper_uris[i]} because {why}")
-        rule_labels.append(rule.label)
-        methods.append(rule.method)
+        reasons.append(f"{label[r]}: similarity {sim:.3f} to {matched[i]}; keeping {keeper_uris[i]} because {why}")
+        rule_labels.append(label[r])
+        methods.append(method[r])
     destinations = [join(duplicates_root, d, r) for d, r in zip(datasets, rel, strict=True)]
     return pa.Table.from_arrays(
         [

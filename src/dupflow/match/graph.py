@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from itertools import pairwise
+
 import numpy as np
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
@@ -33,5 +35,6 @@ def group_lists(group_of: np.ndarray) -> list[list[int]]:
         return []
     order = np.argsort(group_of[ids], kind="stable")
     ids, lab = ids[order], group_of[ids][order]
-    cuts = np.flatnonzero(lab[1:] != lab[:-1]) + 1
-    return [g.tolist() for g in np.split(ids, cuts)]
+    bounds = [0, *(np.flatnonzero(lab[1:] != lab[:-1]) + 1).tolist(), len(ids)]
+    flat = ids.tolist()  # one conversion, then list slices: groups are many and small
+    return [flat[s:e] for s, e in pairwise(bounds)]
