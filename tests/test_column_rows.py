@@ -63,11 +63,66 @@ def test_a_store_written_before_row_groups_is_read_once_not_per_request(tmp_path
     column = StoredColumn(fsspec.filesystem("file"), paths, "orb")
     opened: list[object] = []
 
-    def parquet_file(source: object, _real: type = pq.ParquetFile) -> object:
+    def parquet_file(source: object, _real: type = pq.ParquetFile, **options: object) -> object:
         opened.append(source)
-        return _real(source)
+        return _real(source, **options)
 
     monkeypatch.setattr(pq, "ParquetFile", parquet_file)
     for f, row in ((0, 3), (1, 30), (0, 7), (1, 9)):
         assert column.values(np.array([f]), np.array([row])) == [values[row]]
     assert len(opened) == 4  # each file's metadata once and its one group once
+
+
+def test_a_group_whose_nulls_are_the_unreadable_files_is_not_read(files: list[str]) -> None:
+    column = Spy(files)
+    rows = np.array([3, 5, 7])  # row 4, the null, is a file that could not be read: known null
+    assert column.present(np.zeros(3, np.int64), rows, np.array([0]), np.array([4])).all()
+    assert column.read == []
+
+
+def test_threads_wanting_one_group_at_once_read_it_once(files: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    import threading
+    import time
+
+    reads: list[int] = []
+
+    def slow_parquet_file(source: object, _real: type = pq.ParquetFile, **options: object) -> object:
+        if "metadata" in options:  # a row group is about to be read
+            reads.append(1)
+            time.sleep(0.2)
+        return _real(source, **options)
+
+    monkeypatch.setattr(pq, "ParquetFile", slow_parquet_file)
+    column = StoredColumn(fsspec.filesystem("file"), files, "orb")
+    column.present(np.array([0]), np.array([0]))  # the file's layout, read before the race
+    start = threading.Barrier(6)
+    got: list[list[object]] = []
+
+    def want(row: int) -> None:
+        start.wait()
+        got.append(column.values(np.array([0]), np.array([row])))
+
+    threads = [threading.Thread(target=want, args=(6 + k % 3,)) for k in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(g[0] for g in got) == sorted([b"v6", b"v7", b"v8"] * 2)  # type: ignore[type-var]
+    assert len(reads) == 1
+
+
+def test_groups_dropped_from_memory_are_read_again_correctly(files: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    from dupflow.store import column_rows
+
+    reads: list[int] = []
+
+    def parquet_file(source: object, _real: type = pq.ParquetFile, **options: object) -> object:
+        reads.extend([1] if "metadata" in options else [])
+        return _real(source, **options)
+
+    monkeypatch.setattr(pq, "ParquetFile", parquet_file)
+    monkeypatch.setattr(column_rows, "KEPT_BYTES", 1)  # keep one group at a time
+    column = StoredColumn(fsspec.filesystem("file"), files, "orb")
+    for row in (0, 9, 1, 9, 9):
+        assert column.values(np.array([0]), np.array([row])) == [f"v{row}".encode()]
+    assert len(reads) == 4  # groups 0, 3, 0 again, 3 again; then 3 is kept

@@ -378,31 +378,65 @@ def test_a_match_process_fetches_only_the_features_of_pictures_it_verifies(tmp_p
     from dupflow.index.blocks import Block
     from dupflow.match import job as jobs
     from dupflow.match.verify import LocalFeatures
-    from dupflow.store import encodings
+    from dupflow.store import column_rows, encodings
 
     monkeypatch.setattr(encodings, "ROW_GROUP_ROWS", 3)  # the pictures' features lie in several row groups
     scene = detailed(31)
     write(tmp_path / "pics" / "photo.jpg", scene, quality=92)
-    write(tmp_path / "pics" / "zflip.jpg", scene.transpose(Image.Transpose.FLIP_LEFT_RIGHT), quality=92)
     for seed in range(32, 40):
         write(tmp_path / "pics" / f"other{seed}.jpg", detailed(seed), quality=92)
-    _encode(tmp_path / "pics", tmp_path / "store")
-    part = next((tmp_path / "store" / "encodings").rglob("*.parquet"))
-    assert pq.ParquetFile(part).metadata.num_row_groups == 4
+    (tmp_path / "pics" / "broken.jpg").write_bytes(b"")  # a file that cannot be read: a null in its row group
+    write(tmp_path / "val" / "zflip.jpg", scene.transpose(Image.Transpose.FLIP_LEFT_RIGHT), quality=92)
+    # the same pixels in other bytes (data after the end of the JPEG): another `exact`, the same features
+    (tmp_path / "val" / "padded.jpg").write_bytes((tmp_path / "pics" / "photo.jpg").read_bytes() + b"\0" * 16)
+    sources = [DatasetSource("pics", str(tmp_path / "pics")), DatasetSource("val", str(tmp_path / "val"))]
+    run_encode(sources, str(tmp_path / "store"), EncodeSettings(), workers=1)
+    parts = sorted((tmp_path / "store" / "encodings").rglob("*.parquet"))
+    assert [pq.ParquetFile(p).metadata.num_row_groups for p in parts] == [4, 1]
 
-    job = jobs.plan_match(str(tmp_path / "store"), str(tmp_path / "out"),
-                          MatchSettings(incremental=False, duplicates_root=str(tmp_path / "dups")), {})
+    reads: list[tuple[int, int]] = []
+    real = column_rows.StoredColumn._group
+
+    def group(self: column_rows.StoredColumn, f: int, g: int) -> object:
+        reads.append((f, g))
+        return real(self, f, g)
+
+    monkeypatch.setattr(column_rows.StoredColumn, "_group", group)
+    settings = MatchSettings(datasets=("val", "pics"), incremental=False, duplicates_root=str(tmp_path / "dups"))
+    job = jobs.plan_match(str(tmp_path / "store"), str(tmp_path / "out"), settings, {})
     jobs._PREPARED.clear()
     images = jobs.prepared(job).images
     features = images.features
     assert features is not None
-    assert features.fetched == 0  # preparing reads no features
+    assert reads == []  # preparing reads no features, not even the group holding the unreadable file
     jobs.finish_match_blocks(job, [jobs.match_rules_block(job, Block(0, 1))])
-    assert _groups(tmp_path / "out") == [{"photo.jpg", "zflip.jpg"}]
-    assert 2 <= features.fetched < len(images)  # the candidates' features, not all ten
+    assert _groups(tmp_path / "out") == [{"zflip.jpg", "padded.jpg", "photo.jpg"}]
+    assert 2 <= features.fetched < len(images)  # the candidates' features, not all eleven
+    pairs = pq.read_table(tmp_path / "out" / "pairs.parquet").to_pylist()
+    padded = [p["similarity"] for p in pairs if {Path(p["a"]).name, Path(p["b"]).name} == {"photo.jpg", "padded.jpg"}]
+    assert padded
+    assert set(padded) == {1.0}
 
-    stored = pq.read_table(part, columns=["uri", "orb"])
+    stored = pa.concat_tables([pq.read_table(p, columns=["uri", "orb"]) for p in parts])
     order = pa.compute.index_in(images.table["uri"], stored["uri"]).to_numpy()
     held = LocalFeatures.held(stored["orb"].take(pa.array(order)))
     a, b = np.triu_indices(len(images), 1)
     np.testing.assert_array_equal(features.scores(a, b), held.scores(a, b))  # NaN where either cannot tell
+
+
+def test_two_keys_holding_one_value_score_as_one_value_and_a_missing_value_cannot_tell() -> None:
+    from PIL import ImageDraw
+
+    from dupflow.match.verify import LocalFeatures
+
+    board = Image.new("L", (640, 480), 255)  # a chessboard: every keypoint matches many, RANSAC finds no one fit
+    for x in range(0, 640, 40):
+        for y in range(0, 480, 40):
+            if (x // 40 + y // 40) % 2:
+                ImageDraw.Draw(board).rectangle([x, y, x + 39, y + 39], fill=0)
+    value = extract_features(np.asarray(board))
+    assert verify_pair(parse_features(value), parse_features(value)) == 0.0
+    one = LocalFeatures(np.array([0, 1]), lambda keys: [value for _ in keys])  # two files, the same pixels
+    assert one.scores(np.array([0]), np.array([1]))[0] == 1.0
+    gone = LocalFeatures(np.array([0, 1]), lambda keys: [None for _ in keys])
+    assert np.isnan(gone.scores(np.array([0, 0]), np.array([1, 0]))).all()

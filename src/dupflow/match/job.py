@@ -30,7 +30,7 @@ from dupflow.match.summary import build_summary
 from dupflow.match.verify import LocalFeatures
 from dupflow.schemas import manifest_metadata, parquet_bytes
 from dupflow.store.column_rows import StoredColumn
-from dupflow.store.encodings import EncodingsStore
+from dupflow.store.encodings import EncodingsStore, StoreRecord
 
 __all__ = [
     "BLOCK_IMAGES",
@@ -103,7 +103,7 @@ def load_images(store: EncodingsStore, settings: MatchSettings) -> tuple[Images,
         )
     lazy = FEATURES in wanted  # fetched by row where a pair needs them: never the whole column
     columns = list(dict.fromkeys([*_BASE_COLUMNS, *(m for m in wanted if m not in ("exact", FEATURES))]))
-    table = store.read(columns, names, located=lazy)
+    table = store.read(columns, names, located=lazy, record=rec)
     failed = pc.is_valid(table["error"])
     errors = table.filter(failed).select(["uri", "dataset", "rel_path", "error"])
     valid = table.filter(pc.invert(failed))
@@ -121,23 +121,24 @@ def load_images(store: EncodingsStore, settings: MatchSettings) -> tuple[Images,
                                           redact(settings.embeddings), settings.allow_missing_embeddings)
     elif cosine:
         embeddings = embeddings_from_store(valid)
-    features = _stored_features(store, names, valid, dataset_ix) if lazy else None
+    features = _stored_features(store, rec, names, valid, dataset_ix, table.filter(failed)) if lazy else None
     large = [c for c in (STORE_COLUMN, *_LOCATION) if c in valid.column_names]
     images = Images(valid.drop_columns(large), tuple(names), dataset_ix, reference, embeddings, features)
     return images, errors, hash_size
 
 
-def _stored_features(store: EncodingsStore, names: list[str], rows: pa.Table, dataset_ix: np.ndarray
-                     ) -> LocalFeatures:
-    """The local features of `rows` (read with their location), fetched from the store's row groups when a
-    pair needs them. Rows of one file content (`exact`) in datasets of one encoder version share a key."""
-    column = StoredColumn(store.fs, store.files(names), FEATURES)
+def _stored_features(store: EncodingsStore, rec: StoreRecord, names: list[str], rows: pa.Table,
+                     dataset_ix: np.ndarray, failed: pa.Table) -> LocalFeatures:
+    """The local features of `rows` (read from `rec`'s files with their location; `failed`: the files that
+    could not be read, whose features are null), fetched from the store's row groups when a pair needs them.
+    Rows of one file content (`exact`) in datasets of one encoder version share a key."""
+    column = StoredColumn(store.fs, store.files(names, rec), FEATURES)
     files, at = rows["_file"].to_numpy(), rows["_row"].to_numpy()
-    made = store.complete_record().datasets
-    version = np.array([made[d].get("encoder_versions", {}).get(FEATURES, 0) for d in names], np.int64)
+    version = np.array([rec.dataset_versions(d).get(FEATURES, 1) for d in names], np.int64)
     digest = pc.dictionary_encode(rows["exact"].combine_chunks()).indices.to_numpy(zero_copy_only=False)
     digest = np.where(np.isnan(digest), -1 - np.arange(len(digest)), digest).astype(np.int64)  # none: its own
-    held = np.flatnonzero(column.present(files, at))
+    present = column.present(files, at, failed["_file"].to_numpy(), failed["_row"].to_numpy())
+    held = np.flatnonzero(present)
     _, first, inverse = np.unique(np.stack([digest[held], version[dataset_ix[held]]]), axis=1,
                                   return_index=True, return_inverse=True)
     key = np.full(len(rows), -1, np.int64)

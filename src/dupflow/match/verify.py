@@ -22,6 +22,7 @@ cannot be verified: NaN.
 
 from __future__ import annotations
 
+import hashlib
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -294,6 +295,7 @@ class LocalFeatures:
         self.key = key
         self._fetch = fetch
         self._parsed: dict[int, Features] = {}
+        self._digest: dict[int, bytes] = {}  # of each fetched value: two keys can hold one value (same pixels)
         self._shared: dict[tuple[int, int], float] = {}  # verified pairs of values: the group check asks again
         self._lock = threading.Lock()
         self.verified = 0  # distinct pairs verified in this process (bench/verification.py reads it)
@@ -335,20 +337,31 @@ class LocalFeatures:
         return result
 
     def _parse(self, keys: np.ndarray) -> dict[int, Features]:
-        """The parsed values of `keys`: those kept, the others fetched in one batch."""
+        """The parsed values of `keys` (none for a key without a value): those kept, the others fetched in
+        one batch."""
         with self._lock:
             found = {int(k): self._parsed[int(k)] for k in keys if int(k) in self._parsed}
         missing = np.array([k for k in np.unique(keys) if int(k) not in found], np.int64)
         if len(missing):
-            fetched = {int(k): parse_features(v) for k, v in zip(missing, self._fetch(missing), strict=True)
-                       if v is not None}
+            raw = [(int(k), v) for k, v in zip(missing, self._fetch(missing), strict=True) if v is not None]
+            fetched = {k: parse_features(v) for k, v in raw}
             found.update(fetched)
             with self._lock:
                 self.fetched += len(fetched)
+                self._digest.update((k, hashlib.blake2b(v, digest_size=16).digest()) for k, v in raw)
                 self._parsed.update(fetched)
                 for old in list(self._parsed)[: max(0, len(self._parsed) - PARSED_KEPT)]:
                     del self._parsed[old]
         return found
+
+    def _score(self, parsed: dict[int, Features], pair: tuple[int, int]) -> float:
+        """The shared fraction of two values: 1 (or NaN, unverifiable) when they are the same value."""
+        a, b = parsed.get(pair[0]), parsed.get(pair[1])
+        if a is None or b is None:
+            return float("nan")
+        if self._digest.get(pair[0], b"a") == self._digest.get(pair[1], b"b"):
+            return 1.0 if _checkable(a) else float("nan")
+        return shared_fraction(a, b)
 
     def scores(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         """The shared fraction of each image pair (a[i], b[i]): NaN where either has no features or too
@@ -364,12 +377,12 @@ class LocalFeatures:
         with self._lock:
             fresh = [k for k in keys if k not in self._shared]
         parsed = self._parse(np.concatenate([ka[same], np.array(fresh, np.int64).reshape(-1)]))
-        out[same] = [1.0 if _checkable(parsed[int(k)]) else np.nan for k in ka[same]]
+        out[same] = [1.0 if int(k) in parsed and _checkable(parsed[int(k)]) else np.nan for k in ka[same]]
         if len(todo) == 0:
             return out
         start = time.thread_time()
         with threadpool_limits(1, user_api="blas"):  # one small product per pair: threads only cost
-            scored = {k: shared_fraction(parsed[k[0]], parsed[k[1]]) for k in fresh}
+            scored = {k: self._score(parsed, k) for k in fresh}
         with self._lock:
             self._shared.update(scored)
             self.verified += len(fresh)

@@ -185,11 +185,12 @@ class EncodingsStore(StoreRoot):
 
     # -- reading -------------------------------------------------------------------------------
     def read(self, columns: list[str] | None = None, datasets: list[str] | None = None, *,
-             located: bool = False) -> pa.Table:
+             located: bool = False, record: StoreRecord | None = None) -> pa.Table:
         """The committed encodings as one table with a `dataset` column (complete stores only). With
         `located`, also where each row lies: `_file` (its file in `files(datasets)`) and `_row` (its row
-        there), for reading another column a few rows at a time (`dupflow.store.column_rows`)."""
-        rec = self.complete_record()
+        there), for reading another column a few rows at a time (`dupflow.store.column_rows`). `record`:
+        the complete record to read (read now if not given)."""
+        rec = record or self.complete_record()
         names = self._names(rec, datasets)
         schema = encodings_schema(rec.encoders, rec.settings, staged=True)
         cols = columns or schema.names
@@ -202,9 +203,10 @@ class EncodingsStore(StoreRoot):
         empty = schema.empty_table().select(cols)
         return conform_table(empty, pa.schema([*empty.schema, _FILE, _ROW])) if located else empty
 
-    def files(self, datasets: list[str] | None = None) -> list[str]:
-        """The part files `read(..., datasets, located=True)` reads, in its order (paths in `self.fs`)."""
-        rec = self.complete_record()
+    def files(self, datasets: list[str] | None = None, record: StoreRecord | None = None) -> list[str]:
+        """The part files `read(..., datasets, located=True, record=record)` reads, in its order (paths in
+        `self.fs`)."""
+        rec = record or self.complete_record()
         return [self.path(rel) for n in self._names(rec, datasets) for rel in rec.datasets[n]["files"]]
 
     @staticmethod
