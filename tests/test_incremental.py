@@ -143,3 +143,35 @@ def test_a_second_writer_on_this_machine_is_refused(tmp_path: Path) -> None:
         sleeper.kill()
         sleeper.wait()
     assert _encode(tmp_path / "data", tmp_path / "store").decoded == 0  # a dead writer is resumed over
+
+
+def test_a_store_whose_features_outgrow_2_gb_is_sorted_deduplicated_and_committed(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """pyarrow cannot take rows from a binary column holding more than 2 GB in one piece (~230,000
+    images' local features): the store takes them as large_binary. Here the limit is lowered to a few
+    bytes, so that this small set goes the same way."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from dupflow.store import encodings
+
+    n = 10
+    table = pa.table({"uri": [f"u{(7 * i) % n}" for i in range(n)] + ["u3"],
+                      "orb": pa.chunked_array([pa.array([bytes([i]) * 5 for i in range(n)], pa.binary()),
+                                               pa.array([b"again"], pa.binary())])})
+    plain_sorted, plain_deduped = encodings.sorted_by_uri(table), encodings.dedupe(table, "uri", keep="last")
+    monkeypatch.setattr(encodings, "LARGE_BYTES", 8)
+    monkeypatch.setattr(encodings, "ROW_GROUP_ROWS", 4)
+    assert encodings.sorted_by_uri(table).equals(plain_sorted)
+    assert encodings.dedupe(table, "uri", keep="last").equals(plain_deduped)
+    assert encodings.sorted_by_uri(table)["orb"].num_chunks == 3  # back in binary chunks of 4 rows
+
+    write(tmp_path / "pics" / "a.jpg", natural(1))
+    write(tmp_path / "pics" / "b.jpg", natural(2))
+    run_encode([DatasetSource("pics", str(tmp_path / "pics"))], str(tmp_path / "store"),
+               EncodeSettings(encoders=("phash", "orb")), workers=1)
+    part = next((tmp_path / "store" / "encodings").rglob("*.parquet"))
+    stored = pq.read_table(part, columns=["uri", "orb"])
+    assert stored["orb"].type == pa.binary()
+    assert stored["uri"].to_pylist() == sorted(stored["uri"].to_pylist())
+    assert all(len(v) > 0 for v in stored["orb"].to_pylist())

@@ -47,11 +47,14 @@ __all__ = [
     "dedupe",
     "made_versions",
     "row_keys",
+    "sorted_by_uri",
     "stale_encoders",
+    "take_rows",
 ]
 
 STAGING_DIR = "_dupflow/staging"
 ROWS_PER_FILE = 1_000_000
+LARGE_BYTES = 2**31 - 1  # the most a binary column's values may hold for pyarrow to take rows from it in one piece
 KEY_COLUMNS = ("uri", "size", "mtime", "etag")
 _FILE, _ROW = pa.field("_file", pa.int32()), pa.field("_row", pa.int64())  # where a row lies (`read`)
 _TRANSIENT = [k.value for k in ErrorKind if k.transient]
@@ -156,7 +159,7 @@ class EncodingsStore(StoreRoot):
             unchanged = name not in fresh and dropped[name] == 0 and before == part.num_rows and not moved
             if unchanged and rec.datasets.get(name, {}).get("encoders") == rec.encoders and not _stale(rec, name):
                 continue
-            self._write_dataset(rec, name, part.sort_by("uri"), dataset_urls.get(name, ""), origin={})
+            self._write_dataset(rec, name, sorted_by_uri(part), dataset_urls.get(name, ""), origin={})
         self.finish(rec)
         return dropped
 
@@ -168,7 +171,7 @@ class EncodingsStore(StoreRoot):
         `versions`: per dataset, the encoder versions its rows were made with (default: this release's)."""
         schema = encodings_schema(rec.encoders, rec.settings)
         for name, t in tables.items():
-            self._write_dataset(rec, name, conform_table(t, schema).sort_by("uri"), urls.get(name, ""),
+            self._write_dataset(rec, name, sorted_by_uri(conform_table(t, schema)), urls.get(name, ""),
                                 versions=(versions or {}).get(name))
         self.finish(rec)
 
@@ -359,4 +362,28 @@ def dedupe(table: pa.Table, key: str, keep: str = "first") -> pa.Table:
     agg = "min" if keep == "first" else "max"
     idx = table.append_column("_i", pa.array(range(table.num_rows), pa.int64()))
     chosen = idx.group_by(key, use_threads=False).aggregate([("_i", agg)])[f"_i_{agg}"]
-    return table.take(pc.sort_indices(chosen))
+    return take_rows(table, pc.sort_indices(chosen))
+
+
+def sorted_by_uri(table: pa.Table) -> pa.Table:
+    """The rows in `uri` order (stable)."""
+    return take_rows(table, pc.sort_indices(table["uri"]))
+
+
+def take_rows(table: pa.Table, indices: pa.Array | pa.ChunkedArray) -> pa.Table:
+    """`table.take(indices)`, also where a binary column holds more than 2 GB (the local features of
+    ~230,000 images), which pyarrow cannot take in one piece: such a table is taken with its binary
+    columns as large_binary, then cut back into binary chunks of ROW_GROUP_ROWS rows."""
+    binary = [f.name for f in table.schema if pa.types.is_binary(f.type)]
+    if max((table[c].nbytes for c in binary), default=0) < LARGE_BYTES:
+        return table.take(indices)
+    wide = pa.schema([f.with_type(pa.large_binary()) if f.name in binary else f for f in table.schema],
+                     metadata=table.schema.metadata)
+    taken = table.cast(wide).take(indices)
+    parts = []
+    for start in range(0, taken.num_rows, ROW_GROUP_ROWS):
+        piece = taken.slice(start, ROW_GROUP_ROWS)  # a slice still spans the whole buffer: copied before the cast
+        parts.append(pa.Table.from_arrays(
+            [pa.concat_arrays(piece[f.name].chunks).cast(f.type) if f.name in binary else piece[f.name]
+             for f in table.schema], schema=table.schema))
+    return pa.concat_tables(parts) if parts else table.schema.empty_table()
