@@ -30,7 +30,7 @@ from dupflow.match.summary import build_summary
 from dupflow.match.verify import LocalFeatures
 from dupflow.schemas import manifest_metadata, parquet_bytes
 from dupflow.store.column_rows import StoredColumn
-from dupflow.store.encodings import EncodingsStore, StoreRecord
+from dupflow.store.encodings import LOCATION, EncodingsStore, StoreRecord
 
 __all__ = [
     "BLOCK_IMAGES",
@@ -55,7 +55,6 @@ __all__ = [
 
 BLOCK_IMAGES = 1_000  # the fewest images a flow's match task searches (see cluster_blocks)
 OUTPUT_FILES = ("pairs.parquet", "groups.parquet", "scores.parquet", "manifest.parquet", "summary.json")
-_LOCATION = ("_file", "_row")  # where each row lies in the store (`EncodingsStore.read(located=True)`)
 _BASE_COLUMNS = ["uri", "rel_path", "size", "mtime", "etag", "width", "height", "error", "dataset", "exact"]
 
 
@@ -122,7 +121,7 @@ def load_images(store: EncodingsStore, settings: MatchSettings) -> tuple[Images,
     elif cosine:
         embeddings = embeddings_from_store(valid)
     features = _stored_features(store, rec, names, valid, dataset_ix, table.filter(failed)) if lazy else None
-    large = [c for c in (STORE_COLUMN, *_LOCATION) if c in valid.column_names]
+    large = [c for c in (STORE_COLUMN, *LOCATION) if c in valid.column_names]
     images = Images(valid.drop_columns(large), tuple(names), dataset_ix, reference, embeddings, features)
     return images, errors, hash_size
 

@@ -94,9 +94,10 @@ class StoredColumn:
         """The value of each (file, row), in order (None where null)."""
         out: list[Any] = [None] * len(rows)
         for (f, g), at in self._by_group(files, rows).items():
-            if self._layout(f)[2] < 0:
+            _, starts, column = self._layout(f)
+            if column < 0:
                 continue
-            local = rows[at] - self._layout(f)[1][g]
+            local = rows[at] - starts[g]
             for i, value in zip(at, self._group(f, g).take(pa.array(local)).to_pylist(), strict=True):
                 out[i] = value
         return out

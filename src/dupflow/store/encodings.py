@@ -41,6 +41,7 @@ from dupflow.store.record import ENCODINGS_DIR, RECORD_PATH, StoreRecord, StoreR
 
 __all__ = [
     "ENCODINGS_DIR",
+    "LOCATION",
     "EncodingsStore",
     "StoreRecord",
     "conform_table",
@@ -57,6 +58,7 @@ ROWS_PER_FILE = 1_000_000
 LARGE_BYTES = 2**31 - 1  # the most a binary column's values may hold for pyarrow to take rows from it in one piece
 KEY_COLUMNS = ("uri", "size", "mtime", "etag")
 _FILE, _ROW = pa.field("_file", pa.int32()), pa.field("_row", pa.int64())  # where a row lies (`read`)
+LOCATION = (_FILE.name, _ROW.name)
 _TRANSIENT = [k.value for k in ErrorKind if k.transient]
 
 
