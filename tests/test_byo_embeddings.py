@@ -14,6 +14,7 @@ import pytest
 from dupflow.encode.settings import EncodeSettings
 from dupflow.errors import ConfigError
 from dupflow.io.sources import DatasetSource
+from dupflow.match.embeddings import embeddings_from_file, read_embeddings_file
 from dupflow.match.job import match_store
 from dupflow.match.settings import MatchSettings
 from dupflow.store.encode_job import run_encode
@@ -77,6 +78,28 @@ def test_cosine_rule_on_your_embeddings_equals_brute_force(store: str, tmp_path:
     assert report.summary["settings"]["embeddings"] == {
         "source": f"{emb}#clip", "dimensions": DIM, "images": len(uris), "missing": 0, "missing_examples": [],
         "unknown_uris": 0}
+
+
+def test_float16_embeddings_are_held_as_float16_and_float32_ones_as_float32(store: str, tmp_path: Path) -> None:
+    uris = _uris(store)
+    v = _vectors(len(uris), seed=3)
+    unit = v / np.linalg.norm(v, axis=1, keepdims=True)
+    sims = unit @ unit.T
+    found = {}
+    for kind in (pa.float16(), pa.float32()):
+        path = _write(tmp_path / f"{kind}.parquet", uris, v.astype(np.float16 if kind == pa.float16() else np.float32),
+                      kind=pa.list_(kind, DIM))
+        held = embeddings_from_file(pa.array(uris), read_embeddings_file(path, "clip"), "clip", path)
+        assert held.vectors.dtype == (np.float16 if kind == pa.float16() else np.float32)
+        assert held.vectors.nbytes == len(uris) * DIM * held.vectors.itemsize
+        match_store(store, str(tmp_path / f"out-{kind}"), MatchSettings(
+            rules=("cosine>=0.9",), embeddings=path, embed_col_name="clip"))
+        rows = pq.read_table(tmp_path / f"out-{kind}" / "pairs.parquet").to_pylist()
+        found[str(kind)] = {(r["a"], r["b"]): r["similarity"] for r in rows}
+    assert found["halffloat"].keys() == found["float"].keys()
+    assert len(found["float"]) >= 5
+    for (a, b), similarity in found["halffloat"].items():  # float16 values, rounded again as unit rows
+        assert abs(similarity - sims[uris.index(a), uris.index(b)]) < 2e-3
 
 
 def test_reference_datasets_are_matched_across_only(store: str, tmp_path: Path) -> None:

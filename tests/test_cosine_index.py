@@ -47,6 +47,26 @@ def test_tiled_search_equals_brute_force(seed: int, n: int, m: int, dim: int, th
         assert np.all(whole.similarity >= threshold)
 
 
+def test_float16_rows_find_the_float32_pairs_away_from_the_threshold() -> None:
+    a = _clustered(7, 300, 64)
+    half = a.astype(np.float16)
+    for threshold in (0.6, 0.8, 0.95):
+        exact = cosine_pairs(a, threshold, rows=64, cols=100)
+        compact = cosine_pairs(half, threshold, rows=64, cols=100)
+        assert compact.similarity.dtype == np.float32
+        assert len(exact.i) >= 10
+        sims = a.astype(np.float64) @ a.astype(np.float64).T
+        clear = {(int(i), int(j)) for i, j in zip(*np.nonzero(sims >= threshold + 2e-3), strict=True) if i < j}
+        got = set(zip(compact.i.tolist(), compact.j.tolist(), strict=True))
+        assert clear <= got <= set(zip(exact.i.tolist(), exact.j.tolist(), strict=True)) | _near(sims, threshold)
+        assert np.abs(compact.similarity - sims[compact.i, compact.j]).max() < 2e-3
+
+
+def _near(sims: np.ndarray, threshold: float) -> set[tuple[int, int]]:
+    i, j = np.nonzero(np.abs(sims - threshold) < 2e-3)
+    return {(int(x), int(y)) for x, y in zip(i, j, strict=True) if x < y}
+
+
 def test_across_equals_the_swapped_search() -> None:
     a, b = _clustered(1, 50, 8), _clustered(2, 30, 8)
     ab, ba = cosine_pairs(a, 0.8, b, rows=7, cols=9), cosine_pairs(b, 0.8, a, rows=5, cols=11)

@@ -19,17 +19,23 @@ import pyarrow.dataset as ds
 from dupflow.errors import ConfigError
 from dupflow.io.fs import open_fs, storage_error
 
-__all__ = ["STORE_COLUMN", "Embeddings", "embeddings_from_file", "embeddings_from_store", "read_embeddings_file"]
+__all__ = ["COMPACT_DTYPE", "STORE_COLUMN", "Embeddings", "embeddings_from_file", "embeddings_from_store",
+           "read_embeddings_file"]
 
 STORE_COLUMN = "cnn"
 _EXAMPLES = 10
+# The search holds unit vectors as compactly as their source: float16 where the values are float16 (the store's
+# cnn column: 2 bytes a dimension, half of float32), float32 otherwise (a user's float32 or float64 file keeps
+# exact cosines). Cosines are computed in float32 either way (`dupflow.index.cosine`).
+COMPACT_DTYPE = np.float16
+_NORMALISE_ROWS = 65_536
 
 
 @dataclass(frozen=True)
 class Embeddings:
     """Unit-length vectors for the images being matched, row for row."""
 
-    vectors: np.ndarray  # (N, d) float32; zero rows where `present` is False
+    vectors: np.ndarray  # (N, d) float16 or float32 (see COMPACT_DTYPE); zero rows where `present` is False
     present: np.ndarray  # (N,) bool
     source: str  # "store:cnn" or the user's file and column
     unknown: int = 0  # rows of the user's file naming no image being matched
@@ -50,7 +56,9 @@ class Embeddings:
 
 
 def _as_matrix(column: pa.ChunkedArray | pa.Array, uris: pa.Array, what: str) -> tuple[np.ndarray, np.ndarray]:
-    """(N, d) float32 unit rows and the validity mask of a list-of-floats column; refuses bad rows by uri."""
+    """(N, d) unit rows (float16 for float16 values, else float32) and the validity mask of a list-of-floats
+    column; refuses bad rows by uri. Rows are normalised in float32, _NORMALISE_ROWS at a time, so a float16
+    column is never copied whole as float32."""
     arr = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
     kind = arr.type
     if not (pa.types.is_list(kind) or pa.types.is_large_list(kind) or pa.types.is_fixed_size_list(kind)) or not (
@@ -70,16 +78,22 @@ def _as_matrix(column: pa.ChunkedArray | pa.Array, uris: pa.Array, what: str) ->
     flat = pc.list_flatten(arr.filter(pa.array(present)))
     if flat.null_count:
         raise ConfigError(f"{what}: some embeddings contain null values")
-    values = flat.to_numpy(zero_copy_only=False).astype(np.float32, copy=False).reshape(-1, max(dim, 1))
-    vectors = np.zeros((len(arr), max(dim, 1)), np.float32)
-    vectors[present] = values
-    norms = np.linalg.norm(vectors, axis=1)
-    bad = present & (~np.isfinite(vectors).all(axis=1) | (norms == 0) | ~np.isfinite(norms))
+    values = flat.to_numpy(zero_copy_only=False).reshape(-1, max(dim, 1))
+    rows = np.flatnonzero(present)
+    held = COMPACT_DTYPE if pa.types.is_float16(kind.value_type) else np.float32
+    vectors = np.zeros((len(arr), max(dim, 1)), held)
+    bad = np.zeros(len(arr), bool)
+    for start in range(0, len(rows), _NORMALISE_ROWS):
+        part = values[start:start + _NORMALISE_ROWS].astype(np.float32)
+        norms = np.linalg.norm(part, axis=1)
+        at = rows[start:start + _NORMALISE_ROWS]
+        bad[at] = ~np.isfinite(part).all(axis=1) | (norms == 0) | ~np.isfinite(norms)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            vectors[at] = part / norms[:, None]
     if bad.any():
         first = int(np.flatnonzero(bad)[0])
         raise ConfigError(f"{what}: {int(bad.sum())} embedding(s) contain NaN or infinite values or are all zero, "
                           f"e.g. {uris[first].as_py()}; fix or drop those rows")
-    vectors[present] /= norms[present, None]
     return vectors, present
 
 

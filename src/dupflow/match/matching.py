@@ -184,7 +184,8 @@ class RuleSearch:
                         found_c = cosine_pairs(join.a, max(-1.0, join.threshold - COSINE_SLACK), join.b,
                                                block=Block(tile, tiles), rows=COSINE_TILE)
                     other = join.a if join.b is None else join.b
-                    sims = np.einsum("ij,ij->i", join.a[found_c.i], other[found_c.j])
+                    sims = np.einsum("ij,ij->i", join.a[found_c.i].astype(np.float32),
+                                     other[found_c.j].astype(np.float32))
                     hit = sims >= join.threshold
                     cq = join.a_class[found_c.i[hit]]
                     cx = (join.a_class if join.b is None else join.b_class)[found_c.j[hit]]

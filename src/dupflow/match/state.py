@@ -37,7 +37,7 @@ __all__ = ["STATE_DIR", "STATE_FOLDER", "Carried", "RuleState", "carry", "class_
 
 STATE_FOLDER = "_state"  # in OUT, beside the outputs: what later runs reuse
 STATE_DIR = f"{STATE_FOLDER}/match"
-STATE_VERSION = 1
+STATE_VERSION = 2  # 2: cosines of float16 unit vectors (a state of version 1 holds float32 ones)
 _INDEX = "state.json"
 
 log = logging.getLogger(__name__)
