@@ -110,14 +110,17 @@ def _warm() -> float:
 
 
 def _fetched() -> int | None:
-    """Feature values this worker fetched; None for a release that holds every value."""
+    """Feature values this worker fetched (0 for a store without local features); None for a release that
+    holds every value."""
     from dupflow.match import job
 
-    features = next(iter(job._PREPARED.values())).images.features if job._PREPARED else None
-    return getattr(features, "fetched", None)
+    if not job._PREPARED:
+        return None
+    features = next(iter(job._PREPARED.values())).images.features
+    return 0 if features is None else getattr(features, "fetched", None)
 
 
-def run(store: str, out: str, workers: int) -> dict[str, Any]:
+def run(store: str, out: str, workers: int, rules: tuple[str, ...] = RULES) -> dict[str, Any]:
     """One match on W worker processes: each worker's peak memory, and the wall time."""
     from dask.distributed import Client, LocalCluster
 
@@ -126,7 +129,7 @@ def run(store: str, out: str, workers: int) -> dict[str, Any]:
     from dupflow.match.settings import MatchSettings
 
     shutil.rmtree(out, ignore_errors=True)
-    settings = MatchSettings(rules=RULES, incremental=False, orientations=True, duplicates_root=out + "-moved")
+    settings = MatchSettings(rules=rules, incremental=False, orientations=True, duplicates_root=out + "-moved")
     with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
                       memory_limit=0) as cluster, Client(cluster) as client:
         addresses = sorted(client.scheduler_info()["workers"])
@@ -152,12 +155,15 @@ def main() -> None:
     parser.add_argument("--work", default=str(HERE / ".work" / "worker_memory"))
     parser.add_argument("--label", default="this release")
     parser.add_argument("--reuse", action="store_true", help="keep the store of an earlier run")
+    parser.add_argument("--store", help="match this store instead of building one (e.g. bench/scale.py's, whose "
+                        "images have no local features: pass --rules too); --images then only labels the run")
+    parser.add_argument("--rules", default=",".join(RULES), help="comma-separated match rules")
     parser.add_argument("--results", default=str(HERE / "results" / "worker_memory.json"),
                         help="JSON, appended to; the table goes beside it (.md)")
     args = parser.parse_args()
     work = Path(args.work)
-    store = str(work / f"store-{args.images}")
-    if not (args.reuse and Path(store).exists()):
+    store = args.store or str(work / f"store-{args.images}")
+    if not args.store and not (args.reuse and Path(store).exists()):
         shutil.rmtree(store, ignore_errors=True)
         start = time.perf_counter()
         build(store, args.images)
@@ -166,7 +172,8 @@ def main() -> None:
     rows = json.loads(results.read_text()) if results.exists() else []
     rows = [r for r in rows if (r["label"], r["images"]) != (args.label, args.images)]
     for w in (int(x) for x in args.workers.split(",")):
-        row = {"label": args.label, "images": args.images, **run(store, str(work / f"out-{w}"), w)}
+        row = {"label": args.label, "images": args.images,
+               **run(store, str(work / f"out-{w}"), w, tuple(args.rules.split(",")))}
         print(json.dumps(row), flush=True)
         rows.append(row)
     results.write_text(json.dumps(rows, indent=2) + "\n")

@@ -11,11 +11,13 @@ from hypothesis import strategies as st
 from dupflow.index import (
     Block,
     HammingIndex,
+    QueryRows,
     as_words,
     brute_force_pairs,
     concat_pairs,
     hamming_pairs,
     plan_search,
+    search_block,
     sort_pairs,
     stream_block,
 )
@@ -131,3 +133,26 @@ def test_streamed_rows_against_an_index_equal_brute_force(rows: np.ndarray, smal
     index = HammingIndex.build(small, plan)
     got = sort_pairs(concat_pairs([stream_block(index, rows, Block(k, blocks)) for k in range(blocks)]))
     assert _same(got, brute_force_pairs(rows, t, small))
+
+
+@settings(max_examples=40, deadline=None)
+@given(hash_sets(), hash_sets(), st.integers(0, 16), st.integers(1, 6), st.integers(1, 4))
+def test_a_blocks_query_part_gives_the_whole_query_index_pairs(queries: np.ndarray, index_words: np.ndarray, t: int,
+                                                              of: int, split: int) -> None:
+    plan = plan_search(t, index_words, queries)
+    index, whole = HammingIndex.build(index_words, plan), HammingIndex.build(queries, plan)
+    rows = QueryRows.of(queries, plan)
+    held = [0] * len(plan.radii)
+    for k in range(of):
+        block = Block(k, of)
+        part = rows.part(block)
+        assert _same(search_block(index, block, part), search_block(index, block, whole))  # same pairs, same order
+        for c in range(len(plan.radii)):
+            held[c] += int(part.starts[c, -1])
+        subs = [Block(k * split + s, of * split) for s in range(split)]  # sub-blocks: the same buckets together
+        got = sort_pairs(concat_pairs([search_block(index, b, rows.part(b)) for b in subs]))
+        assert _same(got, sort_pairs(search_block(index, block, whole)))
+        with pytest.raises(ValueError, match="holds the rows of block"):
+            part.bucket_ranges(Block(k, of + 1))
+    probed = plan.radii >= 0
+    assert all(h == len(queries) for h, p in zip(held, probed, strict=True) if p)  # each row in one part a chunk

@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -15,8 +16,10 @@ from PIL import Image
 
 from dupflow.encode.settings import EncodeSettings
 from dupflow.errors import ConfigError
+from dupflow.index import Block, HammingIndex, QueryRows
 from dupflow.io.sources import DatasetSource
-from dupflow.match.job import OUTPUT_FILES, match_store
+from dupflow.match import matching
+from dupflow.match.job import OUTPUT_FILES, finish_match_blocks, match_rules_block, match_store, plan_match, prepared
 from dupflow.match.settings import MatchSettings
 from dupflow.match.state import STATE_FOLDER
 from dupflow.store.encode_job import run_encode
@@ -150,6 +153,49 @@ def test_manifest_is_byte_identical_across_runs_threads_and_shards(world: World,
     ]
     assert relative[0] == relative[1]
     assert relative[0]
+
+
+def test_query_sides_indexed_in_small_parts_give_byte_identical_outputs(world: World, tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    dups = str(tmp_path / "dups")
+    for name, kw in (("mirrors", {}), ("reference", {"reference": ("train",), "datasets": ("train", "val")})):
+        _match(world, tmp_path / f"{name}-whole", threads=2, blocks=3, duplicates_root=dups, **kw)
+    parts: list[Block] = []
+    real_part = QueryRows.part
+
+    def counted(rows: QueryRows, block: Block) -> HammingIndex:
+        parts.append(block)
+        return real_part(rows, block)
+
+    monkeypatch.setattr(matching, "QUERY_PART_ROWS", 2)
+    monkeypatch.setattr(QueryRows, "part", counted)
+    for name, kw in (("mirrors", {}), ("reference", {"reference": ("train",), "datasets": ("train", "val")})):
+        _match(world, tmp_path / f"{name}-parts", threads=2, blocks=3, duplicates_root=dups, **kw)
+        for output in ("manifest.parquet", "pairs.parquet", "groups.parquet", "scores.parquet"):
+            whole, split = (tmp_path / f"{name}-{how}" / output for how in ("whole", "parts"))
+            assert whole.read_bytes() == split.read_bytes()
+    assert max(b.of for b in parts) > 3  # the 3 blocks were split into sub-blocks
+    assert _table(tmp_path / "mirrors-parts", "pairs.parquet")
+
+
+def test_the_decision_releases_the_search_indexes_and_a_later_block_prepares_them_again(world: World,
+                                                                                       tmp_path: Path) -> None:
+    settings = MatchSettings(incremental=False, duplicates_root=str(tmp_path / "dups"))  # no state to search from
+    job = plan_match(world.store, str(tmp_path / "out"), settings)
+    first = match_rules_block(job, Block(0, 1))
+    assert all(s.joins for s in prepared(job).searches)
+    finish_match_blocks(job, [first])
+    ready = prepared(job)
+    assert ready.released
+    assert all(s.joins == () for s in ready.searches)
+    with pytest.raises(RuntimeError, match="released for the decision"):
+        ready.searches[0].block(Block(0, 1))
+    again = match_rules_block(job, Block(0, 1))  # prepared anew in this process
+    assert not prepared(job).released
+    for before, after in zip(first.pairs, again.pairs, strict=True):
+        assert np.array_equal(before.c1, after.c1)
+        assert np.array_equal(before.c2, after.c2)
+    assert sum(len(p) for p in first.pairs) > 0
 
 
 def test_reference_corpus_is_never_matched_against_itself_nor_moved(world: World, tmp_path: Path) -> None:

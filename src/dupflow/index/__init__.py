@@ -5,6 +5,7 @@ from dupflow.index.cosine import CosinePairs, cosine_pairs, normalized
 from dupflow.index.hamming import (
     HammingIndex,
     Pairs,
+    QueryRows,
     SearchPlan,
     as_words,
     brute_force_pairs,
@@ -22,6 +23,7 @@ __all__ = [
     "CosinePairs",
     "HammingIndex",
     "Pairs",
+    "QueryRows",
     "SearchPlan",
     "as_words",
     "brute_force_pairs",

@@ -32,6 +32,7 @@ from dupflow.index.blocks import Block
 __all__ = [
     "HammingIndex",
     "Pairs",
+    "QueryRows",
     "SearchPlan",
     "as_words",
     "brute_force_pairs",
@@ -202,18 +203,83 @@ class HammingIndex:
 
     def bucket_ranges(self, block: Block) -> np.ndarray:
         """(C, 2) bucket range of `block` in each chunk, splitting rows evenly."""
-        if not 0 <= block.k < block.of:
-            raise ValueError(f"block {block.k} of {block.of} does not exist")
-        n = len(self.words)
-        bounds = np.array([block.k * n // block.of, (block.k + 1) * n // block.of])
-        ranges = np.empty((len(self.plan.radii), 2), np.int64)
-        for c in range(len(self.plan.radii)):
-            ranges[c] = np.searchsorted(self.starts[c], bounds, side="left")
-        if block.k == block.of - 1:
-            ranges[:, 1] = _BUCKETS
-        if block.k == 0:
-            ranges[:, 0] = 0
-        return ranges
+        return _bucket_ranges(self.starts, len(self.words), block)
+
+
+@dataclass(frozen=True)
+class QueryRows:
+    """The query side of an across join, indexed one block at a time (`part`): a block's index holds only
+    the rows in its own buckets, so a process running some of the blocks never sorts or copies the rest.
+    A part gives `search_block` the same pairs, in the same order, as the whole query index would."""
+
+    words: np.ndarray  # (N, W) uint64
+    plan: SearchPlan
+    starts: np.ndarray  # (C, 65537) int64: the whole side's bucket offsets, as HammingIndex.starts
+
+    @classmethod
+    def of(cls, words: np.ndarray, plan: SearchPlan) -> QueryRows:
+        """`words` as queries for `plan`: only the bucket counts are computed here."""
+        words = np.ascontiguousarray(_as_2d(words))
+        starts = np.zeros((len(plan.radii), _BUCKETS + 1), np.int64)
+        for c in range(len(plan.radii)):
+            if plan.radii[c] >= 0:
+                starts[c, 1:] = np.cumsum(np.bincount(_chunk16(words, c), minlength=_BUCKETS))
+        return cls(words, plan, starts)
+
+    def __len__(self) -> int:
+        return len(self.words)
+
+    def part(self, block: Block) -> HammingIndex:
+        """The index of the rows in `block`'s buckets, chunk by chunk (about len/block.of rows a chunk)."""
+        ranges = _bucket_ranges(self.starts, len(self.words), block)
+        radii = self.plan.radii
+        picked, counts = [np.zeros(0, np.int64)] * len(radii), np.zeros((len(radii), _BUCKETS), np.int64)
+        for c in range(len(radii)):
+            if radii[c] < 0:
+                continue
+            key = _chunk16(self.words, c)
+            rows = np.flatnonzero((key >= ranges[c, 0]) & (key < ranges[c, 1]))
+            picked[c] = rows[np.argsort(key[rows], kind="stable")]  # bucket by bucket, rows ascending
+            counts[c] = np.bincount(key[rows], minlength=_BUCKETS)
+        width = max(len(r) for r in picked)
+        sorted_words = np.zeros((len(radii), width, self.words.shape[1]), np.uint64)
+        ids = np.zeros((len(radii), width), np.int64)
+        for c, rows in enumerate(picked):
+            sorted_words[c, :len(rows)] = self.words[rows]
+            ids[c, :len(rows)] = rows
+        starts = np.zeros((len(radii), _BUCKETS + 1), np.int64)
+        starts[:, 1:] = np.cumsum(counts, axis=1)
+        return _BlockIndex(self.words, self.plan, sorted_words, ids, starts, block, ranges)
+
+
+@dataclass(frozen=True)
+class _BlockIndex(HammingIndex):
+    """`QueryRows.part`: rows of one block's buckets only, so only that block can be searched from it."""
+
+    block: Block
+    ranges: np.ndarray  # (C, 2): the block's bucket range in each chunk
+
+    def bucket_ranges(self, block: Block) -> np.ndarray:
+        if block != self.block:
+            raise ValueError(f"this index holds the rows of block {self.block.k} of {self.block.of}, not "
+                             f"{block.k} of {block.of}")
+        return self.ranges
+
+
+def _bucket_ranges(starts: np.ndarray, n: int, block: Block) -> np.ndarray:
+    """(C, 2) bucket range of `block` in each chunk of an index with these bucket offsets, splitting its
+    `n` rows evenly."""
+    if not 0 <= block.k < block.of:
+        raise ValueError(f"block {block.k} of {block.of} does not exist")
+    bounds = np.array([block.k * n // block.of, (block.k + 1) * n // block.of])
+    ranges = np.empty((len(starts), 2), np.int64)
+    for c in range(len(starts)):
+        ranges[c] = np.searchsorted(starts[c], bounds, side="left")
+    if block.k == block.of - 1:
+        ranges[:, 1] = _BUCKETS
+    if block.k == 0:
+        ranges[:, 0] = 0
+    return ranges
 
 
 def _as_2d(words: np.ndarray) -> np.ndarray:
@@ -223,6 +289,11 @@ def _as_2d(words: np.ndarray) -> np.ndarray:
 
 def _chunk(words: np.ndarray, c: int) -> np.ndarray:
     return ((words[:, c // 4] >> np.uint64(CHUNK_BITS * (c % 4))) & np.uint64(_BUCKETS - 1)).astype(np.int64)
+
+
+def _chunk16(words: np.ndarray, c: int) -> np.ndarray:
+    """Chunk c of every row as uint16 (the cast keeps the low 16 bits): a quarter of `_chunk`'s bytes."""
+    return (words[:, c // 4] >> np.uint64(CHUNK_BITS * (c % 4))).astype(np.uint16)
 
 
 @intrinsic
@@ -307,7 +378,8 @@ def _join(  # type: ignore[no-untyped-def]  # noqa: C901  # pragma: no cover - c
 
 def search_block(index: HammingIndex, block: Block, queries: HammingIndex | None = None) -> Pairs:
     """One block of the join, unsorted. Within one set (`queries` None): each pair (i, j), i < j,
-    once. Across sets: every (query row, index row) pair, driven by the queries' buckets."""
+    once. Across sets: every (query row, index row) pair, driven by the queries' buckets (`queries`: their
+    whole index, or `QueryRows.part(block)`)."""
     within = queries is None
     q = index if queries is None else queries
     if q.words.shape[1] != index.words.shape[1]:

@@ -222,6 +222,7 @@ class PreparedMatch:
     dataset_urls: dict[str, str]  # absolute URL of each matched dataset, where the store knows it
     fingerprint: str = ""  # of the match state this run reads and writes (`dupflow.match.state`)
     state_note: str = ""  # whether the previous run's state was reused, or why not
+    released: bool = False  # the searches' joins were dropped for the decision (`_released`): no block can run
 
 
 def plan_match(store_url: str, out_url: str, settings: MatchSettings,
@@ -240,10 +241,11 @@ _PREPARED: dict[MatchJob, PreparedMatch] = {}
 _PREPARED_LOCK = threading.Lock()
 
 
-def prepared(job: MatchJob) -> PreparedMatch:
-    """Load and index a job's images, once per process (the last job is kept for the next block)."""
+def prepared(job: MatchJob, *, searching: bool = False) -> PreparedMatch:
+    """Load and index a job's images, once per process (the last job is kept for the next block); `searching`:
+    with the searches' joins, prepared again if the decision had released them."""
     with _PREPARED_LOCK:
-        if job not in _PREPARED:
+        if job not in _PREPARED or (searching and _PREPARED[job].released):
             _PREPARED.clear()
             store = EncodingsStore(job.store_url, job.options)
             if job.run_id and store.complete_record().run_id != job.run_id:
@@ -267,7 +269,19 @@ def prepared(job: MatchJob) -> PreparedMatch:
 
 def match_block(job: MatchJob, rule: int, block: Block) -> ClassPairs:
     """One block of one rule's search: the unit of matching work on any worker."""
-    return prepared(job).searches[rule].block(block)
+    return prepared(job, searching=True).searches[rule].block(block)
+
+
+def _released(job: MatchJob) -> PreparedMatch:
+    """The job's prepared match without its searches' joins (their indexes and query rows, ~0.4 KB an image
+    with orientations), also in this process's cache: the decision needs only the classes."""
+    ready = prepared(job)
+    with _PREPARED_LOCK:
+        if not ready.released:
+            ready = replace(ready, searches=tuple(s.without_joins() for s in ready.searches), released=True)
+            if job in _PREPARED:
+                _PREPARED[job] = ready
+    return ready
 
 
 @dataclass
@@ -282,7 +296,7 @@ class BlockResult:
 
 def match_rules_block(job: MatchJob, block: Block) -> BlockResult:
     """Block `block` of every rule's search: one task's share of the matching on a cluster."""
-    ready = prepared(job)
+    ready = prepared(job, searching=True)
     pairs = [search.block(block) for search in ready.searches]
     features = ready.images.features
     return BlockResult(pairs, features.known() if features is not None else np.zeros((0, 3)))
@@ -313,7 +327,7 @@ def finish_match(job: MatchJob, parts: Sequence[Sequence[ClassPairs]], seconds: 
                  ) -> MatchReport:
     """Merge every rule's blocks, decide groups, keepers, scores and the manifest, and write the outputs."""
     start = time.perf_counter()
-    ready = prepared(job)
+    ready = _released(job)
     matches = [search.finish(list(found)) for search, found in zip(ready.searches, parts, strict=True)]
     settings, options = job.settings, job.options
     duplicates_root = _absolute(settings.duplicates_root or join(job.out_url, "duplicates"), options)
@@ -354,13 +368,13 @@ def match_store(store_url: str, out_url: str, settings: MatchSettings,
     """Match a store's encodings and write the outputs into `out_url`, on local threads."""
     start = time.perf_counter()
     job = plan_match(store_url, out_url, settings, storage_options)
-    ready = prepared(job)
+    rules = len(prepared(job, searching=True).searches)  # nothing here holds the searches: the decision drops them
     loaded = time.perf_counter()
     threads = settings.threads or os.cpu_count() or 1
     blocks = settings.blocks or 4 * threads
     with ThreadPoolExecutor(threads) as pool:
         parts = [list(pool.map(lambda k, r=r: match_block(job, r, Block(k, blocks)), range(blocks)))
-                 for r in range(len(ready.searches))]
+                 for r in range(rules)]
     matched = time.perf_counter()
     return finish_match(job, parts, {"loaded": round(loaded - start, 3), "matched": round(matched - loaded, 3)})
 

@@ -17,7 +17,7 @@ every member of every group.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pyarrow as pa
@@ -26,7 +26,16 @@ from threadpoolctl import threadpool_limits
 
 from dupflow.encode.hashing import DIHEDRAL, WINDOWS
 from dupflow.errors import ConfigError
-from dupflow.index import Block, HammingIndex, as_words, cosine_pairs, plan_search, search_block, stream_block
+from dupflow.index import (
+    Block,
+    HammingIndex,
+    QueryRows,
+    as_words,
+    cosine_pairs,
+    plan_search,
+    search_block,
+    stream_block,
+)
 from dupflow.match.embeddings import Embeddings
 from dupflow.match.rules import COSINE, DIGESTS, VERIFIED, Rule, orientable, searches_crops
 from dupflow.match.state import RuleState, carry, class_identities
@@ -51,6 +60,9 @@ __all__ = [
 # pHash within 6 still finds 100% of mirrored and 99% of 90-degree-rotated copies while within 10
 # it would add 15 false pairs instead of 9.
 ORIENTATION_MARGIN = 4
+# rows of an across join's query side indexed at a time, per chunk (a part costs 16 bytes a row a chunk: 64 MB
+# a chunk); a block over more is searched in sub-blocks, each scanning the queries' chunk values once
+QUERY_PART_ROWS = 4_000_000
 COSINE_TILE = 1024  # rows of embeddings per cosine tile: one tile's candidates are verified at a time
 # Tiles find cosine candidates this much below the threshold; each is then decided on its own row-by-row
 # dot product, so a pair's similarity does not depend on the tiling (a full and an incremental search agree).
@@ -118,11 +130,21 @@ class ClassPairs:
 
 @dataclass(frozen=True)
 class _Join:
+    """A bucket join: within `index` (`queries` None) or from `queries` to it, the query side indexed
+    per block (`QueryRows.part`), in sub-blocks of at most QUERY_PART_ROWS rows a chunk."""
+
     index: HammingIndex
-    queries: HammingIndex | None
+    queries: QueryRows | None
     query_class: np.ndarray
     index_class: np.ndarray
     orientation: np.ndarray  # per query row
+
+    def sub_blocks(self, block: Block) -> list[Block]:
+        """`block` as the sub-blocks whose query parts are built one at a time: together the same buckets."""
+        if self.queries is None:
+            return [block]
+        split = max(1, -(-len(self.queries) // (block.of * QUERY_PART_ROWS)))
+        return [Block(block.k * split + s, block.of * split) for s in range(split)]
 
 
 @dataclass(frozen=True)
@@ -170,9 +192,16 @@ class RuleSearch:
     identity: pa.Array | None = None  # of each class, where the run keeps a match state (`dupflow.match.state`)
     reused: ClassPairs | None = None  # accepted pairs taken over from the previous run's state
     searched: int = -1  # classes the joins search from (new ones); -1: every class
+    released: bool = False  # the joins were dropped (`without_joins`): only `finish` is left
+
+    def without_joins(self) -> RuleSearch:
+        """This search with its joins (indexes and query rows) released, for the decision."""
+        return replace(self, joins=(), released=True)
 
     def block(self, block: Block) -> ClassPairs:
         """The class pairs this block of every join finds, verified against all conditions."""
+        if self.released:
+            raise RuntimeError("this search's joins were released for the decision: prepare the match again")
         parts = []
         for join in self.joins:
             if isinstance(join, _CosineJoin):
@@ -201,11 +230,12 @@ class RuleSearch:
                     cq, cx, orient = join.row_class[got.a], join.index_class[got.b], join.orientation[got.a]
                 parts.append(self._verified(cq, cx, got.distance, similarity, orient))
             else:
-                found = search_block(join.index, block, join.queries)
-                cq = join.query_class[found.a] if join.queries is not None else join.index_class[found.a]
-                cx = join.index_class[found.b]
-                similarity = self.rule.conditions[0].similarity(found.distance)
-                parts.append(self._verified(cq, cx, found.distance, similarity, join.orientation[found.a]))
+                for sub in join.sub_blocks(block):
+                    found = search_block(join.index, sub, None if join.queries is None else join.queries.part(sub))
+                    cq = join.query_class[found.a] if join.queries is not None else join.index_class[found.a]
+                    cx = join.index_class[found.b]
+                    similarity = self.rule.conditions[0].similarity(found.distance)
+                    parts.append(self._verified(cq, cx, found.distance, similarity, join.orientation[found.a]))
         return ClassPairs.concat(parts)
 
     def _verified(self, cq: np.ndarray, cx: np.ndarray, dist: np.ndarray, similarity: np.ndarray,
@@ -510,7 +540,7 @@ def _across(threshold: int, queries: np.ndarray, query_class: np.ndarray, index:
             index_class: np.ndarray, orientation: np.ndarray) -> _Join:
     """A join from every query row to every index row within `threshold` bits."""
     plan = plan_search(threshold, index, queries)
-    return _Join(HammingIndex.build(index, plan), HammingIndex.build(queries, plan), query_class, index_class,
+    return _Join(HammingIndex.build(index, plan), QueryRows.of(queries, plan), query_class, index_class,
                  orientation)
 
 
