@@ -13,9 +13,12 @@ import pytest
 
 from dupflow.encode.settings import EncodeSettings
 from dupflow.errors import ConfigError
+from dupflow.index import Block
 from dupflow.io.sources import DatasetSource
-from dupflow.match.embeddings import embeddings_from_file, read_embeddings_file
+from dupflow.match.embeddings import Embeddings, embeddings_from_file, read_embeddings_file
 from dupflow.match.job import match_store
+from dupflow.match.matching import Images, prepare_search
+from dupflow.match.rules import parse_rule
 from dupflow.match.settings import MatchSettings
 from dupflow.store.encode_job import run_encode
 from dupflow.store.encodings import EncodingsStore
@@ -100,6 +103,24 @@ def test_float16_embeddings_are_held_as_float16_and_float32_ones_as_float32(stor
     assert len(found["float"]) >= 5
     for (a, b), similarity in found["halffloat"].items():  # float16 values, rounded again as unit rows
         assert abs(similarity - sims[uris.index(a), uris.index(b)]) < 2e-3
+
+
+def test_a_cosine_condition_after_a_hash_is_computed_in_float32_on_float16_rows() -> None:
+    n, dim = 200, 1280
+    rng = np.random.default_rng(5)
+    v = rng.normal(size=(n, dim))
+    v[1::2] = v[::2] + rng.normal(scale=0.4, size=(n // 2, dim))  # pairs near cosine 0.93
+    unit = v / np.linalg.norm(v, axis=1, keepdims=True)
+    half = unit.astype(np.float16)
+    table = pa.table({"uri": [f"u{i:03d}" for i in range(n)], "phash": pa.array(np.zeros(n, np.uint64))})
+    images = Images(table, ("d",), np.zeros(n, np.int64), np.zeros(n, bool),
+                    Embeddings(half, np.ones(n, bool), "test"))
+    search = prepare_search(images, parse_rule("phash<=10&cosine>=0.5"))  # one phash: every pair a candidate
+    found = search.finish([search.block(Block(0, 1))]).pairs
+    a, b = search.reps[found.c1], search.reps[found.c2]
+    widened = np.einsum("ij,ij->i", half[a].astype(np.float64), half[b].astype(np.float64))
+    assert len(a) >= n // 2
+    assert np.abs(found.similarity - widened).max() < 1e-6  # float32 sums of float16 rows, not float16 ones
 
 
 def test_reference_datasets_are_matched_across_only(store: str, tmp_path: Path) -> None:

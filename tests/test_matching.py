@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 
 from dupflow.encode.settings import EncodeSettings
-from dupflow.errors import ConfigError
+from dupflow.errors import ConfigError, StoreError
 from dupflow.index import Block, HammingIndex, QueryRows
 from dupflow.io.sources import DatasetSource
 from dupflow.match import matching
@@ -196,6 +196,17 @@ def test_the_decision_releases_the_search_indexes_and_a_later_block_prepares_the
         assert np.array_equal(before.c1, after.c1)
         assert np.array_equal(before.c2, after.c2)
     assert sum(len(p) for p in first.pairs) > 0
+
+
+def test_a_finished_incremental_match_cannot_be_searched_again_from_the_state_it_wrote(world: World,
+                                                                                      tmp_path: Path) -> None:
+    job = plan_match(world.store, str(tmp_path / "out"), MatchSettings(duplicates_root=str(tmp_path / "dups")))
+    finish_match_blocks(job, [match_rules_block(job, Block(0, 1))])  # writes a new state into out
+    with pytest.raises(StoreError, match="changed since this match was planned"):
+        match_rules_block(job, Block(0, 1))
+    again = plan_match(world.store, str(tmp_path / "out"), MatchSettings(duplicates_root=str(tmp_path / "dups")))
+    assert again.state != job.state
+    match_rules_block(again, Block(0, 1))  # planned against the state now there
 
 
 def test_reference_corpus_is_never_matched_against_itself_nor_moved(world: World, tmp_path: Path) -> None:

@@ -26,7 +26,7 @@ STORE_COLUMN = "cnn"
 _EXAMPLES = 10
 # The search holds unit vectors as compactly as their source: float16 where the values are float16 (the store's
 # cnn column: 2 bytes a dimension, half of float32), float32 otherwise (a user's float32 or float64 file keeps
-# exact cosines). Cosines are computed in float32 either way (`dupflow.index.cosine`).
+# its cosines unchanged). Cosines are computed in float32 either way (`dupflow.index.cosine`).
 COMPACT_DTYPE = np.float16
 _NORMALISE_ROWS = 65_536
 

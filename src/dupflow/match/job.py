@@ -250,6 +250,9 @@ def prepared(job: MatchJob, *, searching: bool = False) -> PreparedMatch:
             store = EncodingsStore(job.store_url, job.options)
             if job.run_id and store.complete_record().run_id != job.run_id:
                 raise StoreError(f"the store {job.store_url} was re-encoded while matching: run the match again")
+            if job.settings.incremental and state_token(job.out_url, job.options) != job.state:
+                raise StoreError(f"the match state in {redact(job.out_url)} changed since this match was planned "
+                                 "(another match wrote it, or this one finished): run the match again")
             images, errors, hash_size = load_images(store, job.settings)
             record = store.complete_record()
             fingerprint, previous, note = "", None, "--no-incremental"
@@ -273,7 +276,7 @@ def match_block(job: MatchJob, rule: int, block: Block) -> ClassPairs:
 
 
 def _released(job: MatchJob) -> PreparedMatch:
-    """The job's prepared match without its searches' joins (their indexes and query rows, ~0.4 KB an image
+    """The job's prepared match without its searches' joins (their indexes and view rows, ~0.2 KB an image
     with orientations), also in this process's cache: the decision needs only the classes."""
     ready = prepared(job)
     with _PREPARED_LOCK:

@@ -60,8 +60,9 @@ __all__ = [
 # pHash within 6 still finds 100% of mirrored and 99% of 90-degree-rotated copies while within 10
 # it would add 15 false pairs instead of 9.
 ORIENTATION_MARGIN = 4
-# rows of an across join's query side indexed at a time, per chunk (a part costs 16 bytes a row a chunk: 64 MB
-# a chunk); a block over more is searched in sub-blocks, each scanning the queries' chunk values once
+# about this many rows of an across join's query side are indexed at a time, per chunk (a part takes whole
+# buckets, and holds 8 + 8·W bytes a row a chunk: ~64 MB a chunk for 64-bit hashes, plus 8 bytes a row while
+# it is built); a block over more is searched in sub-blocks, each scanning the queries' chunk values once
 QUERY_PART_ROWS = 4_000_000
 COSINE_TILE = 1024  # rows of embeddings per cosine tile: one tile's candidates are verified at a time
 # Tiles find cosine candidates this much below the threshold; each is then decided on its own row-by-row
@@ -131,7 +132,7 @@ class ClassPairs:
 @dataclass(frozen=True)
 class _Join:
     """A bucket join: within `index` (`queries` None) or from `queries` to it, the query side indexed
-    per block (`QueryRows.part`), in sub-blocks of at most QUERY_PART_ROWS rows a chunk."""
+    per block (`QueryRows.part`), in sub-blocks of about QUERY_PART_ROWS rows a chunk."""
 
     index: HammingIndex
     queries: QueryRows | None
@@ -253,7 +254,8 @@ class RuleSearch:
             if cond.verified:
                 continue
             if cond.cosine:
-                sim = np.clip(np.einsum("ij,ij->i", words[lo], words[hi]).astype(np.float64), 0.0, 1.0)
+                sim = np.clip(np.einsum("ij,ij->i", words[lo].astype(np.float32), words[hi].astype(np.float32)
+                                        ).astype(np.float64), 0.0, 1.0)
                 ok &= sim >= cond.min_similarity
                 similarity = np.minimum(similarity, sim)
                 continue
