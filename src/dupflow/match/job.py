@@ -222,7 +222,11 @@ class PreparedMatch:
     dataset_urls: dict[str, str]  # absolute URL of each matched dataset, where the store knows it
     fingerprint: str = ""  # of the match state this run reads and writes (`dupflow.match.state`)
     state_note: str = ""  # whether the previous run's state was reused, or why not
-    released: bool = False  # the searches' joins were dropped for the decision (`_released`): no block can run
+
+    @property
+    def released(self) -> bool:
+        """Whether the searches' joins were dropped for the decision (`_released`): no block can run."""
+        return any(s.released for s in self.searches)
 
 
 def plan_match(store_url: str, out_url: str, settings: MatchSettings,
@@ -281,7 +285,7 @@ def _released(job: MatchJob) -> PreparedMatch:
     ready = prepared(job)
     with _PREPARED_LOCK:
         if not ready.released:
-            ready = replace(ready, searches=tuple(s.without_joins() for s in ready.searches), released=True)
+            ready = replace(ready, searches=tuple(s.without_joins() for s in ready.searches))
             if job in _PREPARED:
                 _PREPARED[job] = ready
     return ready

@@ -214,8 +214,7 @@ class RuleSearch:
                         found_c = cosine_pairs(join.a, max(-1.0, join.threshold - COSINE_SLACK), join.b,
                                                block=Block(tile, tiles), rows=COSINE_TILE)
                     other = join.a if join.b is None else join.b
-                    sims = np.einsum("ij,ij->i", join.a[found_c.i].astype(np.float32),
-                                     other[found_c.j].astype(np.float32))
+                    sims = _row_cosines(join.a[found_c.i], other[found_c.j])
                     hit = sims >= join.threshold
                     cq = join.a_class[found_c.i[hit]]
                     cx = (join.a_class if join.b is None else join.b_class)[found_c.j[hit]]
@@ -254,8 +253,7 @@ class RuleSearch:
             if cond.verified:
                 continue
             if cond.cosine:
-                sim = np.clip(np.einsum("ij,ij->i", words[lo].astype(np.float32), words[hi].astype(np.float32)
-                                        ).astype(np.float64), 0.0, 1.0)
+                sim = np.clip(_row_cosines(words[lo], words[hi]).astype(np.float64), 0.0, 1.0)
                 ok &= sim >= cond.min_similarity
                 similarity = np.minimum(similarity, sim)
                 continue
@@ -392,6 +390,12 @@ def _classes(key: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     cls = np.empty(n, np.int64)
     cls[order] = renumber[group]
     return first[rank], cls
+
+
+def _row_cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Row-by-row dot products of unit rows, summed in float32 whether they are held as float16 or float32."""
+    out: np.ndarray = np.einsum("ij,ij->i", a.astype(np.float32, copy=False), b.astype(np.float32, copy=False))
+    return out
 
 
 def _rows(x: np.ndarray, ids: np.ndarray) -> np.ndarray:
