@@ -156,3 +156,25 @@ def test_a_blocks_query_part_gives_the_whole_query_index_pairs(queries: np.ndarr
             part.bucket_ranges(Block(k, of + 1))
     probed = plan.radii >= 0
     assert all(h == len(queries) for h, p in zip(held, probed, strict=True) if p)  # each row in one part a chunk
+
+
+@pytest.mark.parametrize("across", [False, True])
+def test_a_block_sorts_only_the_chunks_it_reaches(across: bool) -> None:
+    rng = np.random.default_rng(11)
+    words = rng.integers(0, 2**64 - 1, (3000, 1), dtype=np.uint64, endpoint=True)
+    words[1500:] = words[:1500] ^ np.uint64(0b1011)
+    queries = words[::-1].copy()
+    plan = plan_search(10, words, queries if across else None)
+    probed = set(np.flatnonzero(plan.radii >= 0).tolist())
+    assert len(probed) == 4
+    found, sorted_by = [], set()
+    for k in range(4):
+        index = HammingIndex.build(words, plan)  # a worker's own copy: it runs block k only
+        part = QueryRows.of(queries, plan).part(Block(k, 4)) if across else None
+        found.append(search_block(index, Block(k, 4), part))
+        made = {c for c, chunk in enumerate(index.sorted_chunks) if chunk is not None}
+        assert 1 <= len(made) <= 2, made  # a quarter of the work: one chunk, or the ends of two
+        sorted_by |= made
+    assert sorted_by == probed
+    got = sort_pairs(concat_pairs(found))
+    assert _same(got, brute_force_pairs(queries, 10, words) if across else brute_force_pairs(words, 10))

@@ -8,15 +8,19 @@ table of 65,536 buckets), and every bucket b is joined with the buckets b ^ mask
 at most r_c bits; candidates are verified with XOR + popcount over the whole hash. A pair is kept
 only by the first chunk that can find it, so no de-duplication pass is needed.
 
-The join is split into blocks of buckets (`Block`): independent units that threads here, or Dask
-workers in the flows, run in any order; their union is the exact answer. The kernel is compiled by
-numba and releases the GIL.
+The join is split into blocks (`Block`): independent units that threads here, or Dask workers in the
+flows, run in any order; their union is the exact answer. The probed chunks are laid end to end, each
+as long as its rows times its expected work (`SearchPlan.units`), and a block is one even share of that
+line: a run of buckets in one chunk or a few. A chunk's sorted copy is made when a block first needs
+it, so a worker running a few of many blocks sorts and holds only their chunks. The kernel is compiled
+by numba and releases the GIL.
 """
 
 from __future__ import annotations
 
 import functools
 import os
+import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -77,16 +81,31 @@ def as_words(values: pa.Array | pa.ChunkedArray | np.ndarray) -> np.ndarray:
     return ints.reshape(-1, 1)
 
 
+_UNITS = 1000  # work units a row of the costliest chunk counts for (`SearchPlan.units`)
+
+
 @dataclass(frozen=True)
 class SearchPlan:
-    """What every block of one search shares: the threshold and each chunk's probe radius."""
+    """What every block of one search shares: the threshold, each chunk's probe radius and the work its
+    probes are expected to cost (`plan_search`'s estimate; None: the same for every probed chunk)."""
 
     threshold: int
     radii: np.ndarray  # (C,) int64; -1 skips the chunk
+    work: np.ndarray | None = None  # (C,) float64
 
     def __post_init__(self) -> None:
         if int(np.sum(self.radii + 1)) <= self.threshold:
             raise ValueError("chunk radii do not cover the threshold: some pairs would be missed")
+
+    def units(self) -> np.ndarray:
+        """(C,) int64: how many work units one row of each chunk counts for when the search is cut into
+        blocks (1 to _UNITS for a probed chunk, 0 for a skipped one)."""
+        probed = self.radii >= 0
+        if self.work is None or not probed.any():
+            return probed.astype(np.int64)
+        work = np.where(probed, np.maximum(self.work, 0.0), 0.0)
+        top = float(work.max()) or 1.0
+        return np.where(probed, np.maximum(1, np.round(_UNITS * work / top)), 0).astype(np.int64)
 
 
 _PROBE_COST = 2.0  # one bucket probe, in units of one candidate check
@@ -120,7 +139,8 @@ def plan_search(threshold: int, index_words: np.ndarray, query_words: np.ndarray
         cost[c, 0] = 0.0
         probes = len(q) if stream else np.count_nonzero(hq)
         cost[c, 1:] = candidates + _PROBE_COST * probes * upto
-    return SearchPlan(threshold, _cheapest_radii(cost, threshold + 1))
+    radii = _cheapest_radii(cost, threshold + 1)
+    return SearchPlan(threshold, radii, cost[np.arange(chunks), radii + 1])
 
 
 def _walsh_hadamard(h: np.ndarray) -> np.ndarray:
@@ -167,43 +187,60 @@ def _masks() -> tuple[np.ndarray, np.ndarray]:
     return values[order], upto
 
 
-@dataclass(frozen=True)
+def _row_ids(n: int) -> type[np.signedinteger[Any]]:
+    """The narrowest type that numbers n rows: a chunk's row numbers are a third of its bytes."""
+    return np.int32 if n < 2**31 else np.int64
+
+
+@dataclass(frozen=True, eq=False)
 class HammingIndex:
-    """One side of a join: the hashes sorted by each chunk, with bucket start offsets."""
+    """One side of a join: the hashes, their bucket offsets in each chunk, and (`chunk`) the hashes
+    sorted by each chunk's value, made when a block first needs them."""
 
     words: np.ndarray  # (N, W) uint64
     plan: SearchPlan
-    sorted_words: np.ndarray  # (C, N, W) uint64, rows ordered by chunk c's value
-    ids: np.ndarray  # (C, N) int64, original row of each sorted row
     starts: np.ndarray  # (C, 65537) int64, bucket b holds sorted rows starts[c, b] : starts[c, b + 1]
+    sorted_chunks: list[tuple[np.ndarray, np.ndarray] | None]  # per chunk, once made: see `chunk`
+    locks: tuple[threading.Lock, ...]  # one per chunk: two blocks never sort the same chunk twice
 
     @classmethod
     def build(cls, words: np.ndarray, plan: SearchPlan) -> HammingIndex:
-        """Index `words` (see `as_words`) for `plan`; O(N) memory per probed chunk."""
+        """Index `words` (see `as_words`) for `plan`: here only the bucket counts of each probed chunk;
+        each chunk's sorted copy (12-16 bytes a row for one 64-bit word) is made by `chunk`."""
         words = np.ascontiguousarray(_as_2d(words))
-        radii = plan.radii
-        chunks = len(radii)
+        chunks = len(plan.radii)
         if chunks != words.shape[1] * 64 // CHUNK_BITS:
             raise ValueError("the plan was made for hashes of another length")
-        sorted_words = np.empty((chunks, *words.shape), np.uint64)
-        ids = np.empty((chunks, len(words)), np.int64)
-        starts = np.zeros((chunks, _BUCKETS + 1), np.int64)
-        for c in range(chunks):
-            if radii[c] < 0:
-                continue
-            key = _chunk16(words, c)
-            order = np.argsort(key, kind="stable")  # a radix sort on 16-bit keys: 4x faster
-            ids[c] = order
-            sorted_words[c] = words[order]
-            starts[c, 1:] = np.cumsum(np.bincount(key, minlength=_BUCKETS))
-        return cls(words, plan, sorted_words, ids, starts)
+        return cls(words, plan, _bucket_starts(words, plan), [None] * chunks,
+                   tuple(threading.Lock() for _ in range(chunks)))
 
     def __len__(self) -> int:
         return len(self.words)
 
+    def chunk(self, c: int) -> tuple[np.ndarray, np.ndarray]:
+        """The rows ordered by chunk c's value: their words (N, W) and row numbers (N,), bucket by bucket
+        as `starts[c]` says, rows ascending within a bucket. Sorted on first use and kept."""
+        made = self.sorted_chunks[c]
+        if made is None:
+            with self.locks[c]:
+                made = self.sorted_chunks[c]
+                if made is None:
+                    order = np.argsort(_chunk16(self.words, c), kind="stable")  # a radix sort on 16-bit keys
+                    made = (self.words[order], order.astype(_row_ids(len(self.words))))
+                    self.sorted_chunks[c] = made
+        return made
+
     def bucket_ranges(self, block: Block) -> np.ndarray:
-        """(C, 2) bucket range of `block` in each chunk, splitting rows evenly."""
-        return _bucket_ranges(self.starts, len(self.words), block)
+        """(C, 2) bucket range of `block` in each chunk (see the module's docstring)."""
+        return _bucket_ranges(self.starts, len(self.words), block, self.plan)
+
+
+def _bucket_starts(words: np.ndarray, plan: SearchPlan) -> np.ndarray:
+    """(C, 65537) bucket offsets of `words` in each probed chunk (zeros for a skipped chunk)."""
+    starts = np.zeros((len(plan.radii), _BUCKETS + 1), np.int64)
+    for c in np.flatnonzero(plan.radii >= 0).tolist():
+        starts[c, 1:] = np.cumsum(np.bincount(_chunk16(words, c), minlength=_BUCKETS))
+    return starts
 
 
 @dataclass(frozen=True)
@@ -220,39 +257,31 @@ class QueryRows:
     def of(cls, words: np.ndarray, plan: SearchPlan) -> QueryRows:
         """`words` as queries for `plan`: only the bucket counts are computed here."""
         words = np.ascontiguousarray(_as_2d(words))
-        starts = np.zeros((len(plan.radii), _BUCKETS + 1), np.int64)
-        for c in range(len(plan.radii)):
-            if plan.radii[c] >= 0:
-                starts[c, 1:] = np.cumsum(np.bincount(_chunk16(words, c), minlength=_BUCKETS))
-        return cls(words, plan, starts)
+        return cls(words, plan, _bucket_starts(words, plan))
 
     def __len__(self) -> int:
         return len(self.words)
 
     def part(self, block: Block) -> HammingIndex:
-        """The index of the rows in `block`'s buckets, chunk by chunk (about len/block.of rows a chunk)."""
-        ranges = _bucket_ranges(self.starts, len(self.words), block)
-        radii = self.plan.radii
-        picked, counts = [np.zeros(0, np.int64)] * len(radii), np.zeros((len(radii), _BUCKETS), np.int64)
-        for c in range(len(radii)):
-            if radii[c] < 0:
-                continue
-            key = _chunk16(self.words, c)
-            rows = np.flatnonzero((key >= ranges[c, 0]) & (key < ranges[c, 1]))
-            picked[c] = rows[np.argsort(key[rows], kind="stable")]  # bucket by bucket, rows ascending
-            counts[c] = np.bincount(key[rows], minlength=_BUCKETS)
-        width = max(len(r) for r in picked)
-        sorted_words = np.zeros((len(radii), width, self.words.shape[1]), np.uint64)
-        ids = np.zeros((len(radii), width), np.int64)
-        for c, rows in enumerate(picked):
-            sorted_words[c, :len(rows)] = self.words[rows]
-            ids[c, :len(rows)] = rows
-        starts = np.zeros((len(radii), _BUCKETS + 1), np.int64)
-        starts[:, 1:] = np.cumsum(counts, axis=1)
-        return _BlockIndex(self.words, self.plan, sorted_words, ids, starts, block, ranges)
+        """The index of the rows in `block`'s buckets, chunk by chunk."""
+        ranges = _bucket_ranges(self.starts, len(self.words), block, self.plan)
+        chunks = len(self.plan.radii)
+        ids = _row_ids(len(self.words))
+        made: list[tuple[np.ndarray, np.ndarray] | None] = []
+        starts = np.zeros((chunks, _BUCKETS + 1), np.int64)
+        for c in range(chunks):
+            rows = np.zeros(0, np.int64)
+            if self.plan.radii[c] >= 0 and ranges[c, 1] > ranges[c, 0]:
+                key = _chunk16(self.words, c)
+                rows = np.flatnonzero((key >= ranges[c, 0]) & (key < ranges[c, 1]))
+                rows = rows[np.argsort(key[rows], kind="stable")]  # bucket by bucket, rows ascending
+                starts[c, 1:] = np.cumsum(np.bincount(key[rows], minlength=_BUCKETS))
+            made.append((self.words[rows], rows.astype(ids)))
+        locks = tuple(threading.Lock() for _ in range(chunks))
+        return _BlockIndex(self.words, self.plan, starts, made, locks, block, ranges)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class _BlockIndex(HammingIndex):
     """`QueryRows.part`: rows of one block's buckets only, so only that block can be searched from it."""
 
@@ -266,19 +295,24 @@ class _BlockIndex(HammingIndex):
         return self.ranges
 
 
-def _bucket_ranges(starts: np.ndarray, n: int, block: Block) -> np.ndarray:
-    """(C, 2) bucket range of `block` in each chunk of an index with these bucket offsets, splitting its
-    `n` rows evenly."""
+def _bucket_ranges(starts: np.ndarray, n: int, block: Block, plan: SearchPlan) -> np.ndarray:
+    """(C, 2) bucket range of `block` in each chunk of a side of `n` rows with these bucket offsets. The
+    probed chunks lie end to end, chunk c as n * units[c] long; the block is its even share of that line,
+    cut at bucket edges ([0, 0) in a chunk it does not reach). Block k of n, split in s, is the union of
+    blocks k*s .. k*s + s - 1 of n*s."""
     if not 0 <= block.k < block.of:
         raise ValueError(f"block {block.k} of {block.of} does not exist")
-    bounds = np.array([block.k * n // block.of, (block.k + 1) * n // block.of])
-    ranges = np.empty((len(starts), 2), np.int64)
-    for c in range(len(starts)):
-        ranges[c] = np.searchsorted(starts[c], bounds, side="left")
-    if block.k == block.of - 1:
-        ranges[:, 1] = _BUCKETS
-    if block.k == 0:
-        ranges[:, 0] = 0
+    units = [int(u) for u in plan.units()]
+    total = n * sum(units)
+    lo, hi = block.k * total // block.of, (block.k + 1) * total // block.of
+    ranges = np.zeros((len(starts), 2), np.int64)
+    offset = 0
+    for c, unit in enumerate(units):
+        if unit:
+            rows = [min(max(bound - offset, 0), n * unit) // unit for bound in (lo, hi)]
+            if rows[1] > rows[0]:
+                ranges[c] = np.searchsorted(starts[c], rows, side="left")
+            offset += n * unit
     return ranges
 
 
@@ -319,56 +353,52 @@ def _found_earlier(a, b, c, radii):  # type: ignore[no-untyped-def]  # pragma: n
 # One flat loop nest on purpose: splitting this hot kernel into helpers costs speed, hence the C901 waiver.
 @njit(nogil=True, cache=True)
 def _join(  # type: ignore[no-untyped-def]  # noqa: C901  # pragma: no cover - compiled; tested through the wrappers
-    qs, qids, qstarts, xs, xids, xstarts, radii, masks, upto, ranges, threshold, within
+    qs, qids, qstarts, xs, xids, xstarts, c, radii, masks, upto, b0, b1, threshold, within
 ):
-    chunks = radii.shape[0]
-    n_words = qs.shape[2]
+    """Chunk c's buckets b0 .. b1 - 1 of the queries against the index (both sorted by chunk c)."""
+    n_words = qs.shape[1]
     cap = 4096
     out_a = np.empty(cap, np.int64)
     out_b = np.empty(cap, np.int64)
     out_d = np.empty(cap, np.int64)
     n = 0
-    for c in range(chunks):
-        r = radii[c]
-        if r < 0:
+    n_masks = upto[radii[c]]
+    for b in range(b0, b1):
+        s0 = qstarts[b]
+        s1 = qstarts[b + 1]
+        if s0 == s1:
             continue
-        n_masks = upto[r]
-        for b in range(ranges[c, 0], ranges[c, 1]):
-            s0 = qstarts[c, b]
-            s1 = qstarts[c, b + 1]
-            if s0 == s1:
+        for mi in range(n_masks):
+            b2 = b ^ masks[mi]
+            if within and b2 < b:
                 continue
-            for mi in range(n_masks):
-                b2 = b ^ masks[mi]
-                if within and b2 < b:
-                    continue
-                t0 = xstarts[c, b2]
-                t1 = xstarts[c, b2 + 1]
-                if t0 == t1:
-                    continue
-                for p in range(s0, s1):
-                    first = p + 1 if (within and b2 == b) else t0
-                    for q in range(first, t1):
-                        d = 0
-                        for w in range(n_words):
-                            d += _popcount(qs[c, p, w] ^ xs[c, q, w])
-                        if d > threshold:
-                            continue
-                        if _found_earlier(qs[c, p], xs[c, q], c, radii):
-                            continue
-                        if n == cap:
-                            cap *= 2
-                            out_a = np.resize(out_a, cap)
-                            out_b = np.resize(out_b, cap)
-                            out_d = np.resize(out_d, cap)
-                        i = qids[c, p]
-                        j = xids[c, q]
-                        if within and j < i:
-                            i, j = j, i
-                        out_a[n] = i
-                        out_b[n] = j
-                        out_d[n] = d
-                        n += 1
+            t0 = xstarts[b2]
+            t1 = xstarts[b2 + 1]
+            if t0 == t1:
+                continue
+            for p in range(s0, s1):
+                first = p + 1 if (within and b2 == b) else t0
+                for q in range(first, t1):
+                    d = 0
+                    for w in range(n_words):
+                        d += _popcount(qs[p, w] ^ xs[q, w])
+                    if d > threshold:
+                        continue
+                    if _found_earlier(qs[p], xs[q], c, radii):
+                        continue
+                    if n == cap:
+                        cap *= 2
+                        out_a = np.resize(out_a, cap)
+                        out_b = np.resize(out_b, cap)
+                        out_d = np.resize(out_d, cap)
+                    i = np.int64(qids[p])
+                    j = np.int64(xids[q])
+                    if within and j < i:
+                        i, j = j, i
+                    out_a[n] = i
+                    out_b[n] = j
+                    out_d[n] = d
+                    n += 1
     return out_a[:n], out_b[:n], out_d[:n]
 
 
@@ -382,15 +412,21 @@ def search_block(index: HammingIndex, block: Block, queries: HammingIndex | None
         raise ValueError("queries and index have hashes of different lengths")
     if q.plan is not index.plan:
         raise ValueError("queries and index were built for different search plans")
+    ranges = q.bucket_ranges(block)
     if len(q) == 0 or len(index) == 0:
-        empty = np.zeros(0, np.int64)
-        return Pairs(empty, empty.copy(), empty.copy())
+        return concat_pairs([])
     masks, upto = _masks()
-    a, b, d = _join(
-        q.sorted_words, q.ids, q.starts, index.sorted_words, index.ids, index.starts,
-        index.plan.radii, masks, upto, q.bucket_ranges(block), index.plan.threshold, within,
-    )
-    return Pairs(a, b, d)
+    radii = index.plan.radii
+    found = []
+    for c in np.flatnonzero(radii >= 0).tolist():
+        b0, b1 = ranges[c]
+        if q.starts[c, b1] == q.starts[c, b0]:
+            continue  # no query row of this block in this chunk: its sorted copy is not needed here
+        qs, qids = q.chunk(c)
+        xs, xids = (qs, qids) if within else index.chunk(c)
+        found.append(Pairs(*_join(qs, qids, q.starts[c], xs, xids, index.starts[c], c, radii, masks, upto,
+                                  b0, b1, index.plan.threshold, within)))
+    return concat_pairs(found)
 
 
 def search_blocks(
@@ -416,52 +452,52 @@ def stream_block(index: HammingIndex, rows: np.ndarray, block: Block) -> Pairs:
         raise ValueError(f"block {block.k} of {block.of} does not exist")
     start, stop = block.k * len(rows) // block.of, (block.k + 1) * len(rows) // block.of
     if start == stop or len(index) == 0:
-        empty = np.zeros(0, np.int64)
-        return Pairs(empty, empty.copy(), empty.copy())
+        return concat_pairs([])
     masks, upto = _masks()
-    a, b, d = _stream(rows, start, stop, index.sorted_words, index.ids, index.starts, index.plan.radii, masks, upto,
-                      index.plan.threshold)
-    return Pairs(a, b, d)
+    radii = index.plan.radii
+    found = []
+    for c in np.flatnonzero(radii >= 0).tolist():
+        xs, xids = index.chunk(c)
+        found.append(Pairs(*_stream(rows, start, stop, xs, xids, index.starts[c], c, radii, masks, upto,
+                                    index.plan.threshold)))
+    return concat_pairs(found)
 
 
 @njit(nogil=True, cache=True)
 def _stream(  # type: ignore[no-untyped-def]  # pragma: no cover - compiled; tested through the wrappers
-    rows, start, stop, xs, xids, xstarts, radii, masks, upto, threshold
+    rows, start, stop, xs, xids, xstarts, c, radii, masks, upto, threshold
 ):
-    chunks = radii.shape[0]
+    """Rows start .. stop - 1 against an index sorted by chunk c."""
     n_words = rows.shape[1]
     cap = 4096
     out_a = np.empty(cap, np.int64)
     out_b = np.empty(cap, np.int64)
     out_d = np.empty(cap, np.int64)
     n = 0
+    shift = np.uint64(16 * (c % 4))
     for p in range(start, stop):
-        for c in range(chunks):
-            r = radii[c]
-            if r < 0:
-                continue
-            v = np.int64((rows[p, c // 4] >> np.uint64(16 * (c % 4))) & np.uint64(0xFFFF))
-            for mi in range(upto[r]):
-                b2 = v ^ masks[mi]
-                t0 = xstarts[c, b2]
-                t1 = xstarts[c, b2 + 1]
-                for q in range(t0, t1):
-                    d = 0
-                    for w in range(n_words):
-                        d += _popcount(rows[p, w] ^ xs[c, q, w])
-                    if d > threshold:
-                        continue
-                    if _found_earlier(rows[p], xs[c, q], c, radii):
-                        continue
-                    if n == cap:
-                        cap *= 2
-                        out_a = np.resize(out_a, cap)
-                        out_b = np.resize(out_b, cap)
-                        out_d = np.resize(out_d, cap)
-                    out_a[n] = p
-                    out_b[n] = xids[c, q]
-                    out_d[n] = d
-                    n += 1
+        v = np.int64((rows[p, c // 4] >> shift) & np.uint64(0xFFFF))
+        for mi in range(upto[radii[c]]):
+            b2 = v ^ masks[mi]
+            t0 = xstarts[b2]
+            t1 = xstarts[b2 + 1]
+            for q in range(t0, t1):
+                d = 0
+                for w in range(n_words):
+                    d += _popcount(rows[p, w] ^ xs[q, w])
+                if d > threshold:
+                    continue
+                if _found_earlier(rows[p], xs[q], c, radii):
+                    continue
+                if n == cap:
+                    cap *= 2
+                    out_a = np.resize(out_a, cap)
+                    out_b = np.resize(out_b, cap)
+                    out_d = np.resize(out_d, cap)
+                out_a[n] = p
+                out_b[n] = xids[q]
+                out_d[n] = d
+                n += 1
     return out_a[:n], out_b[:n], out_d[:n]
 
 
