@@ -17,7 +17,7 @@ every member of every group.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pyarrow as pa
@@ -60,9 +60,10 @@ __all__ = [
 # pHash within 6 still finds 100% of mirrored and 99% of 90-degree-rotated copies while within 10
 # it would add 15 false pairs instead of 9.
 ORIENTATION_MARGIN = 4
-# about this many rows of an across join's query side are indexed at a time, per chunk (a part takes whole
-# buckets, and holds 8 + 8·W bytes a row a chunk: ~64 MB a chunk for 64-bit hashes, plus 8 bytes a row while
-# it is built); a block over more is searched in sub-blocks, each scanning the queries' chunk values once
+# an across join's query side is indexed one part at a time, about this many rows times the probed chunks
+# (a part takes whole buckets and holds 4 + 8·W bytes a row a chunk: ~200 MB for 64-bit hashes on 4 chunks,
+# plus 8 bytes a row while it is built); a block over more is searched in sub-blocks, each scanning the
+# queries' values of the chunks it reaches once
 QUERY_PART_ROWS = 4_000_000
 COSINE_TILE = 1024  # rows of embeddings per cosine tile: one tile's candidates are verified at a time
 # Tiles find cosine candidates this much below the threshold; each is then decided on its own row-by-row
@@ -129,6 +130,26 @@ class ClassPairs:
                           self.orientation[keep])
 
 
+_AS_STORED = np.array([-1], np.int64)  # the views of a side that searches the pictures as stored
+
+
+@dataclass(frozen=True)
+class _Rows:
+    """What each row of one side of a join is: row r is view `views[r // C]` of class `classes[r % C]`
+    (C = len(classes)), as `_variants` lays the views out. Nothing is held per row: a side of seven
+    views of 3M classes would otherwise hold 340 MB of class numbers and orientation codes."""
+
+    classes: np.ndarray
+    views: np.ndarray = field(default_factory=lambda: _AS_STORED)  # orientation code of each view
+
+    def of(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The class and the orientation code of each of these rows."""
+        if len(self.views) == 1:
+            return self.classes[rows], np.full(len(rows), self.views[0], np.int64)
+        n = len(self.classes)
+        return self.classes[rows % n], self.views[rows // n]
+
+
 @dataclass(frozen=True)
 class _Join:
     """A bucket join: within `index` (`queries` None) or from `queries` to it, the query side indexed
@@ -136,9 +157,8 @@ class _Join:
 
     index: HammingIndex
     queries: QueryRows | None
-    query_class: np.ndarray
+    query: _Rows  # of the query rows (the index's own rows within one set)
     index_class: np.ndarray
-    orientation: np.ndarray  # per query row
 
     def sub_blocks(self, block: Block) -> list[Block]:
         """`block` as the sub-blocks whose query parts are built one at a time: together the same buckets."""
@@ -156,9 +176,8 @@ class _StreamJoin:
 
     index: HammingIndex
     rows: np.ndarray
-    index_class: np.ndarray
-    row_class: np.ndarray
-    orientation: np.ndarray  # per index row when `oriented_index`, else per row
+    indexed: _Rows
+    streamed: _Rows
     oriented_index: bool = False
 
 
@@ -224,18 +243,15 @@ class RuleSearch:
             elif isinstance(join, _StreamJoin):
                 got = stream_block(join.index, join.rows, block)
                 similarity = self.rule.conditions[0].similarity(got.distance)
-                if join.oriented_index:
-                    cq, cx, orient = join.index_class[got.b], join.row_class[got.a], join.orientation[got.b]
-                else:
-                    cq, cx, orient = join.row_class[got.a], join.index_class[got.b], join.orientation[got.a]
+                (ci, oi), (cr, orr) = join.indexed.of(got.b), join.streamed.of(got.a)
+                cq, cx, orient = (ci, cr, oi) if join.oriented_index else (cr, ci, orr)
                 parts.append(self._verified(cq, cx, got.distance, similarity, orient))
             else:
                 for sub in join.sub_blocks(block):
                     found = search_block(join.index, sub, None if join.queries is None else join.queries.part(sub))
-                    cq = join.query_class[found.a] if join.queries is not None else join.index_class[found.a]
-                    cx = join.index_class[found.b]
+                    cq, orient = join.query.of(found.a)
                     similarity = self.rule.conditions[0].similarity(found.distance)
-                    parts.append(self._verified(cq, cx, found.distance, similarity, join.orientation[found.a]))
+                    parts.append(self._verified(cq, join.index_class[found.b], found.distance, similarity, orient))
         return ClassPairs.concat(parts)
 
     def _verified(self, cq: np.ndarray, cx: np.ndarray, dist: np.ndarray, similarity: np.ndarray,
@@ -446,18 +462,15 @@ def _joins(
     joins: list[AnyJoin] = []
     if len(normal) > 1:
         plan = plan_search(threshold, words[normal])
-        joins.append(_Join(HammingIndex.build(words[normal], plan), None, normal, normal,
-                           np.full(len(normal), -1, np.int64)))
-    joins += [_across(threshold, words[a], a, words[b], b, np.full(len(a), -1, np.int64))
-              for a, b in across if len(a) and len(b)]
+        joins.append(_Join(HammingIndex.build(words[normal], plan), None, _Rows(normal), normal))
+    joins += [_across(threshold, words[a], _Rows(a), words[b], b) for a, b in across if len(a) and len(b)]
     everything = np.arange(len(reps))
     for column, margin, sides in _view_searches(views, normal, ref, everything, ref):
         for viewed, against in sides:
             found = _variants(images, reps, viewed, column) if len(viewed) and len(against) else None
             if found is not None:
-                variants, variant_class, codes = found
-                joins.append(_across(max(0, threshold - margin), variants, variant_class, words[against], against,
-                                     codes))
+                variants, side = found
+                joins.append(_across(max(0, threshold - margin), variants, side, words[against], against))
     return tuple(joins)
 
 
@@ -485,7 +498,7 @@ def _stream_joins(images: Images, rule: Rule, reps: np.ndarray, words: np.ndarra
     new_normal, new_ref = normal[fresh[normal]], ref[fresh[ref]]
     joins: list[AnyJoin] = []
     others = ((new_normal, normal if len(normal) > 1 else normal[:0]), (new_normal, ref), (new_ref, normal))
-    joins += [_stream(threshold, words[new], new, words[other], other, np.full(len(other), -1, np.int64))
+    joins += [_stream(threshold, words[new], _Rows(new), words[other], _Rows(other))
               for new, other in others if len(new) and len(other)]
     everything, indexed = np.arange(len(reps)), np.flatnonzero(fresh)
     # the new classes' views against every class, then every class's views against the new classes
@@ -496,21 +509,20 @@ def _stream_joins(images: Images, rule: Rule, reps: np.ndarray, words: np.ndarra
         for viewed, against in new_sides:
             found = _variants(images, reps, viewed, column) if len(viewed) and len(against) else None
             if found is not None:
-                variants, variant_class, codes = found
-                joins.append(_stream(limit, variants, variant_class, words[against], against, codes,
-                                     oriented_index=True))
+                variants, side = found
+                joins.append(_stream(limit, variants, side, words[against], _Rows(against), oriented_index=True))
         for viewed, against in all_sides:
             found = _variants(images, reps, viewed, column) if len(viewed) and len(against) else None
             if found is not None:
-                variants, variant_class, codes = found
-                joins.append(_stream(limit, words[against], against, variants, variant_class, codes))
+                variants, side = found
+                joins.append(_stream(limit, words[against], _Rows(against), variants, side))
     return tuple(joins)
 
 
-def _stream(threshold: int, indexed: np.ndarray, index_class: np.ndarray, rows: np.ndarray, row_class: np.ndarray,
-            orientation: np.ndarray, *, oriented_index: bool = False) -> _StreamJoin:
+def _stream(threshold: int, indexed: np.ndarray, index_rows: _Rows, rows: np.ndarray, streamed: _Rows, *,
+            oriented_index: bool = False) -> _StreamJoin:
     plan = plan_search(threshold, indexed, rows, stream=True)
-    return _StreamJoin(HammingIndex.build(indexed, plan), rows, index_class, row_class, orientation, oriented_index)
+    return _StreamJoin(HammingIndex.build(indexed, plan), rows, index_rows, streamed, oriented_index)
 
 
 def _cosine_joins(words: np.ndarray, normal: np.ndarray, new_normal: np.ndarray,
@@ -525,10 +537,10 @@ def _cosine_joins(words: np.ndarray, normal: np.ndarray, new_normal: np.ndarray,
     return tuple(found)
 
 
-def _variants(images: Images, reps: np.ndarray, classes: np.ndarray, column: str) -> tuple[np.ndarray, ...] | None:
+def _variants(images: Images, reps: np.ndarray, classes: np.ndarray, column: str) -> tuple[np.ndarray, _Rows] | None:
     """The other views' pHashes (`column`: phash_dihedral or phash_windows) of these classes'
-    representatives: words, class and orientation code of each row, view by view. Classes whose
-    representative lacks them (a dataset encoded before the encoder existed) have none."""
+    representatives, view by view, and what each row is. Classes whose representative lacks them (a
+    dataset encoded before the encoder existed) have none."""
     codes = _VIEW_CODES[column]
     values = images.table[column].take(pa.array(reps[classes], pa.int64()))
     has = values.is_valid().to_numpy(zero_copy_only=False)
@@ -538,16 +550,13 @@ def _variants(images: Images, reps: np.ndarray, classes: np.ndarray, column: str
         return None
     variants = as_words(values)
     variants = variants.reshape(len(classes), len(codes), -1).transpose(1, 0, 2)
-    return (variants.reshape(len(codes) * len(classes), -1), np.tile(classes, len(codes)),
-            np.repeat(codes, len(classes)))
+    return variants.reshape(len(codes) * len(classes), -1), _Rows(classes, codes)
 
 
-def _across(threshold: int, queries: np.ndarray, query_class: np.ndarray, index: np.ndarray,
-            index_class: np.ndarray, orientation: np.ndarray) -> _Join:
+def _across(threshold: int, queries: np.ndarray, query: _Rows, index: np.ndarray, index_class: np.ndarray) -> _Join:
     """A join from every query row to every index row within `threshold` bits."""
     plan = plan_search(threshold, index, queries)
-    return _Join(HammingIndex.build(index, plan), QueryRows.of(queries, plan), query_class, index_class,
-                 orientation)
+    return _Join(HammingIndex.build(index, plan), QueryRows.of(queries, plan), query, index_class)
 
 
 def evidence_pairs(match: RuleMatch) -> tuple[np.ndarray, ...]:
