@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from dupflow.io.fs import join
 from dupflow.match.graph import components
 from dupflow.match.keep import KeepPolicy
 from dupflow.match.matching import VIEWS, Images, RuleMatch, evidence_pairs
@@ -33,15 +34,16 @@ _WHY = {
 
 @dataclass(frozen=True)
 class Decisions:
-    """Everything `dupflow match` writes, as tables, plus the arrays the summary needs."""
+    """What `dupflow match` decided: the arrays the summary needs, and the builders of the four output
+    tables: written one at a time, they never all lie in memory together (at 3M images they were ~0.5 GB
+    of the deciding worker's peak)."""
 
-    pairs: pa.Table
-    groups: pa.Table
-    scores: pa.Table
-    manifest: pa.Table
     pair_ids: tuple[np.ndarray, np.ndarray]  # image ids of every pairs.parquet row
     group_of: np.ndarray  # (N,) group id, -1 when the image matched nothing
     moved: np.ndarray  # (N,) bool: in the manifest
+    leakage_groups: int  # groups with members in more than one dataset
+    failed: int  # images that fail the rules (matched another)
+    builders: tuple[Callable[[], pa.Table], ...]  # of pairs, groups, scores and manifest, in that order
 
 
 @dataclass(frozen=True)
@@ -54,11 +56,12 @@ class _Best:
 
 def decide(
     images: Images, matches: list[RuleMatch], keep: KeepPolicy, duplicates_root: str, errors: pa.Table,
-    min_shared: float | None = None,
+    min_shared: float | None = None, manifest_meta: dict[bytes, bytes] | None = None,
 ) -> Decisions:
-    """Build all output tables; the same inputs always give the same tables. `errors` (uri, dataset,
-    rel_path, error) are the files that could not be read: scored with status `error`. With
-    `min_shared` and local features, groups are checked against their keepers (`_checked_groups`)."""
+    """Groups, keepers and scores, and the builders of the output tables; the same inputs always give the
+    same tables. `errors` (uri, dataset, rel_path, error) are the files that could not be read: scored with
+    status `error`. With `min_shared` and local features, groups are checked against their keepers
+    (`_checked_groups`). `manifest_meta`: the manifest's schema metadata."""
     n = len(images)
     a, b, distance, similarity, orientation, rule_ix = _all_evidence(matches)
     group_of = components(n, a, b)
@@ -72,16 +75,25 @@ def decide(
     moved = (group_of >= 0) & ~images.reference & ~is_keeper
     labels = [m.search.rule for m in matches]
     label, method = [r.label for r in labels], [r.method for r in labels]  # each once: pairs are many
-    pairs = _pairs_table(images, a, b, distance, similarity, orientation,
-                         [label[i] for i in rule_ix], [method[i] for i in rule_ix])
+
+    def manifest() -> pa.Table:
+        table = _manifest_table(images, group_of, keeper, best, moved, keep, keys, labels, duplicates_root)
+        return table if manifest_meta is None else table.replace_schema_metadata(manifest_meta)
+
+    spans = _spans(images, group_of, len(keeper))
     return Decisions(
-        pairs=pairs,
-        groups=_groups_table(images, group_of, keeper),
-        scores=_scores_table(images, group_of, is_keeper, best, [r.label for r in labels], errors),
-        manifest=_manifest_table(images, group_of, keeper, best, moved, keep, keys, labels, duplicates_root),
         pair_ids=(a, b),
         group_of=group_of,
         moved=moved,
+        leakage_groups=int(np.count_nonzero(spans > 1)),
+        failed=int(np.count_nonzero(best.similarity >= 0)),
+        builders=(
+            partial(_pairs_table, images, a, b, distance, similarity, orientation,
+                    [label[i] for i in rule_ix], [method[i] for i in rule_ix]),
+            partial(_groups_table, images, group_of, keeper, spans),
+            partial(_scores_table, images, group_of, is_keeper, best, label, errors),
+            manifest,
+        ),
     )
 
 
@@ -217,14 +229,18 @@ def _pairs_table(
     )
 
 
-def _groups_table(images: Images, group_of: np.ndarray, keeper: np.ndarray) -> pa.Table:
+def _spans(images: Images, group_of: np.ndarray, groups: int) -> np.ndarray:
+    """(G,) how many datasets each group has members in."""
+    members = np.flatnonzero(group_of >= 0)
+    pairs = np.unique(np.stack([group_of[members], images.dataset_ix[members]], axis=1), axis=0)
+    return np.bincount(pairs[:, 0], minlength=groups) if len(pairs) else np.zeros(groups, np.int64)
+
+
+def _groups_table(images: Images, group_of: np.ndarray, keeper: np.ndarray, spans: np.ndarray) -> pa.Table:
     members = np.flatnonzero(group_of >= 0)
     members = members[np.lexsort((members, group_of[members]))]
     g = group_of[members]
     size = np.bincount(g, minlength=len(keeper))
-    ds = images.dataset_ix[members]
-    pairs = np.unique(np.stack([g, ds], axis=1), axis=0) if len(g) else np.zeros((0, 2), np.int64)
-    spans = np.bincount(pairs[:, 0], minlength=len(keeper))
     t = images.table
     take = pa.array(members, pa.int64())
     return pa.Table.from_arrays(
@@ -244,16 +260,16 @@ def _scores_table(images: Images, group_of: np.ndarray, is_keeper: np.ndarray, b
     matched = best.similarity >= 0
     base = np.where(is_keeper, best.other, best.similarity)
     uniqueness = np.clip(np.where(base >= 0, 1.0 - base, 1.0), 0.0, 1.0)
-    rule_names = np.array([*rules, None], dtype=object)
     t = images.table
+    # Arrow all the way: a NumPy string or object array per image would cost ~100 bytes an image more
     scored = pa.Table.from_arrays(
         [
             t["uri"], t["dataset"], t["rel_path"],
-            pa.array(np.where(matched, "fail", "pass"), pa.string()),
+            pc.if_else(pa.array(matched), "fail", "pass"),
             pa.array(np.round(uniqueness, 6), pa.float64()),
             pa.array(np.round(best.similarity, 6), pa.float64(), mask=~matched),
-            _masked(_uris(images, np.maximum(best.partner, 0)), ~matched),
-            pa.array(rule_names[best.rule], pa.string()),
+            t["uri"].take(pa.array(best.partner, pa.int64(), mask=~matched)),
+            pa.array(rules, pa.string()).take(pa.array(best.rule, pa.int64(), mask=best.rule < 0)),
             pa.array(group_of, pa.int64(), mask=group_of < 0),
             pa.array(is_keeper, pa.bool_(), mask=group_of < 0),
             pa.nulls(n, pa.string()),
@@ -272,11 +288,6 @@ def _scores_table(images: Images, group_of: np.ndarray, is_keeper: np.ndarray, b
     return pa.concat_tables([scored, unread])
 
 
-def _masked(values: pa.Array, mask: np.ndarray) -> pa.Array:
-    """`values` with nulls where `mask` is set."""
-    return pc.if_else(pa.array(mask, pa.bool_()), pa.scalar(None, values.type), values)
-
-
 def _manifest_table(
     images: Images, group_of: np.ndarray, keeper: np.ndarray, best: _Best, moved: np.ndarray,
     keep: KeepPolicy, keys: list[np.ndarray], rules: list[Rule], duplicates_root: str,
@@ -289,29 +300,33 @@ def _manifest_table(
     deciding = np.argmax(differs, axis=0)
     t = images.table
     take = pa.array(src, pa.int64())
-    datasets = t["dataset"].take(take).to_pylist()
-    rel = t["rel_path"].take(take).to_pylist()
-    keeper_uris = _uris(images, k).to_pylist()
-    matched = _uris(images, best.partner[src]).to_pylist()
-    label, method = [r.label for r in rules], [r.method for r in rules]  # each once: files are many
-    reasons, rule_labels, methods = [], [], []
-    for i in range(len(src)):
-        r = int(best.rule[src[i]])
-        why = "it is in a reference dataset" if names[deciding[i]] == "reference" else _WHY[names[deciding[i]]]
-        sim = best.similarity[src[i]]
-        reasons.append(f"{label[r]}: similarity {sim:.3f} to {matched[i]}; keeping {keeper_uris[i]} because {why}")
-        rule_labels.append(label[r])
-        methods.append(method[r])
-    destinations = [join(duplicates_root, d, r) for d, r in zip(datasets, rel, strict=True)]
+    datasets, rel = t["dataset"].take(take), t["rel_path"].take(take)
+    keeper_uris, matched = _uris(images, k), _uris(images, best.partner[src])
+    rule = pa.array(best.rule[src], pa.int64())
+    rule_labels = pa.array([r.label for r in rules], pa.string()).take(rule)
+    whys = pa.array(["it is in a reference dataset" if name == "reference" else _WHY[name] for name in names])
+    # Arrow all the way: a Python string per moved file for each column (~1 KB a row) was the decision's peak
+    reasons = pc.binary_join_element_wise(
+        rule_labels, ": similarity ", pa.array(np.char.mod("%.3f", best.similarity[src]), pa.string()), " to ", matched,
+        "; keeping ", keeper_uris, " because ", whys.take(pa.array(deciding, pa.int64())), "")
+    root = duplicates_root.rstrip("/")  # as `join(duplicates_root, dataset, rel_path)`
+    destinations = pc.binary_join_element_wise(root, pc.utf8_trim(datasets, "/"), pc.utf8_trim(rel, "/"), "/")
     return pa.Table.from_arrays(
         [
-            t["uri"].take(take), pa.array(destinations, pa.string()), pa.array(datasets, pa.string()),
-            pa.array(rel, pa.string()), t["size"].take(take), t["mtime"].take(take), t["etag"].take(take),
-            pa.array([d.hex() if d else None for d in t["exact"].take(take).to_pylist()], pa.string()),
-            pa.array(group_of[src], pa.int64()),
-            pa.array(keeper_uris, pa.string()), pa.array(rule_labels, pa.string()),
-            pa.array(methods, pa.string()), pa.array(np.round(best.similarity[src], 6), pa.float64()),
-            pa.array(matched, pa.string()), pa.array(reasons, pa.string()),
+            t["uri"].take(take), destinations, datasets, rel, t["size"].take(take), t["mtime"].take(take),
+            t["etag"].take(take), _hex(t["exact"].take(take)), pa.array(group_of[src], pa.int64()),
+            keeper_uris, rule_labels, pa.array([r.method for r in rules], pa.string()).take(rule),
+            pa.array(np.round(best.similarity[src], 6), pa.float64()), matched, reasons,
         ],
         schema=MANIFEST,
     )
+
+
+def _hex(digests: pa.ChunkedArray) -> pa.Array:
+    """Fixed-size binary digests as lowercase hex strings (null stays null), without a Python object a row."""
+    values = digests.combine_chunks()
+    width = values.type.byte_width
+    raw = np.frombuffer(values.buffers()[1], np.uint8, count=len(values) * width, offset=values.offset * width)
+    offsets = np.arange(0, 2 * width * (len(values) + 1), 2 * width, dtype=np.int32)
+    text = pa.StringArray.from_buffers(len(values), pa.py_buffer(offsets), pa.py_buffer(raw.tobytes().hex().encode()))
+    return pc.if_else(values.is_valid(), text, pa.scalar(None, pa.string()))

@@ -76,8 +76,9 @@ class KeepPolicy:
         out = [np.where(reference, 0, 1).astype(np.int64)]
         for key in self.keys:
             if key == "dataset":
-                rank = {d: i for i, d in enumerate(order)}
-                out.append(np.array([rank[d] for d in images["dataset"].to_pylist()], np.int64))
+                encoded = pc.dictionary_encode(images["dataset"]).combine_chunks()  # not a Python string a row
+                rank = np.array([order.index(d) for d in encoded.dictionary.to_pylist()], np.int64)
+                out.append(rank[encoded.indices.to_numpy(zero_copy_only=False)] if len(rank) else np.zeros(n, np.int64))
             elif key == "resolution":
                 w = _ints(images["width"], 0)
                 out.append(-(w * _ints(images["height"], 0)))

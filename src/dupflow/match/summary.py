@@ -24,7 +24,7 @@ def build_summary(
     """Counts per dataset (images, groups inside it, files that could go), the groups shared by
     every pair of datasets (train/val leakage, ingest vs corpus), and errors by kind. At most
     `examples` groups are listed per section; groups.parquet has them all."""
-    uris = images.table["uri"].to_numpy(zero_copy_only=False)
+    uris = images.table["uri"]
     sizes = np.asarray(images.table["size"].fill_null(0).to_numpy(zero_copy_only=False), np.int64)
     error_kinds = Counter(zip(errors["dataset"].to_pylist(), errors["error"].to_pylist(), strict=True))
     a, b = decisions.pair_ids
@@ -45,7 +45,7 @@ def build_summary(
             "to_move": int(moved.sum()),
             "bytes_to_move": int(sizes[moved].sum()),
             "groups_listed": min(examples, len(groups)),
-            "groups": [[str(uris[i]) for i in g] for g in groups[:examples]],
+            "groups": _named(uris, groups[:examples]),
         }
     intersections: dict[str, Any] = {}
     for d1, d2 in itertools.combinations(range(len(images.datasets)), 2):
@@ -59,8 +59,9 @@ def build_summary(
             "shared_groups": len(shared),
             "images": {n: sum(int(np.sum(images.dataset_ix[g] == d)) for g in shared) for n, d in sides},
             "groups_listed": min(examples, len(shared)),
-            "groups": [{n: [str(uris[i]) for i in g if images.dataset_ix[i] == d] for n, d in sides}
-                       for g in shared[:examples]],
+            "groups": [dict(zip((n1, n2), named, strict=True)) for named in zip(*(
+                _named(uris, [[i for i in g if images.dataset_ix[i] == d] for g in shared[:examples]])
+                for _, d in sides), strict=True)],
         }
     group_of = decisions.group_of
     return {
@@ -71,17 +72,24 @@ def build_summary(
             "images": len(images) + errors.num_rows,
             "encoded": len(images),
             "errors": dict(sorted(Counter(errors["error"].to_pylist()).items())),
-            "pairs": decisions.pairs.num_rows,
+            "pairs": len(decisions.pair_ids[0]),
             "groups": int(group_of.max()) + 1 if len(group_of) else 0,
-            "leakage_groups": int(np.count_nonzero(decisions.groups["leakage"].to_numpy(zero_copy_only=False)
-                                                   & decisions.groups["keeper"].to_numpy(zero_copy_only=False))),
+            "leakage_groups": decisions.leakage_groups,
             "to_move": int(decisions.moved.sum()),
             "bytes_to_move": int(sizes[decisions.moved].sum()),
-            "failed": int(np.count_nonzero(decisions.scores["status"].to_numpy(zero_copy_only=False) == "fail")),
+            "failed": decisions.failed,
         },
         "datasets": per_dataset,
         "intersections": intersections,
     }
+
+
+def _named(uris: pa.ChunkedArray, groups: list[list[int]]) -> list[list[str]]:
+    """The uris of these groups' image ids, taken in one call (a take from a column of many chunks costs a
+    pass over all of them; the whole column is never turned into Python strings)."""
+    names = uris.take(pa.array([i for g in groups for i in g], pa.int64())).to_pylist()
+    bounds = np.cumsum([0, *(len(g) for g in groups)]).tolist()
+    return [[str(u) for u in names[lo:hi]] for lo, hi in itertools.pairwise(bounds)]
 
 
 def _groups(mask: np.ndarray, a: np.ndarray, b: np.ndarray, n: int) -> list[list[int]]:
