@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -12,6 +13,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
 from dupflow.encode.settings import EncodeSettings
@@ -103,7 +106,12 @@ def test_every_group_has_one_keeper_and_keepers_never_move(world: World, tmp_pat
     for m in manifest:
         assert m["keeper"] == keepers[m["group"]][0]
         assert m["destination"] == str(tmp_path / "out" / "duplicates" / m["dataset"] / m["rel_path"])
-        assert m["reason"].startswith(m["rule"])
+        why = m["reason"].rsplit(" because ", 1)[1]
+        assert why in {"its dataset comes first in the keep priority", "it has more pixels", "it is a larger file",
+                       "it is older", "it is newer", "its path is shorter", "its path sorts first"}
+        assert m["reason"] == (f"{m['rule']}: similarity {m['similarity']:.3f} to {m['matched']}; keeping "
+                               f"{m['keeper']} because {why}")
+        assert m["sha256"] == hashlib.sha256(Path(m["source"]).read_bytes()).hexdigest()
 
 
 def test_default_policy_keeps_train_and_the_larger_picture(world: World, tmp_path: Path) -> None:
@@ -302,3 +310,22 @@ def test_summary_is_json_with_errors_by_kind(world: World, tmp_path: Path) -> No
     unread = [r for r in scores.to_pylist() if r["status"] == "error"]
     assert [(Path(r["uri"]).name, r["error"], r["uniqueness"]) for r in unread] == [("broken.jpg", "corrupt", None)]
     assert isinstance(pq.read_table(tmp_path / "out" / "manifest.parquet"), pa.Table)
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.lists(st.integers(1, 9), min_size=1, max_size=5), st.booleans())
+def test_view_rows_are_the_column_values_view_by_view_in_any_chunking(seed: int, chunks: list[int],
+                                                                      shuffled: bool) -> None:
+    rng = np.random.default_rng(seed)
+    views, n = 7, sum(chunks)
+    raw = rng.integers(0, 256, (n, views * 8), dtype=np.uint8)
+    parts, at = [], 0
+    for size in chunks:  # a column of many chunks, each sliced out of a larger array (a non-zero offset)
+        whole = pa.array([bytes(r) for r in raw[at:at + size]] + [bytes(views * 8)], pa.binary(views * 8))
+        parts.append(whole.slice(0, size))
+        at += size
+    ids = rng.choice(n, size=rng.integers(1, n + 1), replace=False)
+    ids = ids if shuffled else np.sort(ids)
+    got = matching._view_major(pa.chunked_array(parts), ids, views)
+    want = raw[ids].reshape(len(ids), views, 8)[:, :, ::-1].copy().view(np.uint64).reshape(len(ids), views)
+    assert np.array_equal(got, want.T.reshape(-1, 1))  # view by view: row v * len(ids) + i

@@ -61,10 +61,10 @@ __all__ = [
 # it would add 15 false pairs instead of 9.
 ORIENTATION_MARGIN = 4
 # an across join's query side is indexed one part at a time, about this many rows times the probed chunks
-# (a part takes whole buckets and holds 4 + 8·W bytes a row a chunk: ~200 MB for 64-bit hashes on 4 chunks,
-# plus 8 bytes a row while it is built); a block over more is searched in sub-blocks, each scanning the
-# queries' values of the chunks it reaches once
-QUERY_PART_ROWS = 4_000_000
+# (a part takes whole buckets and holds 4 + 8·W bytes a row a chunk: ~100 MB for 64-bit hashes on 4 chunks,
+# plus ~26 bytes a row while it is built); a block over more is searched in sub-blocks, each scanning the
+# queries' values of the chunks it reaches once (3 bytes a query row a chunk)
+QUERY_PART_ROWS = 2_000_000
 COSINE_TILE = 1024  # rows of embeddings per cosine tile: one tile's candidates are verified at a time
 # Tiles find cosine candidates this much below the threshold; each is then decided on its own row-by-row
 # dot product, so a pair's similarity does not depend on the tiling (a full and an incremental search agree).
@@ -153,7 +153,7 @@ class _Rows:
 @dataclass(frozen=True)
 class _Join:
     """A bucket join: within `index` (`queries` None) or from `queries` to it, the query side indexed
-    per block (`QueryRows.part`), in sub-blocks of about QUERY_PART_ROWS rows a chunk."""
+    per block (`QueryRows.part`), in sub-blocks of about QUERY_PART_ROWS rows times the probed chunks."""
 
     index: HammingIndex
     queries: QueryRows | None
@@ -542,15 +542,34 @@ def _variants(images: Images, reps: np.ndarray, classes: np.ndarray, column: str
     representatives, view by view, and what each row is. Classes whose representative lacks them (a
     dataset encoded before the encoder existed) have none."""
     codes = _VIEW_CODES[column]
-    values = images.table[column].take(pa.array(reps[classes], pa.int64()))
-    has = values.is_valid().to_numpy(zero_copy_only=False)
+    values = images.table[column]
+    ids = reps[classes]
+    has = values.is_valid().to_numpy(zero_copy_only=False)[ids]
     if not has.all():
-        classes, values = classes[has], values.filter(pa.array(has))
+        classes, ids = classes[has], ids[has]
     if len(classes) == 0:
         return None
-    variants = as_words(values)
-    variants = variants.reshape(len(classes), len(codes), -1).transpose(1, 0, 2)
-    return variants.reshape(len(codes) * len(classes), -1), _Rows(classes, codes)
+    return _view_major(values, ids, len(codes)), _Rows(classes, codes)
+
+
+def _view_major(values: pa.ChunkedArray, ids: np.ndarray, views: int) -> np.ndarray:
+    """Rows `ids` of a column of `views` hashes a row as (views * len(ids), W) uint64 words, view by view:
+    one copy, made chunk by chunk from the column's buffers (a take, a conversion and a transpose made
+    three, 0.5 GB at 3M images' seven orientations)."""
+    width = values.type.byte_width
+    words = width // 8 // views
+    out = np.empty((views, len(ids), words), np.uint64)
+    order = np.argsort(ids, kind="stable")
+    ordered = ids[order]
+    at = 0
+    for chunk in values.chunks:
+        lo, hi = np.searchsorted(ordered, [at, at + len(chunk)])
+        if hi > lo:
+            raw = np.frombuffer(chunk.buffers()[1], ">u8", count=len(chunk) * width // 8, offset=chunk.offset * width)
+            rows = order[lo:hi]
+            out[:, rows] = raw.reshape(len(chunk), views, words)[ids[rows] - at].transpose(1, 0, 2)
+        at += len(chunk)
+    return out.reshape(views * len(ids), words)
 
 
 def _across(threshold: int, queries: np.ndarray, query: _Rows, index: np.ndarray, index_class: np.ndarray) -> _Join:
