@@ -19,9 +19,9 @@ from PIL import Image
 
 from dupflow.encode.settings import EncodeSettings
 from dupflow.errors import ConfigError, StoreError
-from dupflow.index import Block, HammingIndex, QueryRows
+from dupflow.index import Block, HammingIndex, QueryRows, SearchPlan, concat_pairs, search_block, sort_pairs
 from dupflow.io.sources import DatasetSource
-from dupflow.match import matching
+from dupflow.match import decisions, matching
 from dupflow.match.job import OUTPUT_FILES, finish_match_blocks, match_rules_block, match_store, plan_match, prepared
 from dupflow.match.settings import MatchSettings
 from dupflow.match.state import STATE_FOLDER
@@ -146,9 +146,11 @@ def test_a_tie_in_every_key_is_broken_by_path(tmp_path: Path) -> None:
     assert all("path sorts first" in m["reason"] for m in manifest)
 
 
-def test_manifest_is_byte_identical_across_runs_threads_and_shards(world: World, tmp_path: Path) -> None:
+def test_manifest_is_byte_identical_across_runs_threads_and_shards(world: World, tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     dups = str(tmp_path / "dups")
     _match(world, tmp_path / "one", threads=1, blocks=1, duplicates_root=dups)
+    monkeypatch.setattr(decisions, "_MANIFEST_SLICE", 2)  # built two rows at a time, written the same
     _match(world, tmp_path / "two", threads=2, blocks=13, duplicates_root=dups)
     other = build_world(tmp_path / "again", shard_size=3)
     match_store(other.store, str(tmp_path / "three"), MatchSettings(threads=2, duplicates_root=dups))
@@ -329,3 +331,22 @@ def test_view_rows_are_the_column_values_view_by_view_in_any_chunking(seed: int,
     got = matching._view_major(pa.chunked_array(parts), ids, views)
     want = raw[ids].reshape(len(ids), views, 8)[:, :, ::-1].copy().view(np.uint64).reshape(len(ids), views)
     assert np.array_equal(got, want.T.reshape(-1, 1))  # view by view: row v * len(ids) + i
+
+
+def test_query_parts_stay_small_where_a_block_spans_cheap_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
+    rng = np.random.default_rng(4)
+    words = rng.integers(0, 2**64 - 1, (4000, 1), dtype=np.uint64, endpoint=True)
+    queries = words ^ np.uint64(0b101)
+    # chunk 0 costs 100x the others: an even share of the work holds 100x more rows in chunks 1-3
+    plan = SearchPlan(10, np.array([2, 2, 2, 1]), np.array([1000.0, 10.0, 10.0, 10.0]))
+    rows = QueryRows.of(queries, plan)
+    join = matching._Join(HammingIndex.build(words, plan), rows, matching._Rows(np.arange(len(queries))),
+                          np.arange(len(words)))
+    monkeypatch.setattr(matching, "QUERY_PART_ROWS", 250)
+    whole = HammingIndex.build(queries, plan)
+    for block in (Block(0, 1), Block(1, 2)):
+        subs = join.sub_blocks(block)
+        assert all(rows.rows_in(sub) <= 250 * 4 for sub in subs)
+        got = sort_pairs(concat_pairs([search_block(join.index, sub, rows.part(sub)) for sub in subs]))
+        assert np.array_equal(np.stack(got), np.stack(sort_pairs(search_block(join.index, block, whole))))
+    assert len(join.sub_blocks(Block(0, 1))) > 4000 // 250  # counted in rows alone, the parts would be 4x over

@@ -262,6 +262,11 @@ class QueryRows:
     def __len__(self) -> int:
         return len(self.words)
 
+    def rows_in(self, block: Block) -> int:
+        """How many row entries (rows times chunks) `part(block)` holds."""
+        ranges = _bucket_ranges(self.starts, len(self.words), block, self.plan)
+        return int(sum(self.starts[c, hi] - self.starts[c, lo] for c, (lo, hi) in enumerate(ranges.tolist())))
+
     def part(self, block: Block) -> HammingIndex:
         """The index of the rows in `block`'s buckets, chunk by chunk."""
         ranges = _bucket_ranges(self.starts, len(self.words), block, self.plan)

@@ -20,6 +20,7 @@ from dupflow.schemas import GROUPS, MANIFEST, PAIRS, SCORES
 __all__ = ["Decisions", "decide"]
 
 _CHECK_ROUNDS = 8  # a group split this often is left as the last round made it
+_MANIFEST_SLICE = 1_000_000  # manifest rows built at a time (~300 MB of reasons)
 
 _WHY = {
     "dataset": "its dataset comes first in the keep priority",
@@ -292,8 +293,19 @@ def _manifest_table(
     images: Images, group_of: np.ndarray, keeper: np.ndarray, best: _Best, moved: np.ndarray,
     keep: KeepPolicy, keys: list[np.ndarray], rules: list[Rule], duplicates_root: str,
 ) -> pa.Table:
+    """The moved files in (group, id) order, built _MANIFEST_SLICE rows at a time: an Arrow string array
+    holds at most 2 GiB, ~8M rows of reasons."""
     src = np.flatnonzero(moved)
     src = src[np.lexsort((src, group_of[src]))]
+    slices = [src[lo:lo + _MANIFEST_SLICE] for lo in range(0, len(src), _MANIFEST_SLICE)] or [src]
+    return pa.concat_tables([_manifest_rows(images, group_of, keeper, best, keep, keys, rules, duplicates_root, part)
+                             for part in slices])
+
+
+def _manifest_rows(
+    images: Images, group_of: np.ndarray, keeper: np.ndarray, best: _Best, keep: KeepPolicy, keys: list[np.ndarray],
+    rules: list[Rule], duplicates_root: str, src: np.ndarray,
+) -> pa.Table:
     k = keeper[group_of[src]]
     names = ["reference", *keep.keys]
     differs = np.stack([key[src] != key[k] for key in keys], axis=0) if len(src) else np.zeros((len(keys), 0), bool)

@@ -403,7 +403,7 @@ def _absolute(url: str, storage_options: dict[str, Any] | None) -> str:
 def write_outputs(out_url: str, decisions: Decisions, summary: dict[str, Any],
                   storage_options: dict[str, Any] | None = None) -> None:
     """Write the four tables (each built as it is written), then summary.json last: its presence marks a
-    finished run."""
+    finished run (a table that fails to build, like a crash, leaves the folder without one)."""
     fs, root = open_fs(out_url, storage_options)
     try:
         fs.makedirs(root, exist_ok=True)

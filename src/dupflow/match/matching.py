@@ -161,11 +161,19 @@ class _Join:
     index_class: np.ndarray
 
     def sub_blocks(self, block: Block) -> list[Block]:
-        """`block` as the sub-blocks whose query parts are built one at a time: together the same buckets."""
+        """`block` as the sub-blocks whose query parts are built one at a time: together the same buckets, each
+        part of at most about QUERY_PART_ROWS rows times the probed chunks (a share of a cheap chunk holds more
+        rows than one of a costly chunk: the split doubles until no part is over, or a bucket is the excess)."""
         if self.queries is None:
             return [block]
-        split = max(1, -(-len(self.queries) // (block.of * QUERY_PART_ROWS)))
-        return [Block(block.k * split + s, block.of * split) for s in range(split)]
+        limit = QUERY_PART_ROWS * int(np.count_nonzero(self.queries.plan.radii >= 0))
+        split, largest = max(1, -(-len(self.queries) // (block.of * QUERY_PART_ROWS))), -1
+        while True:
+            subs = [Block(block.k * split + s, block.of * split) for s in range(split)]
+            held = max(self.queries.rows_in(sub) for sub in subs)
+            if held <= limit or held == largest:
+                return subs
+            split, largest = 2 * split, held
 
 
 @dataclass(frozen=True)
