@@ -34,11 +34,14 @@ GPU_RESOURCE = "GPU"
 
 # Imported by every local Dask worker as it starts (Dask's `preload`), while `dupflow run`'s API starts.
 WORKER_PRELOAD = "dupflow.flows.warm"
-# Dask starts its workers with glibc's MALLOC_TRIM_THRESHOLD_=65536; an explicit threshold stops malloc
-# adapting its mmap threshold, so every large numpy buffer is mapped and unmapped again: it doubled the
-# CPU of verifying pairs (2.3 -> 4.5 s on 2,682 photographs) and cost 6% of an encode. Local workers run
-# without it (infra/dask.yaml does the same for a cluster's).
-WORKER_ENVIRON = {"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}
+# Dask configuration of dupflow's workers (infra/dask.yaml sets the same for a cluster's):
+# - Dask starts its workers with glibc's MALLOC_TRIM_THRESHOLD_=65536; an explicit threshold stops malloc
+#   adapting its mmap threshold, so every large numpy buffer is mapped and unmapped again: it doubled the
+#   CPU of verifying pairs (2.3 -> 4.5 s on 2,682 photographs) and cost 6% of an encode.
+# - Dask's statistical profiler samples every worker thread's stack every 10 ms (for the dashboard's Profile
+#   page): it made a one-thread worker's encode of 1,500 photographs 7% slower (2.87 vs 2.67 s, 4 pairs).
+WORKER_CONFIG = {"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None,
+                 "distributed.worker.profile.enabled": False}
 
 
 def _local_cluster(cluster: ClusterConfig, gpu: bool) -> dict[str, Any]:
@@ -68,7 +71,7 @@ class ConfiguredDaskTaskRunner(DaskTaskRunner):
     def client(self) -> Any:
         if self._client is None and not self.address and not self.cluster_kwargs:
             self._choose(run_config())
-        with dask.config.set(WORKER_ENVIRON):  # a local cluster is started here
+        with dask.config.set(WORKER_CONFIG):  # a local cluster is started here
             return super().client
 
     def _choose(self, config: DedupConfig) -> None:
@@ -160,7 +163,7 @@ def local_runtime(config: DedupConfig, api: EmbeddedApi | None = None) -> Iterat
             api = EmbeddedApi.start()
         if not config.cluster.address:
             gpu = config.encode_settings().device == "cuda"
-            with dask.config.set(WORKER_ENVIRON):
+            with dask.config.set(WORKER_CONFIG):
                 cluster = LocalCluster(**_local_cluster(config.cluster, gpu))  # type: ignore[no-untyped-call]
             local = ClusterConfig(address=cluster.scheduler_address,
                                   threads_per_worker=config.cluster.threads_per_worker)

@@ -95,21 +95,23 @@ def test_a_run_under_an_exported_prefect_api_url_records_there_and_leaves_it_set
             assert str(client.api_url).rstrip("/") == url
         with Client(ran.cluster.address, set_as_default=False) as dask_client:  # type: ignore[no-untyped-call]
             trims = dask_client.run(os.environ.get, "MALLOC_TRIM_THRESHOLD_")
+            profiled = dask_client.run(lambda dask_worker: "profile" in dask_worker.periodic_callbacks)
             imported = dask_client.run(lambda: "dupflow.tasks" in sys.modules)
-        assert list(trims.values()) == [None]  # malloc keeps adapting (WORKER_ENVIRON)
+        assert list(trims.values()) == [None]  # malloc keeps adapting (WORKER_CONFIG)
+        assert list(profiled.values()) == [False]  # no stack sampling beside the encode
         assert list(imported.values()) == [True]  # the tasks were imported as the worker started
     assert os.environ["PREFECT_API_URL"] == url
 
 
-def test_the_image_runs_dask_workers_without_the_malloc_trim_threshold() -> None:
+def test_the_image_configures_dask_workers_as_dupflow_configures_its_local_ones() -> None:
     import dask
 
-    from dupflow.flows.runtime import WORKER_ENVIRON
+    from dupflow.flows.runtime import WORKER_CONFIG
 
     infra = Path(__file__).resolve().parents[1] / "infra"
-    (key, value), = WORKER_ENVIRON.items()
     with dask.config.set(dask.config.collect(paths=[str(infra / "dask.yaml")], env={})):
-        assert dask.config.get(key) is value is None
+        assert {key: dask.config.get(key) for key in WORKER_CONFIG} == WORKER_CONFIG
+    assert WORKER_CONFIG["distributed.worker.profile.enabled"] is False
     assert "COPY infra/dask.yaml /etc/dask/" in (infra / "Dockerfile").read_text()
 
 
