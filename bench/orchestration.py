@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import shutil
 import statistics
@@ -36,12 +37,14 @@ from photos import make
 
 from dupflow.config import validate_config
 from dupflow.encode.settings import EncodeSettings
-from dupflow.flows.runtime import WORKER_ENVIRON, WORKER_PRELOAD
+from dupflow.flows.runtime import WORKER_CONFIG, WORKER_PRELOAD
 from dupflow.io.sources import DatasetSource
 from dupflow.match.job import MatchSettings, cluster_blocks, match_store
 from dupflow.store.encode_job import FLOW_SHARD_LEAST, FLOW_SHARD_MOST, auto_shard_size, run_encode
 
 RESULTS = Path(__file__).parent / "results"
+# as dupflow's embedded API runs (flows/embedded_api.py): the server's telemetry heartbeat locks its SQLite file
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
 
 def _peak_mib(who: int = resource.RUSAGE_SELF) -> float:
@@ -88,7 +91,7 @@ def main() -> None:
     from prefect.testing.utilities import prefect_test_harness
 
     rows = []
-    with prefect_test_harness(server_startup_timeout=120), dask.config.set(WORKER_ENVIRON), \
+    with prefect_test_harness(server_startup_timeout=120), dask.config.set(WORKER_CONFIG), \
             LocalCluster(n_workers=args.workers, threads_per_worker=1, host="127.0.0.1", dashboard_address=":0",
                          preload=[WORKER_PRELOAD]) as cluster:  # as infra/ starts its workers
         for n in args.images:
