@@ -297,7 +297,6 @@ def _released(job: MatchJob) -> PreparedMatch:
             ready = replace(ready, searches=tuple(s.without_joins() for s in ready.searches))
             if job in _PREPARED:
                 _PREPARED[job] = ready
-            _return_freed()
     return ready
 
 
