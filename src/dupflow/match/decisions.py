@@ -89,8 +89,7 @@ def decide(
         leakage_groups=int(np.count_nonzero(spans > 1)),
         failed=int(np.count_nonzero(best.similarity >= 0)),
         builders=(
-            partial(_pairs_table, images, a, b, distance, similarity, orientation,
-                    [label[i] for i in rule_ix], [method[i] for i in rule_ix]),
+            partial(_pairs_table, images, a, b, distance, similarity, orientation, rule_ix, label, method),
             partial(_groups_table, images, group_of, keeper, spans),
             partial(_scores_table, images, group_of, is_keeper, best, label, errors),
             manifest,
@@ -214,17 +213,18 @@ def _uris(images: Images, ids: np.ndarray) -> pa.Array:
 
 def _pairs_table(
     images: Images, a: np.ndarray, b: np.ndarray, distance: np.ndarray, similarity: np.ndarray,
-    orientation: np.ndarray, rules: list[str], methods: list[str],
+    orientation: np.ndarray, rule_ix: np.ndarray, rules: list[str], methods: list[str],
 ) -> pa.Table:
-    names = np.array([*VIEWS, None], dtype=object)
+    names = pa.array([*VIEWS, None], pa.string())  # -1, as stored: null
     datasets = images.table["dataset"]
+    rule = pa.array(rule_ix, pa.int64())
     return pa.Table.from_arrays(
         [
             _uris(images, a), _uris(images, b),
             datasets.take(pa.array(a, pa.int64())), datasets.take(pa.array(b, pa.int64())),
-            pa.array(rules, pa.string()), pa.array(methods, pa.string()),
+            pa.array(rules, pa.string()).take(rule), pa.array(methods, pa.string()).take(rule),
             pa.array(distance, pa.int32(), mask=distance < 0), pa.array(np.round(similarity, 6), pa.float64()),
-            pa.array(names[orientation], pa.string()),
+            names.take(pa.array(np.where(orientation < 0, len(VIEWS), orientation), pa.int64())),
         ],
         schema=PAIRS,
     )

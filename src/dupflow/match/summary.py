@@ -31,37 +31,38 @@ def build_summary(
     per_dataset: dict[str, Any] = {}
     for d, name in enumerate(images.datasets):
         mine = images.dataset_ix == d
-        groups = _groups(mine, a, b, len(images))
+        groups = _Groups(mine, a, b)
         moved = decisions.moved & mine
         per_dataset[name] = {
             "images": int(mine.sum()) + sum(n for (ds, _), n in error_kinds.items() if ds == name),
             "encoded": int(mine.sum()),
             "errors": {kind: n for (ds, kind), n in sorted(error_kinds.items()) if ds == name},
             "reference": bool(np.any(images.reference[mine])),
-            "duplicate_groups": len(groups),
-            "appearances": sum(len(g) for g in groups),
-            "redundant_files": sum(len(g) - 1 for g in groups),
-            "group_sizes": {str(k): v for k, v in sorted(Counter(len(g) for g in groups).items())},
+            "duplicate_groups": groups.count,
+            "appearances": int(groups.size.sum()),
+            "redundant_files": int(groups.size.sum()) - groups.count,
+            "group_sizes": {str(k): int(v) for k, v in enumerate(np.bincount(groups.size)) if v},
             "to_move": int(moved.sum()),
             "bytes_to_move": int(sizes[moved].sum()),
-            "groups_listed": min(examples, len(groups)),
-            "groups": _named(uris, groups[:examples]),
+            "groups_listed": min(examples, groups.count),
+            "groups": _named(uris, groups.members(np.arange(min(examples, groups.count)))),
         }
     intersections: dict[str, Any] = {}
     for d1, d2 in itertools.combinations(range(len(images.datasets)), 2):
         n1, n2 = images.datasets[d1], images.datasets[d2]
-        both = (images.dataset_ix == d1) | (images.dataset_ix == d2)
-        shared = [g for g in _groups(both, a, b, len(images))
-                  if len(set(images.dataset_ix[g].tolist())) == 2]
+        groups = _Groups((images.dataset_ix == d1) | (images.dataset_ix == d2), a, b)
+        on_1 = groups.count_where(images.dataset_ix == d1)
+        on_2 = groups.size - on_1
+        shared = np.flatnonzero((on_1 > 0) & (on_2 > 0))
+        listed = shared[:examples]
         sides = ((n1, d1), (n2, d2))
         intersections[f"{n1} & {n2}"] = {
             "datasets": [n1, n2],
             "shared_groups": len(shared),
-            "images": {n: sum(int(np.sum(images.dataset_ix[g] == d)) for g in shared) for n, d in sides},
-            "groups_listed": min(examples, len(shared)),
+            "images": {n1: int(on_1[shared].sum()), n2: int(on_2[shared].sum())},
+            "groups_listed": len(listed),
             "groups": [dict(zip((n1, n2), named, strict=True)) for named in zip(*(
-                _named(uris, [[i for i in g if images.dataset_ix[i] == d] for g in shared[:examples]])
-                for _, d in sides), strict=True)],
+                _named(uris, groups.members(listed, images.dataset_ix == d)) for _, d in sides), strict=True)],
         }
     group_of = decisions.group_of
     return {
@@ -92,10 +93,35 @@ def _named(uris: pa.ChunkedArray, groups: list[list[int]]) -> list[list[str]]:
     return [[str(u) for u in names[lo:hi]] for lo, hi in itertools.pairwise(bounds)]
 
 
-def _groups(mask: np.ndarray, a: np.ndarray, b: np.ndarray, n: int) -> list[list[int]]:
-    """Connected groups (image ids, ascending; groups by first id) over the pairs inside `mask`."""
-    inside = mask[a] & mask[b]
-    return group_lists(components(n, a[inside], b[inside]))
+class _Groups:
+    """The connected groups over the pairs inside `mask`, numbered by their first image id, as arrays: a
+    Python list per group would cost seconds at a million groups."""
+
+    def __init__(self, mask: np.ndarray, a: np.ndarray, b: np.ndarray) -> None:
+        inside = mask[a] & mask[b]
+        self.group_of = components(len(mask), a[inside], b[inside])
+        self.ids = np.flatnonzero(self.group_of >= 0)
+        self.count = int(self.group_of.max()) + 1 if len(self.ids) else 0
+        self.size = np.bincount(self.group_of[self.ids], minlength=self.count)
+
+    def count_where(self, which: np.ndarray) -> np.ndarray:
+        """(G,) how many of each group's members `which` holds."""
+        held = self.ids[which[self.ids]]
+        return np.bincount(self.group_of[held], minlength=self.count)
+
+    def members(self, groups: np.ndarray, which: np.ndarray | None = None) -> list[list[int]]:
+        """The members (ascending) of these groups (ascending numbers), only those `which` holds if given."""
+        chosen = np.full(len(self.group_of), -1, np.int64)
+        ids = self.ids[np.isin(self.group_of[self.ids], groups)]
+        if which is not None:
+            ids = ids[which[ids]]
+        chosen[ids] = np.searchsorted(groups, self.group_of[ids])
+        lists = group_lists(chosen)
+        present = np.unique(chosen[ids])  # a group with no member `which` holds still gets its (empty) list
+        out: list[list[int]] = [[] for _ in groups]
+        for k, members in zip(present.tolist(), lists, strict=True):
+            out[k] = members
+        return out
 
 
 def summary_markdown(summary: dict[str, Any], out: str, applied: dict[str, Any] | None = None,
