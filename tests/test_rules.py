@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pyarrow as pa
 import pytest
 
 from dupflow.errors import ConfigError
@@ -81,3 +82,25 @@ def test_alternatives_join_with_a_bar_and_tight_hashes_drive_the_search() -> Non
 def test_bad_cosine_rules_say_what_to_write(text: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         parse_rules([text])
+
+
+def test_keep_keys_of_some_rows_order_those_rows_as_the_keys_of_all_rows_do() -> None:
+    rng = np.random.default_rng(3)
+    n = 300
+    names = np.array(["train", "val"])[rng.integers(0, 2, n)]
+    table = pa.table({
+        "uri": [f"s3://b/{d}/{'x' * int(k)}{i:03d}.jpg" for i, (d, k) in enumerate(zip(names, rng.integers(0, 4, n),
+                                                                                        strict=True))],
+        "dataset": names, "width": rng.integers(1, 4, n), "height": np.full(n, 2), "size": rng.integers(1, 5, n),
+        "mtime": pa.array(rng.integers(0, 3, n), pa.timestamp("ns", tz="UTC")),
+    })
+    reference = rng.random(n) < 0.2
+    rows = np.sort(rng.choice(n, 120, replace=False))
+    policy = KeepPolicy.parse(["dataset:val,train", "resolution", "size", "oldest", "shortest-path"])
+    every = policy.sort_keys(table, ["train", "val"], reference)
+    some = policy.sort_keys(table, ["train", "val"], reference, rows)
+    assert len(some) == len(every) == 7
+    for whole, part in zip(every, some, strict=True):
+        assert np.array_equal(np.argsort(whole[rows], kind="stable"), np.argsort(part[rows], kind="stable"))
+    whole_order, part_order = (np.lexsort(tuple(reversed([k[rows] for k in keys]))) for keys in (every, some))
+    assert np.array_equal(whole_order, part_order)

@@ -8,6 +8,7 @@ import numpy as np
 import pyarrow as pa
 
 from dupflow.match.decisions import Decisions
+from dupflow.match.graph import components
 from dupflow.match.matching import Images
 from dupflow.match.summary import build_summary
 from dupflow.schemas import SCORES
@@ -61,3 +62,17 @@ def test_summary_groups_per_dataset_and_across_agree_with_union_find() -> None:
         assert got["images"] == {names[d]: sum(int(dataset_ix[i] == d) for g in shared for i in g) for d in (d1, d2)}
         assert got["groups"] == [{names[d]: [uris[i] for i in g if dataset_ix[i] == d] for d in (d1, d2)}
                                  for g in shared[:3]]
+
+
+def test_components_number_groups_by_first_image_and_leave_unpaired_and_self_paired_images_out() -> None:
+    rng = np.random.default_rng(11)
+    n = 5_000
+    a = rng.integers(0, n, 900)
+    b = np.where(rng.random(900) < 0.1, a, rng.integers(0, n, 900))  # some self-pairs: never a group alone
+    group_of = components(n, a, b)
+    groups = _plain_groups(set(range(n)), [(x, y) for x, y in zip(a.tolist(), b.tolist(), strict=True) if x != y])
+    expected = np.full(n, -1)
+    for k, members in enumerate(groups):
+        expected[members] = k
+    assert len(groups) > 100
+    assert np.array_equal(group_of, expected)

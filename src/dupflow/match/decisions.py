@@ -66,7 +66,7 @@ def decide(
     n = len(images)
     a, b, distance, similarity, orientation, rule_ix = _all_evidence(matches)
     group_of = components(n, a, b)
-    keys = keep.sort_keys(images.table, list(images.datasets), images.reference)
+    keys = keep.sort_keys(images.table, list(images.datasets), images.reference, np.flatnonzero(group_of >= 0))
     if min_shared is not None and images.features is not None:
         group_of = _checked_groups(images.features, group_of, a, b, keys, min_shared)
     keeper = _keepers(group_of, keys)

@@ -65,35 +65,52 @@ class KeepPolicy:
         return " > ".join(f"dataset:{','.join(self.dataset_priority)}" if k == "dataset" and self.dataset_priority
                           else k for k in self.keys)
 
-    def sort_keys(self, images: pa.Table, datasets: list[str], reference: np.ndarray) -> list[np.ndarray]:
+    def sort_keys(self, images: pa.Table, datasets: list[str], reference: np.ndarray,
+                  rows: np.ndarray | None = None) -> list[np.ndarray]:
         """One int64 array per key (smaller is better), reference files first; `datasets` is the
-        order used when the policy names no priority."""
+        order used when the policy names no priority. With `rows` (ascending row numbers), the keys are
+        compared only among those rows: other rows' entries are 0 (at 10M images, most in no group,
+        ranking every path cost seconds)."""
         order = list(self.dataset_priority) + [d for d in datasets if d not in self.dataset_priority]
         unknown = set(self.dataset_priority) - set(datasets)
         if unknown:
             raise ConfigError(f"keep priority names datasets that are not matched: {', '.join(sorted(unknown))}")
         n = images.num_rows
-        out = [np.where(reference, 0, 1).astype(np.int64)]
-        for key in self.keys:
-            if key == "dataset":
-                encoded = pc.dictionary_encode(images["dataset"]).combine_chunks()  # not a Python string a row
-                rank = np.array([order.index(d) for d in encoded.dictionary.to_pylist()], np.int64)
-                out.append(rank[encoded.indices.to_numpy(zero_copy_only=False)] if len(rank) else np.zeros(n, np.int64))
-            elif key == "resolution":
-                w = _ints(images["width"], 0)
-                out.append(-(w * _ints(images["height"], 0)))
-            elif key == "size":
-                out.append(-_ints(images["size"], 0))
-            elif key in ("oldest", "newest"):
-                t = _ints(images["mtime"].cast(pa.int64()), np.iinfo(np.int64).max if key == "oldest" else 0)
-                out.append(t if key == "oldest" else -t)
-            elif key == "shortest-path":
-                out.append(pc.utf8_length(images["uri"]).to_numpy(zero_copy_only=False).astype(np.int64))
-            else:  # path
-                ranks = np.empty(n, np.int64)
-                ranks[pc.sort_indices(images["uri"]).to_numpy()] = np.arange(n)
-                out.append(ranks)
-        return out
+        if rows is not None:
+            used = [c for c in ("dataset", "width", "height", "size", "mtime", "uri") if c in images.column_names]
+            images, reference = images.select(used).take(pa.array(rows, pa.int64())), reference[rows]
+        out = [np.where(reference, 0, 1).astype(np.int64), *(_key(key, images, order) for key in self.keys)]
+        if rows is None:
+            return out
+        full = [np.zeros(n, np.int64) for _ in out]
+        for whole, part in zip(full, out, strict=True):
+            whole[rows] = part
+        return full
+
+
+def _key(key: str, images: pa.Table, order: list[str]) -> np.ndarray:
+    """One keep key of every row (smaller is better); `order`: the datasets by priority."""
+    n = images.num_rows
+    if key == "dataset":
+        encoded = pc.dictionary_encode(images["dataset"]).combine_chunks()  # not a Python string a row
+        rank = np.array([order.index(d) for d in encoded.dictionary.to_pylist()], np.int64)
+        if not len(rank):
+            return np.zeros(n, np.int64)
+        ranked: np.ndarray = rank[encoded.indices.to_numpy(zero_copy_only=False)]
+        return ranked
+    if key == "resolution":
+        pixels: np.ndarray = _ints(images["width"], 0) * _ints(images["height"], 0)
+        return -pixels
+    if key == "size":
+        return -_ints(images["size"], 0)
+    if key in ("oldest", "newest"):
+        t = _ints(images["mtime"].cast(pa.int64()), np.iinfo(np.int64).max if key == "oldest" else 0)
+        return t if key == "oldest" else -t
+    if key == "shortest-path":
+        return np.asarray(pc.utf8_length(images["uri"]).to_numpy(zero_copy_only=False), np.int64)
+    ranks = np.empty(n, np.int64)  # path
+    ranks[pc.sort_indices(images["uri"]).to_numpy()] = np.arange(n)
+    return ranks
 
 
 def _ints(column: pa.ChunkedArray | pa.Array, fill: int) -> np.ndarray:
