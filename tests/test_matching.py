@@ -350,3 +350,18 @@ def test_query_parts_stay_small_where_a_block_spans_cheap_chunks(monkeypatch: py
         got = sort_pairs(concat_pairs([search_block(join.index, sub, rows.part(sub)) for sub in subs]))
         assert np.array_equal(np.stack(got), np.stack(sort_pairs(search_block(join.index, block, whole))))
     assert len(join.sub_blocks(Block(0, 1))) > 4000 // 250  # counted in rows alone, the parts would be 4x over
+
+
+@pytest.mark.parametrize("collide", [False, True])
+def test_classes_gather_identical_keys_numbered_by_first_row_even_when_their_mixes_collide(
+        collide: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    rng = np.random.default_rng(5)
+    key = rng.integers(0, 4, (3_000, 3)).astype(np.uint64)  # 64 distinct keys: every class has many rows
+    if collide:  # two keys mixing alike cannot be found by chance: make every key mix alike
+        monkeypatch.setattr(matching, "_mix", lambda k: np.zeros(len(k), np.uint64))
+    first, cls = matching._classes(key)
+    seen: dict[tuple[int, ...], int] = {}
+    expected = [seen.setdefault(tuple(row), len(seen)) for row in key.tolist()]
+    assert len(seen) == 64
+    assert cls.tolist() == expected
+    assert first.tolist() == [expected.index(c) for c in range(len(seen))]
