@@ -20,11 +20,12 @@ from PIL import Image
 from dupflow.encode.settings import DEFAULT_ENCODERS, EncodeSettings
 from dupflow.index.blocks import Block
 from dupflow.io.sources import DatasetSource
+from dupflow.match.digests import file_digests
 from dupflow.match.job import OUTPUT_FILES, MatchReport, match_store
 from dupflow.match.matching import Images, RuleMatch, prepare_search
 from dupflow.match.rules import parse_rules
 from dupflow.match.settings import MatchSettings
-from dupflow.match.state import STATE_DIR, RuleState, row_identities
+from dupflow.match.state import STATE_DIR, RuleState
 from dupflow.store.encode_job import run_encode
 from imagegen import detailed, write
 from worlds import brighter
@@ -178,7 +179,7 @@ def synthetic_images(rows: dict[str, tuple[str, int, bytes]], reference: str | N
 
 def search_all(images: Images, previous: RuleState | None = None) -> RuleMatch:
     search = prepare_search(images, parse_rules(("phash<=10",))[0], orientations=True,
-                            rows=row_identities(images.table), previous=previous)
+                            rows=file_digests(images.table), previous=previous)
     return search.finish([search.block(Block(k, 3)) for k in range(3)])
 
 

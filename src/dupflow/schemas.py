@@ -191,7 +191,7 @@ MANIFEST = with_meta(
 # The match state a run keeps in OUT/_state/match (`dupflow.match.state`): per rule, every class of identical
 # keys by identity (its key and its representative's uri|size|mtime|etag), and the class pairs the rule
 # accepted, by row number in that class table. The next run searches only classes it has not seen.
-MATCH_CLASSES = with_meta(pa.schema([pa.field("identity", pa.binary(), nullable=False)]), "match_classes")
+MATCH_CLASSES = with_meta(pa.schema([pa.field("identity", pa.binary(16), nullable=False)]), "match_classes")
 MATCH_PAIRS = with_meta(
     pa.schema(
         [

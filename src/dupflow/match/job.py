@@ -21,11 +21,12 @@ from dupflow.index.blocks import Block
 from dupflow.io.fs import atomic_write, join, open_fs, storage_error, to_uri
 from dupflow.io.uris import redact
 from dupflow.match.decisions import Decisions, decide
+from dupflow.match.digests import file_digests
 from dupflow.match.embeddings import STORE_COLUMN, embeddings_from_file, embeddings_from_store, read_embeddings_file
 from dupflow.match.matching import ClassPairs, Images, RuleMatch, RuleSearch, prepare_search
 from dupflow.match.rules import COSINE, VERIFIED, Rule, orientable, searches_crops
 from dupflow.match.settings import MatchSettings
-from dupflow.match.state import RuleState, read_state, row_identities, state_fingerprint, state_token, write_state
+from dupflow.match.state import RuleState, read_state, state_fingerprint, state_token, write_state
 from dupflow.match.summary import build_summary
 from dupflow.match.verify import LocalFeatures
 from dupflow.schemas import manifest_metadata, parquet_bytes
@@ -184,7 +185,7 @@ def plan_rules(images: Images, settings: MatchSettings, hash_size: int, store_en
     rules = settings.parsed_rules(hash_size, store_encoders)
     if previous is not None and len(previous) != len(rules):
         previous = None
-    rows = row_identities(images.table) if settings.incremental else None
+    rows = file_digests(images.table) if settings.incremental else None
     windows = settings.uses_windows(store_encoders, rules)
     return [prepare_search(images, rule, orientations=orientations and (settings.orientations or _auto(rule, images)),
                            windows=windows and searches_crops(rule),

@@ -36,9 +36,10 @@ from dupflow.index import (
     search_block,
     stream_block,
 )
+from dupflow.match.digests import class_digests
 from dupflow.match.embeddings import Embeddings
 from dupflow.match.rules import COSINE, DIGESTS, VERIFIED, Rule, orientable, searches_crops
-from dupflow.match.state import RuleState, carry, class_identities
+from dupflow.match.state import RuleState, carry
 from dupflow.match.verify import LocalFeatures
 
 __all__ = [
@@ -217,7 +218,7 @@ class RuleSearch:
     rep_words: tuple[np.ndarray, ...]
     joins: tuple[AnyJoin, ...]
     features: LocalFeatures | None = None  # of every image: verifies and scores the rule's pairs
-    identity: pa.Array | None = None  # of each class, where the run keeps a match state (`dupflow.match.state`)
+    identity: np.ndarray | None = None  # (C, 2) digests of the classes, where the run keeps a match state
     reused: ClassPairs | None = None  # accepted pairs taken over from the previous run's state
     searched: int = -1  # classes the joins search from (new ones); -1: every class
     released: bool = False  # the joins were dropped (`without_joins`): only `finish` is left
@@ -340,10 +341,10 @@ def _zero(dtype: pa.DataType) -> pa.Scalar:
 
 
 def prepare_search(images: Images, rule: Rule, *, orientations: bool = False, windows: bool = False,
-                   rows: pa.Array | None = None, previous: RuleState | None = None) -> RuleSearch:
+                   rows: np.ndarray | None = None, previous: RuleState | None = None) -> RuleSearch:
     """Classes of identical keys and the joins between their representatives for `rule`; `windows`: also
     between one's pHash and the other's windows' (crops; a rule on pHash that verifies). `rows` (each
-    image's `row_identities`): keep each class's identity for the match state; with the `previous` run's
+    image's `file_digests`): keep each class's identity for the match state; with the `previous` run's
     state too, the joins search only the classes it lacks (against all) and its pairs between the others
     are reused."""
     metrics = [c.metric for c in rule.conditions]
@@ -383,7 +384,7 @@ def prepare_search(images: Images, rule: Rule, *, orientations: bool = False, wi
     reps = member[first]
     reference_class = images.reference[reps]
     rep_words = tuple(_rows(w, first) for w in words)
-    identity = class_identities(rows, reps, key[first]) if rows is not None else None
+    identity = class_digests(rows, reps, key[first]) if rows is not None else None
     carried = carry(previous, identity) if previous is not None and identity is not None else None
     # searching new classes against all beats a full search only while they are few
     fresh = carried.fresh if carried is not None and 2 * int(carried.fresh.sum()) <= len(reps) else None

@@ -1,14 +1,15 @@
 """The match state a run leaves in `OUT/_state/match`, so that the next run with the same settings searches
 only what changed.
 
-Per rule, the state holds every class of identical keys by its identity (the class key and its
-representative's uri|size|mtime|etag) and the class pairs the rule accepted. What a rule accepts for two
-classes depends on nothing but those two identities (their hashes, the representatives' features and
-embeddings), so a later run reuses every accepted pair between classes it finds again, drops those of
-classes that are gone or changed, and searches only its new classes against all of them: the union is
-exactly what a full search finds. A class whose representative changed (a new file sorts before it, or
-it was removed) is new. Anything else that could change an answer (the settings, the datasets matched,
-the encoder versions, this release) is in the state's fingerprint: when it differs, the run is full.
+Per rule, the state holds every class of identical keys by its identity (a digest of the class key and
+its representative's uri, size, mtime and etag: `dupflow.match.digests`) and the class pairs the rule
+accepted. What a rule accepts for two classes depends on nothing but those two identities (their hashes,
+the representatives' features and embeddings), so a later run reuses every accepted pair between classes
+it finds again, drops those of classes that are gone or changed, and searches only its new classes
+against all of them: the union is exactly what a full search finds. A class whose representative changed
+(a new file sorts before it, or it was removed) is new. Anything else that could change an answer (the
+settings, the datasets matched, the encoder versions, this release) is in the state's fingerprint: when
+it differs, the run is full.
 """
 
 from __future__ import annotations
@@ -24,20 +25,21 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from dupflow.errors import StoreError
 from dupflow.io.fs import atomic_write, join, open_fs, storage_error
+from dupflow.match.digests import index_of
 from dupflow.schemas import MATCH_CLASSES, MATCH_PAIRS, parquet_bytes, read_meta
 from dupflow.store.record import StoreRecord
 
-__all__ = ["STATE_DIR", "STATE_FOLDER", "Carried", "RuleState", "carry", "class_identities", "read_state",
-           "row_identities", "state_fingerprint", "state_token", "write_state"]
+__all__ = ["STATE_DIR", "STATE_FOLDER", "Carried", "RuleState", "carry", "read_state", "state_fingerprint",
+           "state_token", "write_state"]
 
 STATE_FOLDER = "_state"  # in OUT, beside the outputs: what later runs reuse
 STATE_DIR = f"{STATE_FOLDER}/match"
-STATE_VERSION = 2  # 2: cosines of float16 unit vectors (a state of version 1 holds float32 ones)
+# 2: cosines of float16 unit vectors (a state of version 1 holds float32 ones); 3: identities as digests
+STATE_VERSION = 3
 _INDEX = "state.json"
 
 log = logging.getLogger(__name__)
@@ -45,9 +47,10 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class RuleState:
-    """One rule's classes (by identity) and its accepted class pairs (rows of `identity`, a < b)."""
+    """One rule's classes (by identity: (C, 2) uint64 digests) and its accepted class pairs (rows of
+    `identity`, a < b)."""
 
-    identity: pa.Array
+    identity: np.ndarray
     a: np.ndarray
     b: np.ndarray
     distance: np.ndarray
@@ -84,30 +87,10 @@ def state_fingerprint(describe: Mapping[str, Any], datasets: Sequence[str], reco
     return hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def row_identities(table: pa.Table) -> pa.Array:
-    """Each image's file identity (uri, size, mtime, etag) as bytes, to be joined into class identities."""
-    size = pc.fill_null(table["size"], -1).to_numpy().astype(np.int64)
-    mtime = pc.fill_null(pc.cast(table["mtime"], pa.int64()), -1).to_numpy().astype(np.int64)
-    fixed = pa.FixedSizeBinaryArray.from_buffers(
-        pa.binary(16), len(size), [None, pa.py_buffer(np.stack([size, mtime], axis=1).tobytes())])
-    etag = pc.fill_null(table["etag"], "")
-    return pc.binary_join_element_wise(pc.cast(fixed, pa.binary()), pc.cast(table["uri"], pa.binary()),
-                                       pc.cast(etag, pa.binary()), b"\x00").combine_chunks()
-
-
-def class_identities(rows: pa.Array, reps: np.ndarray, keys: np.ndarray) -> pa.Array:
-    """Each class's identity: its key words (`keys`, one row per class) and its representative's
-    `row_identities` entry."""
-    width = keys.shape[1] * 8
-    raw = pa.py_buffer(np.ascontiguousarray(keys, dtype=np.uint64).tobytes())
-    key_bytes = pa.FixedSizeBinaryArray.from_buffers(pa.binary(width), len(keys), [None, raw])
-    return pc.binary_join_element_wise(pc.cast(key_bytes, pa.binary()), rows.take(pa.array(reps, pa.int64())), b"")
-
-
-def carry(previous: RuleState, identity: pa.Array) -> Carried:
+def carry(previous: RuleState, identity: np.ndarray) -> Carried:
     """This run's new classes and the previous run's pairs between classes it still has. Class numbers
     follow representatives in (dataset, uri) order, so two classes found again keep their order."""
-    current = pc.fill_null(pc.index_in(previous.identity, value_set=identity), -1).to_numpy().astype(np.int64)
+    current = index_of(previous.identity, identity)
     fresh = np.ones(len(identity), bool)
     fresh[current[current >= 0]] = False
     c1, c2 = current[previous.a], current[previous.b]
@@ -153,7 +136,11 @@ def _read_rule(fs: Any, root: str, name: str) -> RuleState:
         pairs = pq.read_table(f)
     read_meta(classes.schema, "match_classes")
     read_meta(pairs.schema, "match_pairs")
-    identity = classes["identity"].combine_chunks()
+    column = classes["identity"].combine_chunks()
+    if column.type != MATCH_CLASSES.field("identity").type:
+        raise ValueError(f"class identities of type {column.type}")
+    identity = np.frombuffer(column.buffers()[1], np.uint64, count=2 * len(column),
+                             offset=column.offset * 16).reshape(-1, 2)
     cols = {c: pairs[c].to_numpy() for c in MATCH_PAIRS.names}
     if len(cols["a"]) and (cols["a"].min() < 0 or max(cols["a"].max(), cols["b"].max()) >= len(identity)):
         raise ValueError("pairs name classes the state does not hold")
@@ -170,7 +157,9 @@ def write_state(out_url: str, fingerprint: str, states: Sequence[RuleState],
     try:
         fs.makedirs(root, exist_ok=True)
         for name, state in zip(names, states, strict=True):
-            classes = pa.table({"identity": state.identity}, schema=MATCH_CLASSES)
+            digests = np.ascontiguousarray(state.identity, np.uint64)
+            identity = pa.FixedSizeBinaryArray.from_buffers(pa.binary(16), len(digests), [None, pa.py_buffer(digests)])
+            classes = pa.table({"identity": identity}, schema=MATCH_CLASSES)
             pairs = pa.table({"a": state.a, "b": state.b, "distance": state.distance,
                               "similarity": state.similarity, "orientation": state.orientation}, schema=MATCH_PAIRS)
             atomic_write(fs, join(root, f"{name}-classes.parquet"), parquet_bytes(classes))
