@@ -18,8 +18,8 @@ from dupflow.index import (
     hamming_pairs,
     plan_search,
     search_block,
+    search_blocks,
     sort_pairs,
-    stream_block,
 )
 
 
@@ -126,16 +126,6 @@ def test_words_from_arrow_columns() -> None:
 
 
 @settings(max_examples=40, deadline=None)
-@given(hash_sets(), hash_sets(), st.integers(0, 16), st.integers(1, 5))
-def test_streamed_rows_against_an_index_equal_brute_force(rows: np.ndarray, small: np.ndarray, t: int,
-                                                          blocks: int) -> None:
-    plan = plan_search(t, small, rows, stream=True)
-    index = HammingIndex.build(small, plan)
-    got = sort_pairs(concat_pairs([stream_block(index, rows, Block(k, blocks)) for k in range(blocks)]))
-    assert _same(got, brute_force_pairs(rows, t, small))
-
-
-@settings(max_examples=40, deadline=None)
 @given(hash_sets(), hash_sets(), st.integers(0, 16), st.integers(1, 6), st.integers(1, 4))
 def test_a_blocks_query_part_gives_the_whole_query_index_pairs(queries: np.ndarray, index_words: np.ndarray, t: int,
                                                               of: int, split: int) -> None:
@@ -178,3 +168,17 @@ def test_a_block_sorts_only_the_chunks_it_reaches(across: bool) -> None:
     assert sorted_by == probed
     got = sort_pairs(concat_pairs(found))
     assert _same(got, brute_force_pairs(queries, 10, words) if across else brute_force_pairs(words, 10))
+
+
+@settings(max_examples=30, deadline=None)
+@given(hash_sets(), hash_sets(), st.integers(0, 12), st.integers(0, 12), st.integers(1, 4))
+def test_an_index_for_another_plan_shares_its_sorted_chunks_and_finds_that_plans_pairs(
+        queries: np.ndarray, index_words: np.ndarray, t1: int, t2: int, blocks: int) -> None:
+    first = HammingIndex.build(index_words, plan_search(t1, index_words, queries))
+    search_blocks(first, HammingIndex.build(queries, first.plan), blocks=blocks, threads=2)
+    plan = plan_search(t2, index_words, queries)
+    other = first.with_plan(plan)
+    assert other.sorted_chunks is first.sorted_chunks
+    parts = [search_block(other, Block(k, blocks), QueryRows.of(queries, plan).part(Block(k, blocks)))
+             for k in range(blocks)]
+    assert _same(sort_pairs(concat_pairs(parts)), brute_force_pairs(queries, t2, index_words))

@@ -365,3 +365,18 @@ def test_classes_gather_identical_keys_numbered_by_first_row_even_when_their_mix
     assert len(seen) == 64
     assert cls.tolist() == expected
     assert first.tolist() == [expected.index(c) for c in range(len(seen))]
+
+
+def test_matched_columns_are_made_one_chunk_unless_too_large_for_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    from dupflow.match import job
+
+    parts = [pa.table({"uri": [f"s3://b/{k}-{i}.jpg" for i in range(50)], "size": list(range(50))}) for k in range(4)]
+    table = pa.concat_tables(parts)
+    assert table["uri"].num_chunks == 4
+    one = job._contiguous(table)
+    assert [c.num_chunks for c in one.columns] == [1, 1]
+    assert one.equals(table)
+    monkeypatch.setattr(job, "_ONE_CHUNK_BYTES", table["size"].nbytes + 1)  # the uris no longer fit in one
+    kept = job._contiguous(table)
+    assert [c.num_chunks for c in kept.columns] == [4, 1]
+    assert kept.equals(table)

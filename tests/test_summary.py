@@ -10,7 +10,7 @@ import pyarrow as pa
 from dupflow.match.decisions import Decisions
 from dupflow.match.graph import components
 from dupflow.match.matching import Images
-from dupflow.match.summary import build_summary
+from dupflow.match.summary import MEMBERS_LISTED, build_summary
 from dupflow.schemas import SCORES
 
 
@@ -76,3 +76,21 @@ def test_components_number_groups_by_first_image_and_leave_unpaired_and_self_pai
         expected[members] = k
     assert len(groups) > 100
     assert np.array_equal(group_of, expected)
+
+
+def test_a_huge_group_is_listed_by_its_first_members_and_counted_whole() -> None:
+    n, names = 1_000, ("train", "val")
+    dataset_ix = (np.arange(n) >= 600).astype(np.int64)
+    chain = np.arange(0, 900)  # one chain through both datasets: 900 images in one group
+    a, b = chain[:-1], chain[1:]
+    uris = [f"s3://b/{names[d]}/{i:04d}.jpg" for i, d in enumerate(dataset_ix)]
+    images = Images(pa.table({"uri": uris, "size": np.full(n, 10)}), names, dataset_ix, np.zeros(n, bool))
+    decisions = Decisions((a, b), np.full(n, -1), np.zeros(n, bool), 0, 0, ())
+    errors = pa.table({k: pa.array([], SCORES.field(k).type) for k in ("uri", "dataset", "rel_path", "error")})
+    summary = build_summary(images, decisions, errors, {}, examples=3)
+    train = summary["datasets"]["train"]
+    assert train["group_sizes"] == {"600": 1}
+    assert train["groups"] == [uris[:MEMBERS_LISTED]]
+    shared = summary["intersections"]["train & val"]
+    assert shared["images"] == {"train": 600, "val": 300}
+    assert shared["groups"] == [{"train": uris[:MEMBERS_LISTED], "val": uris[600:600 + MEMBERS_LISTED]}]

@@ -15,7 +15,6 @@ from dupflow.index.hamming import (
     search_block,
     search_blocks,
     sort_pairs,
-    stream_block,
 )
 
 __all__ = [
@@ -35,5 +34,4 @@ __all__ = [
     "search_block",
     "search_blocks",
     "sort_pairs",
-    "stream_block",
 ]

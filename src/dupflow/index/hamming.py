@@ -23,7 +23,7 @@ import os
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, NamedTuple, cast
 
 import numpy as np
@@ -46,7 +46,6 @@ __all__ = [
     "search_block",
     "search_blocks",
     "sort_pairs",
-    "stream_block",
 ]
 
 CHUNK_BITS = 16
@@ -111,16 +110,14 @@ class SearchPlan:
 _PROBE_COST = 2.0  # one bucket probe, in units of one candidate check
 
 
-def plan_search(threshold: int, index_words: np.ndarray, query_words: np.ndarray | None = None, *,
-                stream: bool = False) -> SearchPlan:
+def plan_search(threshold: int, index_words: np.ndarray, query_words: np.ndarray | None = None) -> SearchPlan:
     """Choose chunk radii that minimise the expected work on these hashes.
 
     Real hashes are not uniform: a chunk whose bits barely vary puts most rows in a few buckets,
     and probing it costs nearly N^2. For each chunk the number of candidate pairs at radius r is
     sum over masks m with popcount(m) <= r of the XOR-correlation of the two bucket histograms,
     computed for all m at once with a Walsh-Hadamard transform. A small dynamic programme then
-    picks radii with sum(r_c + 1) > threshold (so no pair is missed) at the least total cost. `stream`:
-    for `stream_block`, where every query row probes its own buckets (not every occupied bucket once).
+    picks radii with sum(r_c + 1) > threshold (so no pair is missed) at the least total cost.
     """
     index_words = _as_2d(index_words)
     n_bits = 64 * index_words.shape[1]
@@ -137,7 +134,7 @@ def plan_search(threshold: int, index_words: np.ndarray, query_words: np.ndarray
         corr = _walsh_hadamard(_walsh_hadamard(hq) * _walsh_hadamard(hx)) / _BUCKETS
         candidates = np.cumsum(np.bincount(group, weights=corr, minlength=CHUNK_BITS + 1))
         cost[c, 0] = 0.0
-        probes = len(q) if stream else np.count_nonzero(hq)
+        probes = np.count_nonzero(hq)
         cost[c, 1:] = candidates + _PROBE_COST * probes * upto
     radii = _cheapest_radii(cost, threshold + 1)
     return SearchPlan(threshold, radii, cost[np.arange(chunks), radii + 1])
@@ -234,6 +231,12 @@ class HammingIndex:
         """(C, 2) bucket range of `block` in each chunk (see the module's docstring)."""
         return _bucket_ranges(self.starts, len(self.words), block, self.plan)
 
+    def with_plan(self, plan: SearchPlan) -> HammingIndex:
+        """This index for another plan over the same hashes: the sorted chunks either makes serve both."""
+        if len(plan.radii) != len(self.plan.radii):
+            raise ValueError("the plan was made for hashes of another length")
+        return replace(self, plan=plan, starts=_bucket_starts(self.words, plan))
+
 
 def _bucket_starts(words: np.ndarray, plan: SearchPlan) -> np.ndarray:
     """(C, 65537) bucket offsets of `words` in each probed chunk (zeros for a skipped chunk)."""
@@ -243,21 +246,27 @@ def _bucket_starts(words: np.ndarray, plan: SearchPlan) -> np.ndarray:
     return starts
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class QueryRows:
     """The query side of an across join, indexed one block at a time (`part`): a block's index holds only
-    the rows in its own buckets, so a process running some of the blocks never sorts or copies the rest.
-    A part gives `search_block` the same pairs, in the same order, as the whole query index would."""
+    the rows in its own buckets, so a process running some of the blocks never copies the rest. Each
+    chunk's row order (by chunk value; 4 bytes a row) is sorted once, when a part first needs that chunk:
+    rescanning a side of 70M mirrored pHashes for every part cost more than the search it fed. A part
+    gives `search_block` the same pairs, in the same order, as the whole query index would."""
 
     words: np.ndarray  # (N, W) uint64
     plan: SearchPlan
     starts: np.ndarray  # (C, 65537) int64: the whole side's bucket offsets, as HammingIndex.starts
+    orders: list[np.ndarray | None]  # per chunk, once made: the rows ordered by its value, stable
+    locks: tuple[threading.Lock, ...]  # one per chunk
 
     @classmethod
     def of(cls, words: np.ndarray, plan: SearchPlan) -> QueryRows:
         """`words` as queries for `plan`: only the bucket counts are computed here."""
         words = np.ascontiguousarray(_as_2d(words))
-        return cls(words, plan, _bucket_starts(words, plan))
+        chunks = len(plan.radii)
+        return cls(words, plan, _bucket_starts(words, plan), [None] * chunks,
+                   tuple(threading.Lock() for _ in range(chunks)))
 
     def __len__(self) -> int:
         return len(self.words)
@@ -267,21 +276,30 @@ class QueryRows:
         ranges = _bucket_ranges(self.starts, len(self.words), block, self.plan)
         return int(sum(self.starts[c, hi] - self.starts[c, lo] for c, (lo, hi) in enumerate(ranges.tolist())))
 
+    def _order(self, c: int) -> np.ndarray:
+        made = self.orders[c]
+        if made is None:
+            with self.locks[c]:
+                made = self.orders[c]
+                if made is None:
+                    made = np.argsort(_chunk16(self.words, c), kind="stable").astype(_row_ids(len(self.words)))
+                    self.orders[c] = made
+        return made
+
     def part(self, block: Block) -> HammingIndex:
         """The index of the rows in `block`'s buckets, chunk by chunk."""
         ranges = _bucket_ranges(self.starts, len(self.words), block, self.plan)
         chunks = len(self.plan.radii)
-        ids = _row_ids(len(self.words))
         made: list[tuple[np.ndarray, np.ndarray] | None] = []
         starts = np.zeros((chunks, _BUCKETS + 1), np.int64)
         for c in range(chunks):
-            rows = np.zeros(0, np.int64)
-            if self.plan.radii[c] >= 0 and ranges[c, 1] > ranges[c, 0]:
-                key = _chunk16(self.words, c)
-                rows = np.flatnonzero((key >= ranges[c, 0]) & (key < ranges[c, 1]))
-                rows = rows[np.argsort(key[rows], kind="stable")]  # bucket by bucket, rows ascending
-                starts[c, 1:] = np.cumsum(np.bincount(key[rows], minlength=_BUCKETS))
-            made.append((self.words[rows], rows.astype(ids)))
+            rows = np.zeros(0, _row_ids(len(self.words)))
+            lo, hi = (int(x) for x in ranges[c])
+            if self.plan.radii[c] >= 0 and hi > lo:
+                first, last = int(self.starts[c, lo]), int(self.starts[c, hi])
+                rows = self._order(c)[first:last]  # bucket by bucket, rows ascending
+                starts[c] = np.clip(self.starts[c] - first, 0, last - first)
+            made.append((self.words[rows], rows))
         locks = tuple(threading.Lock() for _ in range(chunks))
         return _BlockIndex(self.words, self.plan, starts, made, locks, block, ranges)
 
@@ -443,67 +461,6 @@ def search_blocks(
     with ThreadPoolExecutor(threads) as pool:
         parts = list(pool.map(lambda k: search_block(index, Block(k, blocks), queries), range(blocks)))
     return sort_pairs(concat_pairs(parts))
-
-
-def stream_block(index: HammingIndex, rows: np.ndarray, block: Block) -> Pairs:
-    """The rows of `block` (its contiguous share of `rows`, in any order: nothing is sorted) against the
-    index, with a `plan_search(..., stream=True)` plan: every (row, index row) pair within the threshold,
-    once. For a small index and many rows, as when new images are searched against a whole corpus: only
-    the index is sorted, and what it costs beyond the index is one pass over the rows."""
-    rows = np.ascontiguousarray(_as_2d(rows))
-    if rows.shape[1] != index.words.shape[1]:
-        raise ValueError("rows and index have hashes of different lengths")
-    if not 0 <= block.k < block.of:
-        raise ValueError(f"block {block.k} of {block.of} does not exist")
-    start, stop = block.k * len(rows) // block.of, (block.k + 1) * len(rows) // block.of
-    if start == stop or len(index) == 0:
-        return concat_pairs([])
-    masks, upto = _masks()
-    radii = index.plan.radii
-    found = []
-    for c in np.flatnonzero(radii >= 0).tolist():
-        xs, xids = index.chunk(c)
-        found.append(Pairs(*_stream(rows, start, stop, xs, xids, index.starts[c], c, radii, masks, upto,
-                                    index.plan.threshold)))
-    return concat_pairs(found)
-
-
-@njit(nogil=True, cache=True)
-def _stream(  # type: ignore[no-untyped-def]  # pragma: no cover - compiled; tested through the wrappers
-    rows, start, stop, xs, xids, xstarts, c, radii, masks, upto, threshold
-):
-    """Rows start .. stop - 1 against an index sorted by chunk c."""
-    n_words = rows.shape[1]
-    cap = 4096
-    out_a = np.empty(cap, np.int64)
-    out_b = np.empty(cap, np.int64)
-    out_d = np.empty(cap, np.int64)
-    n = 0
-    shift = np.uint64(16 * (c % 4))
-    for p in range(start, stop):
-        v = np.int64((rows[p, c // 4] >> shift) & np.uint64(0xFFFF))
-        for mi in range(upto[radii[c]]):
-            b2 = v ^ masks[mi]
-            t0 = xstarts[b2]
-            t1 = xstarts[b2 + 1]
-            for q in range(t0, t1):
-                d = 0
-                for w in range(n_words):
-                    d += _popcount(rows[p, w] ^ xs[q, w])
-                if d > threshold:
-                    continue
-                if _found_earlier(rows[p], xs[q], c, radii):
-                    continue
-                if n == cap:
-                    cap *= 2
-                    out_a = np.resize(out_a, cap)
-                    out_b = np.resize(out_b, cap)
-                    out_d = np.resize(out_d, cap)
-                out_a[n] = p
-                out_b[n] = xids[q]
-                out_d[n] = d
-                n += 1
-    return out_a[:n], out_b[:n], out_d[:n]
 
 
 def hamming_pairs(

@@ -123,10 +123,23 @@ def load_images(store: EncodingsStore, settings: MatchSettings) -> tuple[Images,
         embeddings = embeddings_from_store(valid)
     features = _stored_features(store, rec, names, valid, dataset_ix, table.filter(failed)) if lazy else None
     large = [c for c in (STORE_COLUMN, *LOCATION) if c in valid.column_names]
-    images = Images(valid.drop_columns(large), tuple(names), dataset_ix, reference, embeddings, features)
+    images = Images(_contiguous(valid.drop_columns(large)), tuple(names), dataset_ix, reference, embeddings, features)
     del table, valid
     _return_freed()
     return images, errors, hash_size
+
+
+_ONE_CHUNK_BYTES = 2**31 - 2**26  # a string column of more than ~2 GiB cannot be one chunk (32-bit offsets)
+
+
+def _contiguous(table: pa.Table) -> pa.Table:
+    """The table with each column in one chunk where it fits: the store reads ~250 chunks per million rows,
+    and a take from a chunked column (the outputs take uris, sizes and paths by image id ~15 times) costs a
+    pass over every chunk (1.2 s against 0.2 s for 3M uris of 10M)."""
+    for k, column in enumerate(table.columns):
+        if column.num_chunks > 1 and column.nbytes < _ONE_CHUNK_BYTES:
+            table = table.set_column(k, table.field(k), pa.chunked_array([column.combine_chunks()], column.type))
+    return table
 
 
 def _return_freed() -> None:

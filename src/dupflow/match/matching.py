@@ -34,7 +34,6 @@ from dupflow.index import (
     cosine_pairs,
     plan_search,
     search_block,
-    stream_block,
 )
 from dupflow.match.digests import class_digests
 from dupflow.match.embeddings import Embeddings
@@ -178,19 +177,6 @@ class _Join:
 
 
 @dataclass(frozen=True)
-class _StreamJoin:
-    """An incremental run's join: the new classes' hashes indexed, the other side's rows streamed past them,
-    so nothing of the size of the corpus is sorted or copied. `oriented_index`: the index holds the
-    mirrored/rotated pHashes (their picture is the pair's query picture); else the rows may."""
-
-    index: HammingIndex
-    rows: np.ndarray
-    indexed: _Rows
-    streamed: _Rows
-    oriented_index: bool = False
-
-
-@dataclass(frozen=True)
 class _CosineJoin:
     """Tiled cosine search: within `a` (upper triangle) or every (a, b) pair."""
 
@@ -201,7 +187,7 @@ class _CosineJoin:
     threshold: float
 
 
-AnyJoin = _Join | _StreamJoin | _CosineJoin
+AnyJoin = _Join | _CosineJoin
 
 
 @dataclass(frozen=True)
@@ -249,12 +235,6 @@ class RuleSearch:
                     none = np.full(len(cq), -1, np.int64)
                     similarity = np.clip(sims[hit].astype(np.float64), 0.0, 1.0)
                     parts.append(self._verified(cq, cx, none, similarity, none))
-            elif isinstance(join, _StreamJoin):
-                got = stream_block(join.index, join.rows, block)
-                similarity = self.rule.conditions[0].similarity(got.distance)
-                (ci, oi), (cr, orr) = join.indexed.of(got.b), join.streamed.of(got.a)
-                cq, cx, orient = (ci, cr, oi) if join.oriented_index else (cr, ci, orr)
-                parts.append(self._verified(cq, cx, got.distance, similarity, orient))
             else:
                 for sub in join.sub_blocks(block):
                     found = search_block(join.index, sub, None if join.queries is None else join.queries.part(sub))
@@ -485,7 +465,7 @@ def _joins(
         return _cosine_joins(words, normal, new_normal, across, first.min_similarity, fresh is None)
     threshold = first.max_distance
     if fresh is not None:
-        return _stream_joins(images, rule, reps, words, normal, ref, fresh, views)
+        return _fresh_joins(images, rule, reps, words, normal, ref, fresh, views)
     joins: list[AnyJoin] = []
     if len(normal) > 1:
         plan = plan_search(threshold, words[normal])
@@ -517,39 +497,40 @@ def _view_searches(views: _Views, normal: np.ndarray, ref: np.ndarray, others: n
     return searches
 
 
-def _stream_joins(images: Images, rule: Rule, reps: np.ndarray, words: np.ndarray, normal: np.ndarray,
-                  ref: np.ndarray, fresh: np.ndarray, views: _Views) -> tuple[AnyJoin, ...]:
-    """The joins of an incremental run: every pair with a new class, the new side indexed and the other
-    streamed. Plain joins are symmetric (no view), so which side is the query does not matter."""
+def _fresh_joins(images: Images, rule: Rule, reps: np.ndarray, words: np.ndarray, normal: np.ndarray,
+                 ref: np.ndarray, fresh: np.ndarray, views: _Views) -> tuple[AnyJoin, ...]:
+    """The joins of an incremental run: every pair with a new class, as bucket joins across two sides, so
+    that each bucket pair is visited once (one new row in a bucket against a thousand others), never once
+    a row: the new classes (and their views) against every class, and every class's views against the new
+    classes. Plain joins are symmetric (no view), so which side is the query does not matter: the new side
+    queries, and an index over a whole side is made once and shared by the joins that search it."""
     threshold = rule.conditions[0].max_distance
     new_normal, new_ref = normal[fresh[normal]], ref[fresh[ref]]
+    everything, indexed = np.arange(len(reps)), np.flatnonzero(fresh)
+    if len(ref) == 0:
+        normal = everything  # one array: the joins against every class share its index
+    indexes: dict[int, HammingIndex] = {}
+
+    def across(limit: int, queries: np.ndarray, query: _Rows, against: np.ndarray) -> _Join:
+        built = indexes.get(id(against))
+        side = built.words if built is not None else words[against]
+        plan = plan_search(limit, side, queries)
+        index = built.with_plan(plan) if built is not None else HammingIndex.build(side, plan)
+        indexes.setdefault(id(against), index)
+        return _Join(index, QueryRows.of(queries, plan), query, against)
+
     joins: list[AnyJoin] = []
     others = ((new_normal, normal if len(normal) > 1 else normal[:0]), (new_normal, ref), (new_ref, normal))
-    joins += [_stream(threshold, words[new], _Rows(new), words[other], _Rows(other))
-              for new, other in others if len(new) and len(other)]
-    everything, indexed = np.arange(len(reps)), np.flatnonzero(fresh)
-    # the new classes' views against every class, then every class's views against the new classes
-    new_views = _view_searches(views, new_normal, new_ref, everything, ref)
+    joins += [across(threshold, words[new], _Rows(new), other) for new, other in others if len(new) and len(other)]
+    new_views = _view_searches(views, new_normal, new_ref, normal if len(ref) == 0 else everything, ref)
     all_views = _view_searches(views, normal, ref, indexed, ref)
     for (column, margin, new_sides), (_, _, all_sides) in zip(new_views, all_views, strict=True):
         limit = max(0, threshold - margin)
-        for viewed, against in new_sides:
+        for viewed, against in (*new_sides, *all_sides):
             found = _variants(images, reps, viewed, column) if len(viewed) and len(against) else None
             if found is not None:
-                variants, side = found
-                joins.append(_stream(limit, variants, side, words[against], _Rows(against), oriented_index=True))
-        for viewed, against in all_sides:
-            found = _variants(images, reps, viewed, column) if len(viewed) and len(against) else None
-            if found is not None:
-                variants, side = found
-                joins.append(_stream(limit, words[against], _Rows(against), variants, side))
+                joins.append(across(limit, *found, against))
     return tuple(joins)
-
-
-def _stream(threshold: int, indexed: np.ndarray, index_rows: _Rows, rows: np.ndarray, streamed: _Rows, *,
-            oriented_index: bool = False) -> _StreamJoin:
-    plan = plan_search(threshold, indexed, rows, stream=True)
-    return _StreamJoin(HammingIndex.build(indexed, plan), rows, index_rows, streamed, oriented_index)
 
 
 def _cosine_joins(words: np.ndarray, normal: np.ndarray, new_normal: np.ndarray,

@@ -69,7 +69,8 @@ class MatchSettings(StageSettings):
     duplicates_root: str | None = setting(
         None, "where the manifest sends duplicates, as ROOT/DATASET/REL_PATH [default: OUT/duplicates]",
         metavar="URL", path=True)
-    examples: int = setting(1000, "groups listed per section of summary.json (groups.parquet lists all)", ge=0)
+    examples: int = setting(1000, "groups listed per section of summary.json, 100 members each at most "
+                                  "(groups.parquet lists all)", ge=0)
     threads: int = setting(0, "search threads; 0: every CPU", ge=0)
     blocks: int = setting(0, "blocks the search is split into; 0: four per search thread (in a flow: one "
                           "task per worker thread, each of 1,000 images or more, every rule in it)",

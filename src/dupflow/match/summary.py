@@ -15,7 +15,11 @@ from dupflow.match.matching import Images
 from dupflow.schemas import SCHEMA_VERSION
 from dupflow.units import human_size
 
-__all__ = ["build_summary", "summary_markdown"]
+__all__ = ["MEMBERS_LISTED", "build_summary", "summary_markdown"]
+
+# members listed of each listed group (its first, by uri order within a dataset): a group that chaining made
+# huge (2.7M images in one synthetic 10M run) otherwise made summary.json 287 MB; groups.parquet has them all
+MEMBERS_LISTED = 100
 
 
 def build_summary(
@@ -23,7 +27,8 @@ def build_summary(
 ) -> dict[str, Any]:
     """Counts per dataset (images, groups inside it, files that could go), the groups shared by
     every pair of datasets (train/val leakage, ingest vs corpus), and errors by kind. At most
-    `examples` groups are listed per section; groups.parquet has them all."""
+    `examples` groups are listed per section, each with at most MEMBERS_LISTED members (per dataset
+    across datasets); groups.parquet has them all."""
     uris = images.table["uri"]
     sizes = np.asarray(images.table["size"].fill_null(0).to_numpy(zero_copy_only=False), np.int64)
     error_kinds = Counter(zip(errors["dataset"].to_pylist(), errors["error"].to_pylist(), strict=True))
@@ -45,6 +50,7 @@ def build_summary(
             "to_move": int(moved.sum()),
             "bytes_to_move": int(sizes[moved].sum()),
             "groups_listed": min(examples, groups.count),
+            "members_listed": MEMBERS_LISTED,
             "groups": _named(uris, groups.members(np.arange(min(examples, groups.count)))),
         }
     intersections: dict[str, Any] = {}
@@ -61,6 +67,7 @@ def build_summary(
             "shared_groups": len(shared),
             "images": {n1: int(on_1[shared].sum()), n2: int(on_2[shared].sum())},
             "groups_listed": len(listed),
+            "members_listed": MEMBERS_LISTED,
             "groups": [dict(zip((n1, n2), named, strict=True)) for named in zip(*(
                 _named(uris, groups.members(listed, images.dataset_ix == d)) for _, d in sides), strict=True)],
         }
@@ -110,7 +117,8 @@ class _Groups:
         return np.bincount(self.group_of[held], minlength=self.count)
 
     def members(self, groups: np.ndarray, which: np.ndarray | None = None) -> list[list[int]]:
-        """The members (ascending) of these groups (ascending numbers), only those `which` holds if given."""
+        """The first MEMBERS_LISTED members (ascending) of these groups (ascending numbers), only those `which`
+        holds if given."""
         chosen = np.full(len(self.group_of), -1, np.int64)
         ids = self.ids[np.isin(self.group_of[self.ids], groups)]
         if which is not None:
@@ -120,7 +128,7 @@ class _Groups:
         present = np.unique(chosen[ids])  # a group with no member `which` holds still gets its (empty) list
         out: list[list[int]] = [[] for _ in groups]
         for k, members in zip(present.tolist(), lists, strict=True):
-            out[k] = members
+            out[k] = members[:MEMBERS_LISTED]
         return out
 
 
