@@ -358,7 +358,7 @@ def test_classes_gather_identical_keys_numbered_by_first_row_even_when_their_mix
     rng = np.random.default_rng(5)
     key = rng.integers(0, 4, (3_000, 3)).astype(np.uint64)  # 64 distinct keys: every class has many rows
     if collide:  # two keys mixing alike cannot be found by chance: make every key mix alike
-        monkeypatch.setattr(matching, "_mix", lambda k: np.zeros(len(k), np.uint64))
+        monkeypatch.setattr(matching, "key_mix", lambda k: np.zeros(len(k), np.uint64))
     first, cls = matching._classes(key)
     seen: dict[tuple[int, ...], int] = {}
     expected = [seen.setdefault(tuple(row), len(seen)) for row in key.tolist()]

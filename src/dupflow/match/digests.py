@@ -15,7 +15,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from numba import njit
 
-__all__ = ["class_digests", "file_digests", "index_of"]
+__all__ = ["class_digests", "file_digests", "index_of", "key_mix"]
 
 _K0, _K1 = np.uint64(0x9E3779B97F4A7C15), np.uint64(0xC2B2AE3D27D4EB4F)
 _K2, _K3 = np.uint64(0x165667B19E3779F9), np.uint64(0xD6E8FEB86659FD93)
@@ -87,6 +87,15 @@ def _classes(rows, reps, keys, out):  # type: ignore[no-untyped-def]  # pragma: 
 
 
 @njit(nogil=True, cache=True)
+def _mix_rows(keys, out):  # type: ignore[no-untyped-def]  # pragma: no cover - compiled
+    for r in range(len(keys)):
+        x = np.uint64(0)
+        for k in range(keys.shape[1]):
+            x = _fmix(x ^ keys[r, k])
+        out[r] = x
+
+
+@njit(nogil=True, cache=True)
 def _join(values, among, slots):  # type: ignore[no-untyped-def]  # pragma: no cover - compiled
     mask = np.uint64(len(slots) - 1)
     for j in range(len(among)):
@@ -146,6 +155,13 @@ def class_digests(rows: np.ndarray, reps: np.ndarray, keys: np.ndarray) -> np.nd
     `file_digests` row) as a digest."""
     out = np.empty((len(reps), 2), np.uint64)
     _classes(rows, np.ascontiguousarray(reps, np.int64), np.ascontiguousarray(keys, np.uint64), out)
+    return out
+
+
+def key_mix(keys: np.ndarray) -> np.ndarray:
+    """(N,) uint64: each row of (N, K) uint64 words mixed into one word (a sort key: equal rows mix alike)."""
+    out = np.empty(len(keys), np.uint64)
+    _mix_rows(np.ascontiguousarray(keys, np.uint64), out)
     return out
 
 

@@ -35,7 +35,7 @@ from dupflow.index import (
     plan_search,
     search_block,
 )
-from dupflow.match.digests import class_digests
+from dupflow.match.digests import class_digests, key_mix
 from dupflow.match.embeddings import Embeddings
 from dupflow.match.rules import COSINE, DIGESTS, VERIFIED, Rule, orientable, searches_crops
 from dupflow.match.state import RuleState, carry
@@ -385,7 +385,7 @@ def _classes(key: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     n = len(key)
     if n == 0:
         return np.zeros(0, np.int64), np.zeros(0, np.int64)
-    mixed = _mix(key)
+    mixed = key_mix(key)
     order = np.argsort(mixed)
     ordered = key[order]
     starts = np.ones(n, bool)
@@ -402,17 +402,6 @@ def _classes(key: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     cls = np.empty(n, np.int64)
     cls[order] = renumber[group]
     return first[rank], cls
-
-
-def _mix(key: np.ndarray) -> np.ndarray:
-    """(N,) uint64: the rows of (N, K) uint64 words mixed into one word (splitmix64's finaliser per word)."""
-    out = np.zeros(len(key), np.uint64)
-    for column in np.ascontiguousarray(key, dtype=np.uint64).T:
-        x = out ^ column
-        x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-        x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-        out = x ^ (x >> np.uint64(31))
-    return out
 
 
 def _row_cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -512,17 +501,15 @@ def _fresh_joins(images: Images, rule: Rule, reps: np.ndarray, words: np.ndarray
     indexes: dict[int, HammingIndex] = {}
 
     def across(limit: int, queries: np.ndarray, query: _Rows, against: np.ndarray) -> _Join:
-        built = indexes.get(id(against))
-        side = built.words if built is not None else words[against]
-        plan = plan_search(limit, side, queries)
-        index = built.with_plan(plan) if built is not None else HammingIndex.build(side, plan)
-        indexes.setdefault(id(against), index)
-        return _Join(index, QueryRows.of(queries, plan), query, against)
+        built = indexes.get(id(against))  # `against` arrays live as long as this call: their ids are stable
+        join = _across(limit, queries, query, words[against] if built is None else built.words, against, built)
+        indexes.setdefault(id(against), join.index)
+        return join
 
     joins: list[AnyJoin] = []
     others = ((new_normal, normal if len(normal) > 1 else normal[:0]), (new_normal, ref), (new_ref, normal))
     joins += [across(threshold, words[new], _Rows(new), other) for new, other in others if len(new) and len(other)]
-    new_views = _view_searches(views, new_normal, new_ref, normal if len(ref) == 0 else everything, ref)
+    new_views = _view_searches(views, new_normal, new_ref, everything, ref)
     all_views = _view_searches(views, normal, ref, indexed, ref)
     for (column, margin, new_sides), (_, _, all_sides) in zip(new_views, all_views, strict=True):
         limit = max(0, threshold - margin)
@@ -580,10 +567,13 @@ def _view_major(values: pa.ChunkedArray, ids: np.ndarray, views: int) -> np.ndar
     return out.reshape(views * len(ids), words)
 
 
-def _across(threshold: int, queries: np.ndarray, query: _Rows, index: np.ndarray, index_class: np.ndarray) -> _Join:
-    """A join from every query row to every index row within `threshold` bits."""
+def _across(threshold: int, queries: np.ndarray, query: _Rows, index: np.ndarray, index_class: np.ndarray,
+            built: HammingIndex | None = None) -> _Join:
+    """A join from every query row to every index row within `threshold` bits; `built`: an index already made
+    over the same `index` hashes, whose sorted chunks the join shares."""
     plan = plan_search(threshold, index, queries)
-    return _Join(HammingIndex.build(index, plan), QueryRows.of(queries, plan), query, index_class)
+    made = built.with_plan(plan) if built is not None else HammingIndex.build(index, plan)
+    return _Join(made, QueryRows.of(queries, plan), query, index_class)
 
 
 def evidence_pairs(match: RuleMatch) -> tuple[np.ndarray, ...]:
