@@ -182,3 +182,19 @@ def test_an_index_for_another_plan_shares_its_sorted_chunks_and_finds_that_plans
     parts = [search_block(other, Block(k, blocks), QueryRows.of(queries, plan).part(Block(k, blocks)))
              for k in range(blocks)]
     assert _same(sort_pairs(concat_pairs(parts)), brute_force_pairs(queries, t2, index_words))
+
+
+@settings(max_examples=30, deadline=None)
+@given(hash_sets(words=2), st.integers(0, 20))
+def test_a_sorted_chunk_lists_rows_by_chunk_value_then_row_number(words: np.ndarray, t: int) -> None:
+    plan = plan_search(t, words)
+    index, queries = HammingIndex.build(words, plan), QueryRows.of(words, plan)
+    for c in np.flatnonzero(plan.radii >= 0).tolist():
+        value = (words[:, c // 4] >> np.uint64(16 * (c % 4))) & np.uint64(0xFFFF)
+        expected = np.argsort(value, kind="stable")
+        assert np.array_equal(index.starts[c, 1:], np.cumsum(np.bincount(value.astype(np.int64), minlength=65536)))
+        sorted_words, rows = index.chunk(c)
+        assert np.array_equal(rows, expected)
+        assert np.array_equal(sorted_words, words[expected])
+        whole = queries.part(Block(0, 1)).chunk(c)[1]
+        assert np.array_equal(whole, expected)
