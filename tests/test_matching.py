@@ -367,16 +367,27 @@ def test_classes_gather_identical_keys_numbered_by_first_row_even_when_their_mix
     assert first.tolist() == [expected.index(c) for c in range(len(seen))]
 
 
-def test_matched_columns_are_made_one_chunk_unless_too_large_for_one(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_file_columns_are_made_one_chunk_unless_too_large_for_one(monkeypatch: pytest.MonkeyPatch) -> None:
     from dupflow.match import job
 
-    parts = [pa.table({"uri": [f"s3://b/{k}-{i}.jpg" for i in range(50)], "size": list(range(50))}) for k in range(4)]
+    parts = [pa.table({"uri": [f"s3://b/{k}-{i}.jpg" for i in range(50)], "size": list(range(50)),
+                       "phash": pa.array(range(50), pa.uint64())}) for k in range(4)]
     table = pa.concat_tables(parts)
     assert table["uri"].num_chunks == 4
     one = job._contiguous(table)
-    assert [c.num_chunks for c in one.columns] == [1, 1]
+    assert [c.num_chunks for c in one.columns] == [1, 1, 4]  # hashes are never taken by image id
     assert one.equals(table)
     monkeypatch.setattr(job, "_ONE_CHUNK_BYTES", table["size"].nbytes + 1)  # the uris no longer fit in one
     kept = job._contiguous(table)
-    assert [c.num_chunks for c in kept.columns] == [4, 1]
+    assert [c.num_chunks for c in kept.columns] == [4, 1, 4]
     assert kept.equals(table)
+
+
+@pytest.mark.parametrize("n", [1_000, 2**40])  # a combined key, and lexsort where the key would overflow
+def test_pairs_are_ordered_by_images_then_rule_as_a_lexsort_would(n: int) -> None:
+    from dupflow.match.decisions import _pair_order
+
+    rng = np.random.default_rng(3)
+    a, b, rule = rng.integers(0, 40, 500), rng.integers(0, 40, 500), rng.integers(0, 3, 500)
+    a, b = a * (n // 40), b * (n // 40)  # ids spread up to n
+    assert np.array_equal(_pair_order(a, b, rule, n), np.lexsort((rule, b, a)))
