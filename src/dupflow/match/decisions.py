@@ -182,7 +182,9 @@ def _best_matches(images: Images, matches: list[RuleMatch]) -> _Best:
     best = _Best(np.full(n, -1.0), np.full(n, -1, np.int64), np.full(n, -1, np.int64), np.full(n, -1.0))
     for r, match in enumerate(matches):
         s, pairs = match.search, match.pairs
-        class_sim, class_partner, class_other = _class_bests(pairs.c1, pairs.c2, pairs.similarity, s.reps)
+        c1, c2 = pairs.c1.astype(np.int64, copy=False), pairs.c2.astype(np.int64, copy=False)  # one compiled type
+        class_sim, class_partner, class_other = _class_bests(c1, c2, pairs.similarity.astype(np.float64, copy=False),
+                                                             s.reps)
         _merge_members(s.member, s.cls, s.reps, s.reference_class, class_sim, class_partner, class_other, r,
                        best.similarity, best.partner, best.rule, best.other)
     return best
