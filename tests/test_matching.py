@@ -391,3 +391,22 @@ def test_pairs_are_ordered_by_images_then_rule_as_a_lexsort_would(n: int) -> Non
     a, b, rule = rng.integers(0, 40, 500), rng.integers(0, 40, 500), rng.integers(0, 3, 500)
     a, b = a * (n // 40), b * (n // 40)  # ids spread up to n
     assert np.array_equal(_pair_order(a, b, rule, n), np.lexsort((rule, b, a)))
+
+
+@pytest.mark.parametrize("failing", ["_manifest_table", "build_summary"])
+def test_a_run_that_fails_writing_its_outputs_leaves_no_summary_beside_them(
+    world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, failing: str,
+) -> None:
+    from dupflow.match import job
+
+    out = tmp_path / "out"
+    _match(world, out)
+    assert (out / "summary.json").exists()
+
+    def broken(*_: Any, **__: Any) -> None:
+        raise RuntimeError(f"{failing} failed")
+
+    monkeypatch.setattr(decisions if failing == "_manifest_table" else job, failing, broken)
+    with pytest.raises(RuntimeError, match=f"{failing} failed"):
+        _match(world, out, incremental=False)
+    assert not (out / "summary.json").exists()  # the last run's summary would describe tables it did not write

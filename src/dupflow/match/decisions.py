@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
 
@@ -65,13 +66,15 @@ def decide(
     status `error`. With `min_shared` and local features, groups are checked against their keepers
     (`_checked_groups`). `manifest_meta`: the manifest's schema metadata."""
     n = len(images)
-    a, b, distance, similarity, orientation, rule_ix = _all_evidence(matches, n)
-    group_of = components(n, a, b)
-    keys = keep.sort_keys(images.table, list(images.datasets), images.reference, np.flatnonzero(group_of >= 0))
-    if min_shared is not None and images.features is not None:
-        group_of = _checked_groups(images.features, group_of, a, b, keys, min_shared)
-    keeper = _keepers(group_of, keys)
-    best = _best_matches(images, matches)
+    with ThreadPoolExecutor(1) as side:  # compiled and GIL-free: beside the groups, on a second core
+        best_matches = side.submit(_best_matches, images, matches)
+        a, b, distance, similarity, orientation, rule_ix = _all_evidence(matches, n)
+        group_of = components(n, a, b)
+        keys = keep.sort_keys(images.table, list(images.datasets), images.reference, np.flatnonzero(group_of >= 0))
+        if min_shared is not None and images.features is not None:
+            group_of = _checked_groups(images.features, group_of, a, b, keys, min_shared)
+        keeper = _keepers(group_of, keys)
+        best = best_matches.result()
     is_keeper = np.zeros(n, bool)
     is_keeper[keeper] = True
     moved = (group_of >= 0) & ~images.reference & ~is_keeper

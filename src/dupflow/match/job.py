@@ -6,7 +6,7 @@ import json
 import os
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -375,9 +375,11 @@ def finish_match(job: MatchJob, parts: Sequence[Sequence[ClassPairs]], seconds: 
                  "duplicates_root": duplicates_root}
     if ready.images.embeddings is not None:
         described["embeddings"] = ready.images.embeddings.describe()
-    summary = build_summary(ready.images, decisions, ready.errors, described, settings.examples)
     decided = time.perf_counter()
-    write_outputs(job.out_url, decisions, summary, options)
+    with ThreadPoolExecutor(1) as side:  # the summary is worked out beside the tables
+        summarised = side.submit(build_summary, ready.images, decisions, ready.errors, described, settings.examples)
+        write_outputs(job.out_url, decisions, summarised.result, options)
+    summary = summarised.result()
     if settings.incremental:  # after the outputs: a state never describes outputs that were not written
         write_state(job.out_url, ready.fingerprint, [m.state() for m in matches], options)
     timing = {**(seconds or {}), "decided": round(decided - start, 3),
@@ -420,12 +422,12 @@ def _absolute(url: str, storage_options: dict[str, Any] | None) -> str:
     return to_uri(fs, path)
 
 
-def write_outputs(out_url: str, decisions: Decisions, summary: dict[str, Any],
+def write_outputs(out_url: str, decisions: Decisions, summary: Callable[[], dict[str, Any]],
                   storage_options: dict[str, Any] | None = None) -> None:
-    """Write the four tables, then summary.json last: its presence marks a finished run (a table that fails
-    to build, like a crash, leaves the folder without one). A table is compressed and written on a second
-    thread while the next is built (pyarrow writes Parquet on one thread: ~9 s of a 10M-image run), so at
-    most two are in memory."""
+    """Write the four tables, then summary.json last (`summary()`, asked for once the tables are written):
+    its presence marks a finished run (a table or summary that fails, like a crash, leaves the folder
+    without one). A table is compressed and written on a second thread while the next is built (pyarrow
+    writes Parquet on one thread: ~9 s of a 10M-image run), so at most two are in memory."""
     fs, root = open_fs(out_url, storage_options)
 
     def write(name: str, table: pa.Table) -> None:
@@ -445,6 +447,6 @@ def write_outputs(out_url: str, decisions: Decisions, summary: dict[str, Any],
                 del table
             if written is not None:
                 written.result()
-        atomic_write(fs, join(root, "summary.json"), json.dumps(summary, indent=2).encode() + b"\n")
+        atomic_write(fs, join(root, "summary.json"), json.dumps(summary(), indent=2).encode() + b"\n")
     except OSError as exc:
         raise storage_error(exc, out_url, "write the match outputs to") from exc
