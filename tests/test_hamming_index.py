@@ -198,3 +198,11 @@ def test_a_sorted_chunk_lists_rows_by_chunk_value_then_row_number(words: np.ndar
         assert np.array_equal(sorted_words, words[expected])
         whole = queries.part(Block(0, 1)).chunk(c)[1]
         assert np.array_equal(whole, expected)
+
+
+def test_a_chunk_without_bucket_offsets_is_refused_rather_than_sorted_into_garbage() -> None:
+    from dupflow.index.hamming import _order_by_chunk
+
+    words = np.arange(10, dtype=np.uint64).reshape(-1, 1)
+    with pytest.raises(ValueError, match="no bucket offsets"):
+        _order_by_chunk(words, 0, np.zeros(65537, np.int64))  # a chunk the plan skips has all-zero offsets

@@ -410,3 +410,16 @@ def test_a_run_that_fails_writing_its_outputs_leaves_no_summary_beside_them(
     with pytest.raises(RuntimeError, match=f"{failing} failed"):
         _match(world, out, incremental=False)
     assert not (out / "summary.json").exists()  # the last run's summary would describe tables it did not write
+
+
+@pytest.mark.parametrize("datasets", [2, 500])  # cells counted densely, and sorted where they would be many
+def test_a_groups_dataset_span_counts_the_datasets_its_members_are_in(datasets: int) -> None:
+    rng = np.random.default_rng(8)
+    n = 2_000
+    group_of = np.where(rng.random(n) < 0.5, rng.integers(0, 300, n), -1)
+    group_of[:300] = np.arange(300)  # every group has a member
+    dataset_ix = rng.integers(0, datasets, n)
+    images = matching.Images(pa.table({"uri": [str(i) for i in range(n)]}),
+                             tuple(f"d{k}" for k in range(datasets)), dataset_ix, np.zeros(n, bool))
+    expected = [len({int(d) for d in dataset_ix[group_of == g]}) for g in range(300)]
+    assert decisions._spans(images, group_of, 300).tolist() == expected

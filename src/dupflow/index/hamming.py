@@ -258,6 +258,8 @@ def _histograms(words: np.ndarray, chunks: np.ndarray) -> np.ndarray:
 def _order_by_chunk(words: np.ndarray, c: int, starts: np.ndarray) -> np.ndarray:
     """The rows ordered by chunk c's value, ascending within a value (a stable sort), given the chunk's bucket
     offsets: one compiled counting-sort pass, 6x NumPy's stable argsort of the extracted 16-bit keys."""
+    if starts[-1] != len(words):
+        raise ValueError(f"chunk {c} has no bucket offsets for these {len(words):,} rows (a chunk the plan skips)")
     order = np.empty(len(words), _row_ids(len(words)))
     _scatter_rows(words, c, starts, order)
     return order

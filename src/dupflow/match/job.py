@@ -208,8 +208,9 @@ def plan_rules(images: Images, settings: MatchSettings, hash_size: int, store_en
         return prepare_search(images, rule, orientations=turned, windows=windows and searches_crops(rule),
                               rows=rows, previous=None if previous is None else previous[k])
 
-    # rules are prepared side by side: their class sorts and index builds release the GIL (~8 s a rule at 10M)
-    with ThreadPoolExecutor(max(1, min(len(rules), settings.threads or os.cpu_count() or 1))) as pool:
+    # two rules at a time: their class sorts and index builds release the GIL (~8 s a rule at 10M), and more at
+    # once would hold more rules' sort temporaries together
+    with ThreadPoolExecutor(max(1, min(len(rules), settings.threads or os.cpu_count() or 1, 2))) as pool:
         return list(pool.map(prepare, range(len(rules))))
 
 
@@ -440,6 +441,8 @@ def write_outputs(out_url: str, decisions: Decisions, summary: Callable[[], dict
         with ThreadPoolExecutor(1) as writer:
             written = None
             for name, build in zip(OUTPUT_FILES, decisions.builders, strict=False):
+                if written is not None and written.done():
+                    written.result()  # a failed write stops the run before the next table is built
                 table = build()
                 if written is not None:
                     written.result()
